@@ -1,0 +1,27 @@
+"""What a device makes of an ONNX graph: devices, measurement, features, predictors.
+
+This package never imports torch: it must run on a device that has only onnxruntime
+and numpy (the measurement agent runs there).
+"""
+
+from __future__ import annotations
+
+from latency_models._errors import (
+    DuplicateNameError,
+    IncompatibleArtifactError,
+    LatencyModelsError,
+    MeasurementError,
+    UnknownNameError,
+)
+from latency_models._home import home_dir
+from latency_models._registry import Registry
+
+__all__ = [
+    "DuplicateNameError",
+    "IncompatibleArtifactError",
+    "LatencyModelsError",
+    "MeasurementError",
+    "Registry",
+    "UnknownNameError",
+    "home_dir",
+]

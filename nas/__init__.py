@@ -1,0 +1,47 @@
+"""hwnas: hardware-aware compression search for PyTorch models.
+
+``import nas`` stays fast: torch, ray and onnxruntime are imported only by the functions
+that need them. Public names resolve lazily from their private modules (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nas._errors import BudgetError, NASError, RunError, TaskError, UnknownNameError, UsageError
+
+__version__ = "0.1.0"
+
+# public name -> private module that defines it
+_LAZY: dict[str, str] = {
+    "Task": "nas._tasks",
+    "get_task": "nas._tasks",
+    "list_tasks": "nas._tasks",
+    "load_task": "nas._tasks",
+    "TASKS": "nas._tasks",
+}
+
+__all__ = [
+    "BudgetError",
+    "NASError",
+    "RunError",
+    "TaskError",
+    "UnknownNameError",
+    "UsageError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
