@@ -13,15 +13,20 @@ from latency_models._errors import (
     MeasurementError,
     UnknownNameError,
 )
+from latency_models._graph import GraphLike, graph_bytes, graph_hash, load_graph
 from latency_models._home import home_dir
 from latency_models._registry import Registry
 
 __all__ = [
     "DuplicateNameError",
+    "GraphLike",
     "IncompatibleArtifactError",
     "LatencyModelsError",
     "MeasurementError",
     "Registry",
     "UnknownNameError",
+    "graph_bytes",
+    "graph_hash",
     "home_dir",
+    "load_graph",
 ]
