@@ -1,0 +1,288 @@
+"""Objectives and budgets of a search.
+
+An *objective* is a quantity the search optimises: ``accuracy`` (top-1 in %, maximised),
+``latency_ms``, ``energy_mj`` and ``memory_mb`` (minimised). A *budget* is a set of limits,
+``"latency_ms=1.5,memory_mb=2,accuracy_drop=1"``: cost limits on latency (ms), energy (mJ)
+and memory (MB, weights plus peak activations), and a limit on the accuracy lost against the
+base model (``accuracy_drop``, in points of top-1). Each limit becomes one Optuna constraint
+(``trial.set_constraint``, value > 0 means violated), so the Pareto front holds only trials
+that meet the budget while infeasible trials still teach the sampler.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from nas._errors import BudgetError
+
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One quantity a search can optimise.
+
+    Attributes:
+        name: Registry key, also the key in ``trial.user_attrs["predicted"]``.
+        direction: ``"maximize"`` or ``"minimize"``.
+        unit: Unit of the values ("%", "ms", "mJ", "MB").
+        description: One line for help texts.
+    """
+
+    name: str
+    direction: Direction
+    unit: str
+    description: str
+
+
+OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
+    {
+        "accuracy": Objective("accuracy", "maximize", "%", "top-1 accuracy on the validation set"),
+        "latency_ms": Objective("latency_ms", "minimize", "ms", "predicted latency on the device"),
+        "energy_mj": Objective("energy_mj", "minimize", "mJ", "energy per inference"),
+        "memory_mb": Objective(
+            "memory_mb", "minimize", "MB", "weights at their bit-widths plus peak activations"
+        ),
+    }
+)
+"""The objectives a search can optimise, by name."""
+
+# Short names users type ("--objectives accuracy,latency,memory").
+_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "acc": "accuracy",
+        "top1": "accuracy",
+        "latency": "latency_ms",
+        "energy": "energy_mj",
+        "memory": "memory_mb",
+    }
+)
+
+COST_OBJECTIVES: tuple[str, ...] = ("latency_ms", "energy_mj", "memory_mb")
+"""Objectives that are costs of running the model (predicted or computed, minimised)."""
+
+BUDGET_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "latency_ms": "latency limit in ms",
+        "energy_mj": "energy limit per inference in mJ",
+        "memory_mb": "memory limit in MB (weights plus peak activations)",
+        "accuracy_drop": "most top-1 points lost against the base model",
+    }
+)
+"""Valid budget keys and what each limits."""
+
+
+def _closest(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _canonical_objective(name: str) -> str:
+    key = name.strip()
+    key = _ALIASES.get(key, key)
+    if key not in OBJECTIVES:
+        valid = sorted(OBJECTIVES)
+        raise BudgetError(
+            f"unknown objective {name!r}; valid objectives: {valid} "
+            f"(short forms: {sorted(_ALIASES)}).{_closest(key, [*valid, *_ALIASES])}"
+        )
+    return key
+
+
+def parse_objectives(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Parse and check the objectives of a search.
+
+    Args:
+        spec: Names, as a sequence or one comma-separated string
+            (``"accuracy,latency_ms,memory_mb"``). Short forms ``latency``, ``energy`` and
+            ``memory`` are accepted.
+
+    Returns:
+        The canonical names, in the given order, without duplicates.
+
+    Raises:
+        BudgetError: an unknown name (listing the valid ones and the closest), or fewer than
+            two objectives.
+    """
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise BudgetError(f"objective names must be strings, got {part!r}.")
+        if not part.strip():
+            continue
+        name = _canonical_objective(part)
+        if name not in names:
+            names.append(name)
+    if len(names) < 2:
+        raise BudgetError(
+            f"a search needs at least two objectives, got {names}. Add a cost to trade "
+            f"accuracy against, e.g. objectives=('accuracy', 'latency_ms')."
+        )
+    return tuple(names)
+
+
+def directions(objectives: Sequence[str]) -> list[Direction]:
+    """The Optuna study directions of ``objectives`` (canonical names)."""
+    return [OBJECTIVES[name].direction for name in objectives]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits a compressed model must meet.
+
+    Attributes:
+        limits: Budget key -> limit (keys from :data:`BUDGET_KEYS`; costs in ms, mJ, MB;
+            ``accuracy_drop`` in top-1 points).
+    """
+
+    limits: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked: dict[str, float] = {}
+        for key, value in dict(self.limits).items():
+            if key not in BUDGET_KEYS:
+                raise BudgetError(
+                    f"unknown budget key {key!r}; valid keys: {sorted(BUDGET_KEYS)}."
+                    f"{_closest(key, BUDGET_KEYS)}"
+                )
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise BudgetError(
+                    f"budget {key} must be a number, got {value!r}. Example: {key}=1.5."
+                ) from None
+            if not math.isfinite(number) or number < 0 or (number == 0 and key != "accuracy_drop"):
+                allowed = ">= 0" if key == "accuracy_drop" else "> 0"
+                raise BudgetError(f"budget {key} must be finite and {allowed}, got {value!r}.")
+            checked[key] = number
+        object.__setattr__(self, "limits", MappingProxyType(checked))
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+    @property
+    def cost_limits(self) -> dict[str, float]:
+        """The latency, energy and memory limits (without ``accuracy_drop``)."""
+        return {k: v for k, v in self.limits.items() if k in COST_OBJECTIVES}
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-able copy of the limits."""
+        return dict(self.limits)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={v:g}" for k, v in self.limits.items()) or "none"
+
+    def violations(
+        self, values: Mapping[str, float | None], *, base_accuracy: float | None = None
+    ) -> dict[str, float]:
+        """Constraint values for Optuna, one per limit (> 0 means violated).
+
+        Cost violations are relative (``value / limit - 1``), so that limits in different units
+        weigh alike in the samplers' summed violation; ``accuracy_drop`` is
+        ``(base_accuracy - accuracy - limit) / max(limit, 1)``.
+
+        Args:
+            values: Measured or predicted values by objective name (``accuracy`` in %).
+                A missing or ``None`` accuracy (a trial rejected before training) violates
+                ``accuracy_drop`` by a full 100 points.
+            base_accuracy: Top-1 of the base model in %, needed for ``accuracy_drop``.
+
+        Returns:
+            Budget key -> constraint value.
+        """
+        out: dict[str, float] = {}
+        for key, limit in self.limits.items():
+            if key == "accuracy_drop":
+                accuracy = values.get("accuracy")
+                if base_accuracy is None:
+                    raise BudgetError("accuracy_drop needs the base model's accuracy.")
+                drop = 100.0 if accuracy is None else base_accuracy - accuracy
+                out[key] = (drop - limit) / max(limit, 1.0)
+            else:
+                value = values.get(key)
+                if value is None:
+                    raise BudgetError(f"no value for budget key {key!r} in {dict(values)}.")
+                out[key] = value / limit - 1.0
+        return out
+
+    def far_outside(self, predicted: Mapping[str, float], *, factor: float = 1.5) -> list[str]:
+        """Cost keys whose predicted value exceeds ``factor`` times their limit.
+
+        A trial with any such key is rejected before training: even a generous predictor
+        error would not bring it within the budget.
+        """
+        return [
+            key
+            for key, limit in self.cost_limits.items()
+            if predicted.get(key) is not None and predicted[key] > factor * limit
+        ]
+
+    def unmet(self, predicted: Mapping[str, float]) -> list[str]:
+        """Cost keys whose value exceeds its limit."""
+        return [k for k, lim in self.cost_limits.items() if predicted.get(k, 0.0) > lim]
+
+
+def parse_budget(spec: str | Mapping[str, float] | Budget | None) -> Budget:
+    """Parse a budget.
+
+    Args:
+        spec: ``"latency_ms=1.5,memory_mb=2,accuracy_drop=1"``, a mapping of the same, a
+            :class:`Budget`, or ``None``/``""`` for no budget. Short forms ``latency``,
+            ``energy`` and ``memory`` are accepted as keys.
+
+    Returns:
+        The checked budget.
+
+    Raises:
+        BudgetError: an unknown key (listing the valid ones and the closest), a malformed
+            item, a repeated key or a value that is not a positive number.
+    """
+    if spec is None:
+        return Budget()
+    if isinstance(spec, Budget):
+        return spec
+    items: list[tuple[str, object]]
+    if isinstance(spec, str):
+        items = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise BudgetError(
+                    f"budget item {part!r} is not KEY=VALUE. Example: "
+                    f"latency_ms=1.5,memory_mb=2,accuracy_drop=1 (keys: {sorted(BUDGET_KEYS)})."
+                )
+            items.append((key.strip(), value.strip()))
+    elif isinstance(spec, Mapping):
+        items = list(spec.items())
+    else:
+        raise BudgetError(
+            f"budget must be a string, a mapping or None, got {type(spec).__name__}."
+        )
+    limits: dict[str, object] = {}
+    for key, value in items:
+        canonical = _ALIASES.get(key, key) if key in {"latency", "energy", "memory"} else key
+        if canonical in limits:
+            raise BudgetError(f"budget key {canonical!r} is given twice.")
+        limits[canonical] = value
+    return Budget(limits)  # type: ignore[arg-type]  # values are checked in __post_init__
+
+
+__all__ = [
+    "BUDGET_KEYS",
+    "COST_OBJECTIVES",
+    "OBJECTIVES",
+    "Budget",
+    "Objective",
+    "directions",
+    "parse_budget",
+    "parse_objectives",
+]

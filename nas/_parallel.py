@@ -1,0 +1,161 @@
+"""Where trials run: in the driver process (one worker) or as Ray tasks (several).
+
+The search driver asks Optuna for a trial, hands its payload to an executor with
+:meth:`submit`, and takes results back in completion order with :meth:`wait_one`. Both
+executors call the same module-level function ``fn(context, payload)``; the context (the
+task, its model and data, the space, the predictors) is shipped to Ray once with
+``ray.put`` and shared by every task.
+
+``fn`` should catch its own errors and return them as data, so that the driver can record a
+failed trial and go on; an exception that escapes anyway (a Ray worker that died) is
+returned by :meth:`wait_one` in place of the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+_logger = logging.getLogger(__name__)
+
+C = TypeVar("C")
+K = TypeVar("K", bound=Hashable)
+TrialFn = Callable[[Any, Any], Any]
+
+
+class SerialExecutor(Generic[K]):
+    """Runs each submitted payload in this process, one at a time, when it is waited for.
+
+    Ray is never imported.
+    """
+
+    def __init__(self, fn: TrialFn, context: Any) -> None:
+        self.fn = fn
+        self.context = context
+        self.capacity = 1
+        self._queue: deque[tuple[K, Any]] = deque()
+
+    @property
+    def pending(self) -> int:
+        """Payloads submitted and not yet returned by :meth:`wait_one`."""
+        return len(self._queue)
+
+    def submit(self, key: K, payload: Any) -> None:
+        """Queue ``payload``; ``key`` comes back with its result."""
+        self._queue.append((key, payload))
+
+    def wait_one(self) -> tuple[K, Any]:
+        """Run the oldest queued payload; return ``(key, result or escaped exception)``."""
+        key, payload = self._queue.popleft()
+        try:
+            return key, self.fn(self.context, payload)
+        except Exception as exc:  # the driver records it as a failed trial
+            return key, exc
+
+    def cancel_all(self) -> list[K]:
+        """Drop queued payloads and return their keys."""
+        keys = [key for key, _ in self._queue]
+        self._queue.clear()
+        return keys
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+def _run_in_worker(fn: TrialFn, context: Any, payload: Any) -> Any:
+    """Body of a Ray task: one thread for torch (Ray also sets OMP_NUM_THREADS=1)."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    return fn(context, payload)
+
+
+class RayExecutor(Generic[K]):
+    """Runs payloads as Ray tasks, ``workers`` at a time.
+
+    Args:
+        fn: Module-level function ``fn(context, payload) -> result``.
+        context: Shared state, put in Ray's object store once.
+        workers: Tasks running at once (each asks for one CPU).
+        address: A Ray cluster address; ``None`` starts a local Ray with ``workers`` CPUs
+            (and shuts it down in :meth:`shutdown`).
+    """
+
+    def __init__(
+        self, fn: TrialFn, context: Any, *, workers: int, address: str | None = None
+    ) -> None:
+        import ray
+
+        self.fn = fn
+        self.capacity = workers
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                _logger.info("connecting to the Ray cluster at %s", address)
+                ray.init(address=address, log_to_driver=True)
+            else:
+                _logger.info("starting a local Ray with %d CPUs", workers)
+                ray.init(
+                    num_cpus=workers,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    configure_logging=False,
+                )
+            self._started = True
+        self._ray = ray
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_run_in_worker)
+        self._context_ref = ray.put(context)
+        self._fn_ref = ray.put(fn)
+        self._pending: dict[Any, K] = {}
+
+    @property
+    def pending(self) -> int:
+        """Tasks submitted and not yet returned by :meth:`wait_one`."""
+        return len(self._pending)
+
+    def submit(self, key: K, payload: Any) -> None:
+        """Start a Ray task for ``payload``."""
+        ref = self._task.remote(self._fn_ref, self._context_ref, payload)
+        self._pending[ref] = key
+
+    def wait_one(self) -> tuple[K, Any]:
+        """Block until some task finishes; return ``(key, result or exception)``."""
+        ready, _ = self._ray.wait(list(self._pending), num_returns=1)
+        ref = ready[0]
+        key = self._pending.pop(ref)
+        try:
+            return key, self._ray.get(ref)
+        except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+            return key, exc
+
+    def cancel_all(self) -> list[K]:
+        """Cancel running tasks and return their keys."""
+        keys = list(self._pending.values())
+        for ref in self._pending:
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                _logger.debug("could not cancel a Ray task", exc_info=True)
+        self._pending.clear()
+        return keys
+
+    def shutdown(self) -> None:
+        """Shut Ray down if this executor started it."""
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+def make_executor(
+    fn: TrialFn, context: Any, *, workers: int, address: str | None = None
+) -> SerialExecutor[Any] | RayExecutor[Any]:
+    """A :class:`SerialExecutor` for one worker (no Ray), else a :class:`RayExecutor`."""
+    if workers <= 1 and address is None:
+        return SerialExecutor(fn, context)
+    return RayExecutor(fn, context, workers=workers, address=address)
+
+
+__all__ = ["RayExecutor", "SerialExecutor", "make_executor"]

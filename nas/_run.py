@@ -1,0 +1,380 @@
+"""A run folder: one search's settings, Optuna storage and results, read back as a :class:`Run`.
+
+Layout (the contract between the search and the report/export tools)::
+
+    run_dir/settings.json   the resolved SearchConfig (task, device, objectives, budget, ...)
+    run_dir/study.db        Optuna SQLite storage (unless settings.storage names another URL),
+                            one study named "hwnas"
+    run_dir/.search.lock    held (flock) by the search process writing the folder
+
+Study user attributes: ``task``, ``device``, ``objectives`` (list), ``budget`` (dict),
+``base`` (the base model's ``accuracy``, ``latency_ms``, ``energy_mj``, ``memory_mb``,
+``energy_source`` and ``measured``), ``hwnas_version``, and after the search ``verification``
+(predictor error on the measured front) and, if asked for, ``fidelity``.
+
+Trial user attributes: ``config`` (``CompressionConfig.to_dict()``), ``summary`` (one line),
+``predicted`` (``latency_ms``, ``energy_mj``, ``memory_mb``), ``energy_source``
+(``"measured-predictor"`` or ``"estimated"``), ``accuracy`` (top-1 in %, ``None`` when
+rejected before training), ``rejected_before_training``, ``timings_s`` (seconds per phase:
+apply, export, predict, train, eval), ``measured`` (only on verified Pareto trials) and
+``error`` (on failed trials). The budget is stored as Optuna constraints
+(``trial.constraints``; a value > 0 means violated).
+
+:class:`Run` reads a folder without changing it, also while a search is writing to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas._budget import COST_OBJECTIVES, OBJECTIVES
+from nas._config import SETTINGS_FILE, SearchConfig
+from nas._errors import RunError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+_logger = logging.getLogger(__name__)
+
+STUDY_NAME = "hwnas"
+"""Name of the Optuna study inside every run's storage."""
+STUDY_DB = "study.db"
+LOCK_FILE = ".search.lock"
+HEARTBEAT_INTERVAL_S = 15
+"""Seconds between heartbeats of running trials (shared storages only)."""
+GRACE_PERIOD_S = 60
+"""A running trial without a heartbeat for this long is failed by the next driver."""
+
+
+def storage_url(run_dir: str | Path, storage: str | None = None) -> str:
+    """The Optuna storage URL of a run: ``storage`` or SQLite at ``run_dir/study.db``."""
+    if storage:
+        return storage
+    return f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
+
+
+def is_local_sqlite(run_dir: str | Path, url: str) -> bool:
+    """Whether ``url`` is the run folder's own SQLite file (one driver per folder)."""
+    return url == storage_url(run_dir)
+
+
+def make_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage for ``url``, with heartbeats when ``heartbeat``.
+
+    SQLite gets a 60 s busy timeout so that a reader (``hwnas pareto``) and the writing
+    search wait for each other instead of failing.
+    """
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or file
+        raise RunError(f"cannot open the Optuna storage {url!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir/.search.lock`` so that one search at a time writes the folder.
+
+    Raises:
+        RunError: another live process holds the lock (its pid is named).
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            raise RunError(
+                f"another hwnas search (pid {pid}) is writing the run folder {str(run_dir)!r}. "
+                f"Wait for it to finish, stop it, or use another --run folder."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def set_finished_trial_user_attr(
+    study: optuna.Study, trial: FrozenTrial, key: str, value: Any
+) -> None:
+    """Set a user attribute on a trial that is already finished.
+
+    Optuna refuses to change finished trials through its public API; verification adds
+    ``measured`` values to Pareto trials after the search, so this writes the row directly
+    in RDB storages (``trial_user_attributes``, a table unchanged since Optuna 1.x). Other
+    storages keep the value under the study attribute ``"trial_user_attrs"``, which
+    :class:`Run` merges back into the trials it returns.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # unwrap optuna's _CachedStorage
+    from optuna.storages import RDBStorage
+
+    if isinstance(backend, RDBStorage):
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            row = (
+                session.query(models.TrialUserAttributeModel)
+                .filter_by(trial_id=trial._trial_id, key=key)
+                .one_or_none()
+            )
+            if row is None:
+                session.add(
+                    models.TrialUserAttributeModel(
+                        trial_id=trial._trial_id, key=key, value_json=json.dumps(value)
+                    )
+                )
+            else:
+                row.value_json = json.dumps(value)
+        return
+    extra = dict(study.user_attrs.get("trial_user_attrs", {}))
+    attrs = dict(extra.get(str(trial.number), {}))
+    attrs[key] = value
+    extra[str(trial.number)] = attrs
+    study.set_user_attr("trial_user_attrs", extra)
+
+
+class Run:
+    """One search's results, read from its run folder.
+
+    Open with :func:`open_run`; ``nas.search`` returns one too. Reading never changes the
+    folder, and is safe while a search writes it (each call re-reads the storage).
+
+    Attributes:
+        path: The run folder.
+        settings: The resolved settings of the search.
+    """
+
+    def __init__(self, path: str | Path, settings: SearchConfig) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self._study: optuna.Study | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, task={self.task!r}, device={self.device!r})"
+
+    # -- the study --------------------------------------------------------------------
+
+    @property
+    def storage_url(self) -> str:
+        """The Optuna storage URL of the run."""
+        return storage_url(self.path, self.settings.storage)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The run's Optuna study (loaded on first use).
+
+        Raises:
+            RunError: the storage holds no ``hwnas`` study yet.
+        """
+        if self._study is None:
+            import optuna
+
+            storage = make_storage(self.storage_url)
+            try:
+                self._study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+            except KeyError:
+                raise RunError(
+                    f"run folder {str(self.path)!r} holds no search yet (no study "
+                    f"{STUDY_NAME!r} in {self.storage_url}). Start one with `hwnas search`."
+                ) from None
+        return self._study
+
+    @property
+    def task(self) -> str:
+        """The task name or spec."""
+        return self.settings.task
+
+    @property
+    def device(self) -> str:
+        """The device name."""
+        return self.settings.device
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """Objective names, in the order of ``trial.values``."""
+        return self.settings.objectives
+
+    @property
+    def budget(self) -> dict[str, float]:
+        """Budget limits by key (empty for none)."""
+        return dict(self.settings.budget)
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """The base model's metrics (``accuracy``, ``latency_ms``, ``energy_mj``, ...)."""
+        return dict(self.study.user_attrs.get("base", {}))
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        """The study's user attributes (see the module docstring)."""
+        return dict(self.study.user_attrs)
+
+    # -- trials -----------------------------------------------------------------------
+
+    def trials(self, states: Sequence[optuna.trial.TrialState] | None = None) -> list[FrozenTrial]:
+        """All trials (or those in ``states``), in trial-number order.
+
+        ``user_attrs`` include values that were added after a trial finished (``measured``).
+        """
+        study = self.study
+        found = study.get_trials(deepcopy=False, states=states)
+        extra: Mapping[str, Mapping[str, Any]] = study.user_attrs.get("trial_user_attrs", {})
+        if not extra:
+            return found
+        import copy
+
+        merged = []
+        for trial in found:
+            more = extra.get(str(trial.number))
+            if more:
+                trial = copy.copy(trial)
+                trial.user_attrs = {**trial.user_attrs, **more}
+            merged.append(trial)
+        return merged
+
+    def completed_trials(self) -> list[FrozenTrial]:
+        """Trials that finished with objective values.
+
+        These include trials rejected before training, which carry worst-case accuracy.
+        """
+        from optuna.trial import TrialState
+
+        return self.trials(states=(TrialState.COMPLETE,))
+
+    def failed_trials(self) -> list[FrozenTrial]:
+        """Trials that raised or were interrupted (``user_attrs["error"]`` says why)."""
+        from optuna.trial import TrialState
+
+        return self.trials(states=(TrialState.FAIL,))
+
+    def trial(self, number: int) -> FrozenTrial:
+        """The trial numbered ``number``.
+
+        Raises:
+            RunError: no such trial (the valid range is named).
+        """
+        trials = self.trials()
+        for trial in trials:
+            if trial.number == number:
+                return trial
+        span = f"0..{len(trials) - 1}" if trials else "none"
+        raise RunError(f"run {str(self.path)!r} has no trial {number}; trials: {span}.")
+
+    @staticmethod
+    def is_feasible(trial: FrozenTrial) -> bool:
+        """Whether ``trial`` meets every budget limit (no constraint value > 0)."""
+        return all(value <= 0 for value in trial.constraints)
+
+    def pareto_trials(self, *, feasible_only: bool = True) -> list[FrozenTrial]:
+        """The Pareto-optimal completed trials, sorted by the first cost objective.
+
+        Args:
+            feasible_only: Only trials that meet the budget (Optuna's ``best_trials``).
+        """
+        completed = [t for t in self.completed_trials() if t.values is not None]
+        if feasible_only:
+            completed = [t for t in completed if self.is_feasible(t)]
+        if not completed:
+            return []
+        directions = [OBJECTIVES[name].direction for name in self.objectives]
+        signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+        points = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in completed]
+        front = [
+            t
+            for t, p in zip(completed, points, strict=True)
+            if not any(_dominates(q, p) for q in points if q is not p)
+        ]
+        key_index = next(
+            (i for i, name in enumerate(self.objectives) if name in COST_OBJECTIVES), 0
+        )
+        return sorted(front, key=lambda t: (t.values[key_index], t.number))
+
+    def counts(self) -> dict[str, int]:
+        """Trials by state name (``COMPLETE``, ``FAIL``, ``RUNNING``, ...).
+
+        The key ``rejected_before_training`` counts trials skipped for their predicted cost.
+        """
+        out: dict[str, int] = {}
+        rejected = 0
+        for trial in self.trials():
+            out[trial.state.name] = out.get(trial.state.name, 0) + 1
+            rejected += bool(trial.user_attrs.get("rejected_before_training"))
+        out["rejected_before_training"] = rejected
+        return out
+
+    def summary(self) -> str:
+        """A few lines: task, device, objectives, budget, trial counts and front size."""
+        counts = self.counts()
+        budget = ",".join(f"{k}={v:g}" for k, v in self.budget.items()) or "none"
+        return (
+            f"run {self.path}: task {self.task}, device {self.device}, objectives "
+            f"{','.join(self.objectives)}, budget {budget}\n"
+            f"trials: {counts.get('COMPLETE', 0)} complete "
+            f"({counts['rejected_before_training']} rejected before training), "
+            f"{counts.get('FAIL', 0)} failed, {counts.get('RUNNING', 0)} running; "
+            f"Pareto front: {len(self.pareto_trials())} feasible trials"
+        )
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    pairs = list(zip(a, b, strict=True))
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Open an existing run folder for reading.
+
+    Raises:
+        RunError: the folder or its ``settings.json`` does not exist.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"run folder {str(path)!r} does not exist.")
+    if not (path / SETTINGS_FILE).is_file():
+        raise RunError(
+            f"{str(path)!r} is not a run folder (no {SETTINGS_FILE}). Pass the folder given "
+            f"to `hwnas search --run`."
+        )
+    return Run(path, SearchConfig.load(path))
+
+
+__all__ = [
+    "GRACE_PERIOD_S",
+    "HEARTBEAT_INTERVAL_S",
+    "LOCK_FILE",
+    "STUDY_DB",
+    "STUDY_NAME",
+    "Run",
+    "is_local_sqlite",
+    "make_storage",
+    "open_run",
+    "run_lock",
+    "set_finished_trial_user_attr",
+    "storage_url",
+]
