@@ -1,0 +1,593 @@
+"""Graph features: the kernels onnxruntime will actually run, and graph totals.
+
+A predictor sees a graph as the list of kernels the CPU runtime executes after its graph
+optimisations, not as the ONNX nodes the exporter wrote. We simulate the fusions
+onnxruntime makes on the original graph (with ONNX shape inference) instead of building
+an inference session, which keeps featurization deterministic, free of the runtime's
+layout ops (NCHWc) and fast enough for a search (milliseconds per graph):
+
+- constant subgraphs (weight ``DequantizeLinear``, ``Shape`` of static tensors) fold away;
+  ``Identity`` and ``Dropout`` disappear;
+- QDQ: an op whose activation inputs come from ``DequantizeLinear`` and whose output goes to
+  ``QuantizeLinear`` runs as one integer kernel (``QLinearConv``, ``QGemm``,
+  ``QLinearMatMul``, ``QLinearAdd``...); the surrounding Q/DQ pairs vanish, and a
+  quantized ``Relu``/``Clip`` is absorbed into the quantization range;
+- fp32: ``Conv`` absorbs a following ``BatchNormalization``, activation
+  (``Relu``, ``Clip``, ``Sigmoid``, ``Tanh``, ``LeakyRelu``, ``HardSigmoid``) and a residual
+  ``Add`` (onnxruntime's NCHWc conv with sum); ``MatMul`` + bias ``Add`` is one ``Gemm``,
+  which also absorbs an activation.
+
+Bump :data:`FEATURE_VERSION` whenever any of this changes what a graph maps to: saved
+predictors and stored features carry it and are refused or recomputed on mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from latency_models._graph import GraphLike, load_graph
+
+if TYPE_CHECKING:
+    import onnx
+
+FEATURE_VERSION = 1
+"""Version of the featurization; part of every saved predictor and stored feature record."""
+
+_CONV_OPS = {"Conv", "ConvTranspose"}
+_GEMM_OPS = {"Gemm", "MatMul"}
+_POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
+_ACT_OPS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}
+_ELTWISE_OPS = {
+    "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid",
+    "HardSwish", "Erf", "Exp", "Log", "Sqrt", "Pow", "Neg", "Abs", "Max", "Min", "Where",
+    "Gelu", "BatchNormalization", "Cast", "PRelu", "Elu", "Selu", "Softplus", "Mish",
+    "Reciprocal", "Equal", "Less", "Greater", "Not", "And", "Or", "Sum", "Mean",
+}  # fmt: skip
+_MEMORY_OPS = {
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice",
+    "Pad", "Gather", "Expand", "Tile", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth",
+    "Shape", "Size", "ConstantOfShape",
+}  # fmt: skip
+_REDUCE_OPS = {
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
+    "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization",
+    "GroupNormalization", "ArgMax", "ArgMin", "TopK",
+}  # fmt: skip
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+# Ops whose QDQ form onnxruntime turns into one integer kernel (or runs on int8 data).
+_QDQ_CAPABLE = (
+    _CONV_OPS
+    | _GEMM_OPS
+    | _POOL_OPS
+    | {"Add", "Mul", "Sigmoid", "LeakyRelu", "Softmax", "Concat", "Reshape", "Flatten"}
+    | {"Squeeze", "Unsqueeze", "Transpose", "Resize", "Gather", "Slice", "Split", "Pad"}
+)
+_QDQ_VANISH = {"Relu", "Clip"}  # Q(Relu(DQ(x))) is just a narrower quantization range
+_INT8_NAMES = {
+    "Conv": "QLinearConv", "ConvTranspose": "QLinearConvTranspose", "Gemm": "QGemm",
+    "MatMul": "QLinearMatMul", "Add": "QLinearAdd", "Mul": "QLinearMul",
+    "AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool",
+    "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu", "Softmax": "QLinearSoftmax",
+    "Concat": "QLinearConcat",
+}  # fmt: skip
+_BYTES_PER_ELEM = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
+
+KINDS = ("conv", "dwconv", "conv1x1", "gemm", "pool", "eltwise", "memory", "reduce", "quant")
+"""Kernel kinds a predictor buckets kernels into; ``other`` holds ops none of them covers."""
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """One kernel the runtime runs, after fusion.
+
+    Attributes:
+        op: Runtime kernel name after fusion (``"FusedConv"``, ``"QLinearConv"``, ``"Gemm"``).
+        source_op: The ONNX op type it came from.
+        kind: Predictor bucket, one of :data:`KINDS` or ``"other"``.
+        dtype: ``"fp32"`` or ``"int8"``.
+        input_shape: Shape of the main input, elements per dim.
+        output_shape: Shape of the output.
+        kernel_size: (kh, kw) for convs and pools, else (1, 1).
+        stride: (sh, sw) for convs and pools, else (1, 1).
+        groups: Convolution groups (1 otherwise).
+        in_channels: Input channels (or reduction length K for a matmul).
+        out_channels: Output channels (or N for a matmul).
+        macs: Multiply-accumulates (one per element for element-wise ops).
+        weight_bytes: Bytes of the constant weights it reads, at their dtype.
+        activation_bytes: Bytes of activations read and written, at their dtype.
+        fused: Op types absorbed into this kernel.
+    """
+
+    op: str
+    source_op: str
+    kind: str
+    dtype: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    kernel_size: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    groups: int = 1
+    in_channels: int = 0
+    out_channels: int = 0
+    macs: float = 0.0
+    weight_bytes: float = 0.0
+    activation_bytes: float = 0.0
+    fused: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``kind.dtype``, the bucket of the kernel-additive predictor (``"conv.int8"``)."""
+        return f"{self.kind}.{self.dtype}"
+
+    @property
+    def output_pixels(self) -> int:
+        """Spatial size of the output (H*W for 4-D outputs, else the last dim), elements."""
+        if len(self.output_shape) >= 4:
+            return int(math.prod(self.output_shape[2:]))
+        return int(self.output_shape[-1]) if self.output_shape else 1
+
+
+@dataclass(frozen=True)
+class GraphFeatures:
+    """The kernels of one graph and its totals (JSON-able through :meth:`to_dict`).
+
+    Attributes:
+        kernels: Kernels in execution (topological) order.
+        totals: Graph-level totals, see :func:`graph_totals`.
+        unknown_ops: ONNX op types that no kernel kind covers (bucketed as ``"other"``).
+        feature_version: :data:`FEATURE_VERSION` when computed.
+    """
+
+    kernels: tuple[KernelFeatures, ...]
+    totals: Mapping[str, float]
+    unknown_ops: tuple[str, ...] = ()
+    feature_version: int = FEATURE_VERSION
+    _meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_dict` reverses it."""
+        return {
+            "feature_version": self.feature_version,
+            "kernels": [asdict(k) for k in self.kernels],
+            "totals": dict(self.totals),
+            "unknown_ops": list(self.unknown_ops),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GraphFeatures:
+        """Rebuild features from :meth:`to_dict` output.
+
+        Raises:
+            ValueError: the dict was written by another :data:`FEATURE_VERSION`.
+        """
+        version = data.get("feature_version")
+        if version != FEATURE_VERSION:
+            raise ValueError(
+                f"stored graph features have feature_version {version!r}, this hwnas computes "
+                f"version {FEATURE_VERSION}. Recompute them with graph_features(graph)."
+            )
+        kernels = []
+        for k in data["kernels"]:
+            k = dict(k)
+            for name in ("input_shape", "output_shape", "kernel_size", "stride", "fused"):
+                k[name] = tuple(k[name])
+            kernels.append(KernelFeatures(**k))
+        return cls(
+            kernels=tuple(kernels),
+            totals={str(a): float(b) for a, b in data["totals"].items()},
+            unknown_ops=tuple(data.get("unknown_ops", ())),
+        )
+
+
+def graph_features(graph: GraphLike | GraphFeatures, *, batch_size: int = 1) -> GraphFeatures:
+    """The kernels onnxruntime will run for ``graph`` and the graph totals.
+
+    Deterministic and torch-free; a ResNet-18 takes a few tens of milliseconds.
+
+    Args:
+        graph: A ModelProto, ``.onnx`` path or serialized bytes (features pass through).
+        batch_size: Value for symbolic (dynamic) leading dims; other symbolic dims become 1.
+
+    Returns:
+        The graph's :class:`GraphFeatures`.
+
+    Raises:
+        ValueError: ``graph`` is not a valid ONNX model.
+    """
+    if isinstance(graph, GraphFeatures):
+        return graph
+    model = load_graph(graph)
+    return _Fuser(model, batch_size).run()
+
+
+def graph_totals(kernels: Sequence[KernelFeatures]) -> dict[str, float]:
+    """Graph-level totals of ``kernels``: counts, MACs per dtype, bytes, alignment shares.
+
+    Keys: ``n_kernels``, ``macs``, ``macs_fp32``, ``macs_int8``, ``weight_bytes``,
+    ``activation_bytes``, ``bytes`` (the two summed), ``n_<kind>``, ``macs_<kind>``,
+    ``int8_mac_share``, ``misaligned8_mac_share``, ``misaligned16_mac_share``,
+    ``max_activation_bytes``, ``mean_output_pixels`` (MAC-weighted), ``depthwise_mac_share``.
+    """
+    t: dict[str, float] = {"n_kernels": float(len(kernels))}
+    macs = sum(k.macs for k in kernels)
+    t["macs"] = macs
+    t["macs_fp32"] = sum(k.macs for k in kernels if k.dtype == "fp32")
+    t["macs_int8"] = sum(k.macs for k in kernels if k.dtype == "int8")
+    t["weight_bytes"] = sum(k.weight_bytes for k in kernels)
+    t["activation_bytes"] = sum(k.activation_bytes for k in kernels)
+    t["bytes"] = t["weight_bytes"] + t["activation_bytes"]
+    for kind in (*KINDS, "other"):
+        t[f"n_{kind}"] = float(sum(1 for k in kernels if k.kind == kind))
+        t[f"macs_{kind}"] = sum(k.macs for k in kernels if k.kind == kind)
+    compute = [k for k in kernels if k.kind in ("conv", "dwconv", "conv1x1", "gemm")]
+    denom = max(sum(k.macs for k in compute), 1.0)
+    t["int8_mac_share"] = t["macs_int8"] / max(macs, 1.0)
+    t["misaligned8_mac_share"] = (
+        sum(k.macs for k in compute if k.in_channels % 8 or k.out_channels % 8) / denom
+    )
+    t["misaligned16_mac_share"] = (
+        sum(k.macs for k in compute if k.in_channels % 16 or k.out_channels % 16) / denom
+    )
+    t["depthwise_mac_share"] = t["macs_dwconv"] / denom
+    t["max_activation_bytes"] = max((k.activation_bytes for k in kernels), default=0.0)
+    t["mean_output_pixels"] = sum(k.macs * k.output_pixels for k in compute) / denom
+    return t
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return int(math.prod(shape)) if shape else 1
+
+
+def _pair(values: Sequence[int], default: int = 1) -> tuple[int, int]:
+    vals = list(values) or [default]
+    return (int(vals[0]), int(vals[-1]))
+
+
+class _Fuser:
+    """One pass over a graph: fold constants, recognise QDQ kernels, fuse fp32 chains."""
+
+    def __init__(self, model: onnx.ModelProto, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.graph = model.graph
+        self.inits = {i.name: i for i in self.graph.initializer}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.elem: dict[str, int] = {}
+        self.const: set[str] = set(self.inits)
+        self.const_elem: dict[str, int] = {n: i.data_type for n, i in self.inits.items()}
+        self.alias: dict[str, str] = {}
+
+    # --- shapes -------------------------------------------------------------------------
+    def _infer_shapes(self) -> None:
+        import onnx
+        from onnx import helper
+
+        # Shape inference needs only the big initializers' shapes: declare them as typed
+        # inputs instead of copying their data (10-100x faster on real models).
+        light = onnx.ModelProto()
+        light.ir_version = self.model.ir_version
+        light.opset_import.extend(self.model.opset_import)
+        light.graph.node.extend(self.graph.node)
+        light.graph.input.extend(self.graph.input)
+        light.graph.output.extend(self.graph.output)
+        input_names = {i.name for i in self.graph.input}
+        for init in self.graph.initializer:
+            if _numel(init.dims) <= 64:
+                light.graph.initializer.append(init)
+            elif init.name not in input_names:
+                light.graph.input.append(
+                    helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                )
+        for init in self.graph.initializer:
+            self.shapes[init.name] = tuple(int(d) for d in init.dims)
+            self.elem[init.name] = init.data_type
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+        except Exception as exc:  # onnx raises InferenceError and C++ errors
+            raise ValueError(f"ONNX shape inference failed on this graph: {exc}") from exc
+        g = inferred.graph
+        for vi in [*g.input, *g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if not tt.HasField("shape"):
+                continue
+            dims = []
+            for i, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    dims.append(int(d.dim_value))
+                else:
+                    dims.append(self.batch_size if i == 0 else 1)
+            self.shapes[vi.name] = tuple(dims)
+            self.elem[vi.name] = tt.elem_type
+
+    def _static_shape(self, name: str) -> bool:
+        return name in self.shapes
+
+    # --- helpers ------------------------------------------------------------------------
+    def _r(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def _bytes(self, name: str, dtype: str | None = None) -> float:
+        shape = self.shapes.get(name, ())
+        if dtype == "int8":
+            per = 1
+        elif dtype == "fp32":
+            per = 4
+        else:
+            per = _BYTES_PER_ELEM.get(self.elem.get(name, 1), 4)
+        return float(_numel(shape) * per)
+
+    # --- main pass ----------------------------------------------------------------------
+    def run(self) -> GraphFeatures:
+        from onnx import helper
+
+        self._infer_shapes()
+        nodes = []
+        for node in self.graph.node:
+            inputs = [self._r(i) for i in node.input]
+            op = node.op_type
+            if op in ("Identity", "Dropout") and inputs and inputs[0]:
+                self.alias[node.output[0]] = inputs[0]
+                continue
+            if op == "Constant" or (
+                node.input
+                and all((not i) or i in self.const for i in inputs)
+                and op not in ("RandomNormal", "RandomUniform")
+            ):
+                for o in node.output:
+                    self.const.add(o)
+                passes_dtype = op in ("DequantizeLinear", "Transpose", "Reshape", "Cast")
+                if passes_dtype and inputs[0] in self.const_elem:
+                    self.const_elem[node.output[0]] = self.const_elem[inputs[0]]
+                continue
+            if op == "Shape" and inputs and self._static_shape(inputs[0]):
+                self.const.add(node.output[0])
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            nodes.append(
+                {"op": op, "inputs": inputs, "outputs": list(node.output), "attrs": attrs}
+            )
+        return self._fuse(nodes)
+
+    def _fuse(self, nodes: list[dict[str, Any]]) -> GraphFeatures:
+        producer: dict[str, int] = {}
+        consumers: dict[str, list[int]] = {}
+        for idx, n in enumerate(nodes):
+            for o in n["outputs"]:
+                producer[o] = idx
+            for i in n["inputs"]:
+                if i:
+                    consumers.setdefault(i, []).append(idx)
+        graph_outputs = {self._r(o.name) for o in self.graph.output}
+
+        def prod_op(name: str) -> str | None:
+            idx = producer.get(name)
+            return None if idx is None else nodes[idx]["op"]
+
+        def act_inputs(n: dict[str, Any]) -> list[str]:
+            return [i for i in n["inputs"] if i and i not in self.const]
+
+        # 1. QDQ: which compute nodes run as integer kernels.
+        int8: set[int] = set()
+        vanish: set[int] = set()
+        for idx, n in enumerate(nodes):
+            op = n["op"]
+            if op not in _QDQ_CAPABLE and op not in _QDQ_VANISH:
+                continue
+            acts = act_inputs(n)
+            if not acts or not all(prod_op(a) == "DequantizeLinear" for a in acts):
+                continue
+            outs_to_q = all(
+                consumers.get(o)
+                and all(nodes[c]["op"] == "QuantizeLinear" for c in consumers.get(o, []))
+                for o in n["outputs"][:1]
+            )
+            if op in _CONV_OPS or op in _GEMM_OPS:
+                weights = [i for i in n["inputs"][1:2] if i]
+                w_int8 = any(self.const_elem.get(w) in (2, 3) for w in weights)
+                if op == "MatMul" and not weights:
+                    w_int8 = False
+                if op == "MatMul" and len(acts) == 2:
+                    w_int8 = True  # activation x activation, both quantized
+                if w_int8 and (outs_to_q or op in _GEMM_OPS):
+                    int8.add(idx)
+            elif outs_to_q:
+                (vanish if op in _QDQ_VANISH else int8).add(idx)
+        absorbed: set[int] = set(vanish)
+        for idx, n in enumerate(nodes):
+            if n["op"] == "DequantizeLinear":
+                cs = consumers.get(n["outputs"][0], [])
+                if cs and all(c in int8 or c in vanish for c in cs):
+                    absorbed.add(idx)
+            elif n["op"] == "QuantizeLinear":
+                src = producer.get(n["inputs"][0])
+                if src is not None and (src in int8 or src in vanish):
+                    absorbed.add(idx)
+                elif src is not None and nodes[src]["op"] == "DequantizeLinear":
+                    absorbed.add(idx)  # DQ -> Q pairs cancel out
+                    if all(
+                        nodes[c]["op"] == "QuantizeLinear"
+                        for c in consumers.get(nodes[src]["outputs"][0], [])
+                    ):
+                        absorbed.add(src)
+
+        # 2. fp32 fusions onto conv / gemm.
+        fused_into: dict[int, list[int]] = {}
+        owner: dict[str, int] = {}  # tensor -> fused kernel that now produces it
+        for idx, n in enumerate(nodes):
+            if idx in absorbed:
+                continue
+            op = n["op"]
+            if idx in int8 or op in _QUANT_OPS:
+                continue
+            acts = act_inputs(n)
+            if not acts:
+                continue
+            src = owner.get(acts[0], producer.get(acts[0]))
+            sole = len(consumers.get(acts[0], [])) == 1 and acts[0] not in graph_outputs
+            if src is None or src in int8 or src in absorbed:
+                src = None
+            if src is not None and not sole:
+                src = None
+            base = nodes[src]["op"] if src is not None else None
+            chain = [nodes[j]["op"] for j in fused_into.get(src, [])] if src is not None else []
+            fuse = False
+            has_act = any(c in _ACT_OPS for c in chain)
+            if base in _CONV_OPS:
+                fuse = (
+                    (op == "BatchNormalization" and not chain)
+                    or (op in _ACT_OPS and not has_act)
+                    # bias / scale by a constant
+                    or (op in ("Add", "Mul") and len(acts) == 1 and not chain)
+                    # residual sum (onnxruntime's NCHWc conv with Sum)
+                    or (op == "Add" and len(acts) == 2 and "Add" not in chain and not has_act)
+                )
+            elif base in ("MatMul", "Gemm"):
+                fuse = not chain and (
+                    (base == "MatMul" and op == "Add" and len(acts) == 1)
+                    or (base == "Gemm" and op in _ACT_OPS)
+                )
+            elif op == "Add" and len(acts) == 2 and src is None:
+                # residual where the conv is the second input
+                src2 = owner.get(acts[1], producer.get(acts[1]))
+                if (
+                    src2 is not None
+                    and src2 not in int8
+                    and src2 not in absorbed
+                    and nodes[src2]["op"] in _CONV_OPS
+                    and len(consumers.get(acts[1], [])) == 1
+                    and not any(nodes[j]["op"] in ("Add",) for j in fused_into.get(src2, []))
+                    and not any(nodes[j]["op"] in _ACT_OPS for j in fused_into.get(src2, []))
+                ):
+                    src, fuse = src2, True
+            if fuse and src is not None:
+                fused_into.setdefault(src, []).append(idx)
+                absorbed.add(idx)
+                for o in n["outputs"]:
+                    owner[o] = src
+
+        # 3. Emit kernels.
+        kernels: list[KernelFeatures] = []
+        unknown: list[str] = []
+        for idx, n in enumerate(nodes):
+            if idx in absorbed:
+                continue
+            extra = fused_into.get(idx, [])
+            out = n["outputs"][-1] if not extra else nodes[extra[-1]]["outputs"][0]
+            k = self._kernel(n, idx in int8, [nodes[j] for j in extra], out)
+            if k.kind == "other" and k.source_op not in unknown:
+                unknown.append(k.source_op)
+            kernels.append(k)
+        return GraphFeatures(
+            kernels=tuple(kernels), totals=graph_totals(kernels), unknown_ops=tuple(unknown)
+        )
+
+    def _kernel(
+        self, n: dict[str, Any], is_int8: bool, extra: list[dict[str, Any]], out: str
+    ) -> KernelFeatures:
+        op: str = n["op"]
+        attrs = n["attrs"]
+        dtype = "int8" if is_int8 else "fp32"
+        acts = [i for i in n["inputs"] if i and i not in self.const]
+        main_in = acts[0] if acts else (n["inputs"][0] if n["inputs"] else "")
+        in_shape = self.shapes.get(main_in, ())
+        out_shape = self.shapes.get(n["outputs"][0], ())
+        act_dtype = dtype if op not in _QUANT_OPS else None
+        act_bytes = sum(self._bytes(a, act_dtype) for a in acts)
+        if op == "QuantizeLinear":
+            act_bytes += self._bytes(n["outputs"][0], "int8")
+        else:
+            act_bytes += self._bytes(out, act_dtype)
+        for e in extra:  # residual operands read by a fused Add
+            for a in e["inputs"]:
+                if (
+                    a
+                    and a not in self.const
+                    and a not in n["outputs"]
+                    and a not in {o for x in extra for o in x["outputs"]}
+                ):
+                    act_bytes += self._bytes(a, act_dtype)
+        weight_bytes = 0.0
+        for w in n["inputs"][1:]:
+            if w and w in self.const:
+                per = 1 if self.const_elem.get(w) in (2, 3) else 4
+                if self.const_elem.get(w) == 6:
+                    per = 4
+                weight_bytes += _numel(self.shapes.get(w, ())) * per
+        kernel_size, stride, groups = (1, 1), (1, 1), 1
+        cin = int(in_shape[1]) if len(in_shape) >= 2 else (int(in_shape[-1]) if in_shape else 0)
+        cout = int(out_shape[1]) if len(out_shape) >= 2 else cin
+        out_numel = _numel(out_shape)
+        macs: float
+        if op in _CONV_OPS:
+            w_shape = self.shapes.get(n["inputs"][1], ())
+            groups = int(attrs.get("group", 1))
+            kernel_size = _pair(w_shape[2:]) if len(w_shape) > 2 else (1, 1)
+            stride = _pair(attrs.get("strides", [1]))
+            per_out = (_numel(w_shape[1:]) if w_shape else 1) if op == "Conv" else 1
+            if op == "ConvTranspose":
+                per_out = _numel(w_shape[2:]) * (w_shape[0] // max(groups, 1) if w_shape else 1)
+                macs = float(_numel(in_shape) * per_out * (w_shape[1] if w_shape else 1))
+            else:
+                macs = float(out_numel * per_out)
+            if groups > 1 and groups == cin:
+                kind = "dwconv"
+            elif kernel_size == (1, 1):
+                kind = "conv1x1"
+            else:
+                kind = "conv"
+        elif op in _GEMM_OPS:
+            b_shape = self.shapes.get(n["inputs"][1], ()) if len(n["inputs"]) > 1 else ()
+            if op == "Gemm":
+                k_dim = int(b_shape[1] if attrs.get("transB", 0) else b_shape[0]) if b_shape else 1
+            else:
+                k_dim = (
+                    int(b_shape[-2]) if len(b_shape) >= 2 else (int(b_shape[0]) if b_shape else 1)
+                )
+            macs = float(out_numel * k_dim)
+            cin, cout = k_dim, int(out_shape[-1]) if out_shape else 1
+            kind = "gemm"
+        elif op in _POOL_OPS:
+            if op.startswith("Global"):
+                macs = float(_numel(in_shape))
+            else:
+                kernel_size = _pair(attrs.get("kernel_shape", [1]))
+                stride = _pair(attrs.get("strides", [1]))
+                macs = float(out_numel * kernel_size[0] * kernel_size[1])
+            kind = "pool"
+        elif op in _QUANT_OPS:
+            macs, kind = float(out_numel), "quant"
+        elif op in _ELTWISE_OPS:
+            macs, kind = float(out_numel), "eltwise"
+        elif op in _MEMORY_OPS:
+            macs, kind = 0.0, "memory"
+        elif op in _REDUCE_OPS:
+            macs, kind = float(max(_numel(in_shape), out_numel)), "reduce"
+        else:
+            macs, kind = float(max(_numel(in_shape), out_numel)), "other"
+        runtime_op = _INT8_NAMES.get(op, op) if is_int8 else op
+        if extra and op in _CONV_OPS and not is_int8:
+            runtime_op = "FusedConv"
+        elif extra and op == "MatMul":
+            runtime_op = "Gemm"
+        return KernelFeatures(
+            op=runtime_op,
+            source_op=op,
+            kind=kind,
+            dtype=dtype,
+            input_shape=tuple(int(d) for d in in_shape),
+            output_shape=tuple(int(d) for d in self.shapes.get(out, out_shape)),
+            kernel_size=kernel_size,
+            stride=stride,
+            groups=groups,
+            in_channels=cin,
+            out_channels=cout,
+            macs=macs,
+            weight_bytes=float(weight_bytes),
+            activation_bytes=float(act_bytes),
+            fused=tuple(e["op"] for e in extra),
+        )

@@ -1,0 +1,627 @@
+"""Learned latency / energy predictors over graph features (scikit-learn contract).
+
+Three predictors, registered in :data:`PREDICTORS` under their ``name``:
+
+- ``"flops"`` (:class:`FlopsPredictor`): latency proportional to MACs plus a constant. The
+  baseline every report compares against.
+- ``"additive"`` (:class:`KernelAdditivePredictor`): each fused kernel costs a non-negative
+  combination of its own features (a per-kernel overhead, MACs, bytes moved, penalties for
+  small or misaligned channel counts and small feature maps), one coefficient set per kernel
+  kind and dtype (``conv.int8``, ``dwconv.fp32``...); a graph costs the sum. Fit jointly on
+  whole-graph measurements by non-negative least squares on relative error.
+- ``"additive-gbt"`` (:class:`HybridPredictor`): the additive model times a correction
+  ``exp(r)``, where ``r`` comes from gradient boosted trees on graph totals fit to the
+  additive model's out-of-fold log error. The default (see :func:`fit_predictor`).
+
+Every predictor predicts with numpy only: boosted trees are exported to arrays right after
+fitting and traversed here, so a saved predictor gives bit-identical predictions in a process
+without scikit-learn's estimators, torch or the training data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from latency_models._features import (
+    FEATURE_VERSION,
+    GraphFeatures,
+    KernelFeatures,
+    graph_features,
+)
+from latency_models._registry import Registry
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from typing_extensions import Self
+
+    from latency_models._graph import GraphLike
+
+FloatArray = NDArray[np.float64]
+_logger = logging.getLogger(__name__)
+
+TARGETS = ("latency_ms", "energy_mj")
+"""What a predictor can be fit to: latency in milliseconds, energy per inference in mJ."""
+
+
+class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """Predicts a per-inference cost (ms or mJ) of ONNX graphs on one device.
+
+    Contract (scikit-learn's estimator contract, checked by the shared test suite):
+
+    - ``__init__`` stores its keyword arguments unchanged; ``get_params``/``set_params``/
+      ``clone`` come from :class:`~sklearn.base.BaseEstimator`.
+    - ``fit(graphs, y)`` validates, discards any previous fit, and returns ``self``. Graphs
+      are ModelProtos, paths, bytes or precomputed :class:`GraphFeatures`.
+    - ``predict(graphs)`` returns an array of shape (n,), finite and >= 0, in the unit of
+      the target; before ``fit`` it raises sklearn's ``NotFittedError``.
+    - ``score`` is R² (from :class:`~sklearn.base.RegressorMixin`).
+    - Fitted state lives in attributes ending in ``_`` and is exported as JSON-able data by
+      :meth:`get_state`; :meth:`set_state` restores it (used by :meth:`save`/:meth:`load`).
+
+    Subclasses implement :meth:`_fit_features`, :meth:`_predict_features`,
+    :meth:`get_state` and :meth:`set_state`. Instances are not thread-safe while fitting.
+    """
+
+    name: ClassVar[str] = ""
+
+    # --- public API -------------------------------------------------------------------
+    def fit(self, X: Sequence[GraphLike | GraphFeatures], y: Any) -> Self:
+        """Fit to measured values.
+
+        Args:
+            X: Graphs (or their features), length n.
+            y: Measured values, shape (n,), in ms (latency) or mJ (energy), all > 0.
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            ValueError: lengths differ, fewer than 2 graphs, or a value is not finite > 0.
+        """
+        feats = featurize(X)
+        target = np.asarray(y, dtype=np.float64).ravel()
+        if len(feats) != target.size:
+            raise ValueError(f"got {len(feats)} graphs but {target.size} target values.")
+        if target.size < 2:
+            raise ValueError(f"need at least 2 measured graphs to fit, got {target.size}.")
+        if not np.all(np.isfinite(target)) or np.any(target <= 0):
+            bad = target[~(np.isfinite(target) & (target > 0))][:3]
+            raise ValueError(
+                f"target values must be finite and > 0, got {bad.tolist()}. Drop failed or "
+                f"zero measurements before fitting."
+            )
+        self._fit_features(feats, target)
+        self.n_train_ = int(target.size)
+        self.feature_version_ = FEATURE_VERSION
+        self.runtime_version_ = _runtime_version()
+        return self
+
+    def predict(self, X: Sequence[GraphLike | GraphFeatures]) -> FloatArray:
+        """Predicted values, shape (n,), in the unit of the fitted target (ms or mJ)."""
+        check_is_fitted(self, "n_train_")
+        return self.predict_features(featurize(X))
+
+    def predict_features(self, features: Sequence[GraphFeatures]) -> FloatArray:
+        """Like :meth:`predict` on precomputed features (the fast path of a search)."""
+        check_is_fitted(self, "n_train_")
+        if not features:
+            return np.zeros(0)
+        pred = self._predict_features(list(features))
+        return np.maximum(np.nan_to_num(pred, nan=0.0, posinf=0.0), 0.0)
+
+    def save(
+        self,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        target: str = "latency_ms",
+        metrics: Mapping[str, float] | None = None,
+    ) -> Path:
+        """Write this fitted predictor as JSON (``meta.json`` + ``state.json``) to a folder.
+
+        Args:
+            path: Folder to create or overwrite.
+            device: Device name recorded in the metadata (checked by :func:`load_predictor`).
+            target: What ``y`` was (``"latency_ms"`` or ``"energy_mj"``).
+            metrics: Held-out metrics to record (:func:`prediction_metrics` output).
+
+        Returns:
+            The folder.
+        """
+        from latency_models._persist import save_predictor
+
+        return save_predictor(self, path, device=device, target=target, metrics=metrics)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> BaseLatencyPredictor:
+        """Load a predictor saved by :meth:`save` (see :func:`load_predictor`)."""
+        from latency_models._persist import load_predictor
+
+        return load_predictor(path, device=device)
+
+    def _fit_then(self, features: list[GraphFeatures], y: FloatArray) -> Self:
+        """Fit on features without the public checks (for composite predictors)."""
+        self._fit_features(features, y)
+        return self
+
+    # --- subclass hooks ---------------------------------------------------------------
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        raise NotImplementedError
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        raise NotImplementedError
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data (lists, numbers, strings)."""
+        raise NotImplementedError
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state from :meth:`get_state` output."""
+        raise NotImplementedError
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags
+
+
+PREDICTORS: Registry[type[BaseLatencyPredictor]] = Registry("predictor")
+"""Predictor classes by name."""
+
+
+def _register(cls: type[BaseLatencyPredictor]) -> type[BaseLatencyPredictor]:
+    PREDICTORS.add(cls.name, cls)
+    return cls
+
+
+def featurize(X: Sequence[GraphLike | GraphFeatures]) -> list[GraphFeatures]:
+    """Features of each graph (features pass through unchanged)."""
+    if isinstance(X, (str, bytes)) or not isinstance(X, Sequence):
+        raise TypeError(
+            f"X must be a sequence of graphs (ModelProto, path, bytes) or GraphFeatures, "
+            f"got {type(X).__name__}. Wrap a single graph in a list."
+        )
+    return [graph_features(g) for g in X]
+
+
+def _runtime_version() -> str | None:
+    try:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return None
+
+
+# --- FLOPs baseline ---------------------------------------------------------------------
+@_register
+class FlopsPredictor(BaseLatencyPredictor):
+    """Baseline: ``y = a * MACs + b``, fit by least squares on relative error (a, b >= 0)."""
+
+    name = "flops"
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        from scipy.optimize import nnls
+
+        a = np.array([[f.totals["macs"] / 1e6, 1.0] for f in features])
+        coef, _ = nnls(a / y[:, None], np.ones_like(y))
+        self.coef_ = coef
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        a = np.array([[f.totals["macs"] / 1e6, 1.0] for f in features])
+        return np.asarray(a @ self.coef_, dtype=np.float64)
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        return {"coef": self.coef_.tolist()}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        self.coef_ = np.asarray(state["coef"], dtype=np.float64)
+
+
+# --- kernel-additive --------------------------------------------------------------------
+_BASIS = (
+    "count", "mmacs", "act_mb", "weight_mb", "mmacs_small_c", "mmacs_misaligned8",
+    "mmacs_small_map",
+)  # fmt: skip
+
+
+def _kernel_basis(k: KernelFeatures) -> list[float]:
+    m = k.macs / 1e6
+    compute = k.kind in ("conv", "conv1x1", "dwconv", "gemm")
+    small_c = compute and k.kind != "dwconv" and min(k.in_channels, k.out_channels) < 16
+    misaligned = compute and bool(k.in_channels % 8 or k.out_channels % 8)
+    small_map = compute and k.kind != "gemm" and k.output_pixels <= 64
+    return [
+        1.0,
+        m,
+        k.activation_bytes / 1e6,
+        k.weight_bytes / 1e6,
+        m * small_c,
+        m * misaligned,
+        m * small_map,
+    ]
+
+
+def _fallback_key(key: str, known: Sequence[str]) -> str:
+    """The closest known kernel key for an unseen one: same kind, then related kinds."""
+    kind, dtype = key.split(".")
+    other = "fp32" if dtype == "int8" else "int8"
+    related = {
+        "conv": ["conv1x1", "dwconv", "gemm"],
+        "conv1x1": ["conv", "gemm", "dwconv"],
+        "dwconv": ["conv", "conv1x1"],
+        "gemm": ["conv1x1", "conv"],
+    }.get(kind, ["eltwise", "memory", "pool", "reduce", "quant"])
+    for cand in [f"{kind}.{other}"] + [f"{r}.{d}" for r in related for d in (dtype, other)]:
+        if cand in known:
+            return cand
+    return sorted(known)[0]
+
+
+@_register
+class KernelAdditivePredictor(BaseLatencyPredictor):
+    """Sum of per-kernel costs, one non-negative linear cost model per kernel kind and dtype.
+
+    A kernel of key ``kind.dtype`` costs ``w_key · phi(kernel)`` with ``phi`` = (1, MACs,
+    activation bytes, weight bytes, MACs if fewer than 16 channels, MACs if channels are not
+    multiples of 8, MACs if the output map has <= 64 pixels), plus one constant per graph.
+    All weights are fit jointly, non-negative, so that the sum matches the measured totals
+    in relative terms (rows weighted by ``1/y``), with a small ridge penalty.
+
+    Args:
+        alpha: Ridge strength on the (column-normalised) weights; 0 disables it.
+        relative: Fit relative rather than absolute error (recommended: latencies span
+            several orders of magnitude).
+    """
+
+    name = "additive"
+
+    def __init__(self, *, alpha: float = 1e-4, relative: bool = True) -> None:
+        self.alpha = alpha
+        self.relative = relative
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}. Try 1e-4.")
+
+    def _design(self, features: Sequence[GraphFeatures], *, warn: bool) -> FloatArray:
+        keys: list[str] = self.keys_
+        index = {k: i for i, k in enumerate(keys)}
+        nb = len(_BASIS)
+        a = np.zeros((len(features), len(keys) * nb + 1))
+        a[:, -1] = 1.0
+        for row, f in enumerate(features):
+            for k in f.kernels:
+                key = k.key
+                if warn and k.op not in self._seen_ops:
+                    self._warn_unknown(k, key if key in index else None)
+                if key not in index:
+                    key = _fallback_key(key, keys)
+                col = index[key] * nb
+                a[row, col : col + nb] += _kernel_basis(k)
+        return a
+
+    def _warn_unknown(self, k: KernelFeatures, key: str | None) -> None:
+        warned: set[str] = self.__dict__.setdefault("_warned_ops", set())
+        if k.op in warned:
+            return
+        warned.add(k.op)
+        target = key or _fallback_key(k.key, self.keys_)
+        warnings.warn(
+            f"op {k.op!r} (ONNX {k.source_op!r}, {k.key}) was not in this predictor's training "
+            f"graphs; its cost is extrapolated from the {target!r} kernels by MACs and bytes. "
+            f"Profile graphs that contain it (hwnas device profile) to predict it properly, "
+            f"or silence with warnings.filterwarnings('ignore', message='op ').",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    @property
+    def _seen_ops(self) -> set[str]:
+        return set(self.ops_)
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        from scipy.optimize import nnls
+
+        self._check_params()
+        self.__dict__.pop("_warned_ops", None)
+        self.keys_ = sorted({k.key for f in features for k in f.kernels})
+        self.ops_ = sorted({k.op for f in features for k in f.kernels})
+        if not self.keys_:
+            self.keys_ = ["memory.fp32"]
+        a = self._design(features, warn=False)
+        w = 1.0 / y if self.relative else np.ones_like(y)
+        aw, yw = a * w[:, None], y * w
+        scale = np.sqrt((aw**2).sum(axis=0))
+        scale[scale == 0] = 1.0
+        an = aw / scale
+        if self.alpha > 0:
+            an = np.vstack([an, math.sqrt(self.alpha) * np.eye(an.shape[1])])
+            yw = np.concatenate([yw, np.zeros(an.shape[1])])
+        coef, _ = nnls(an, yw, maxiter=50 * an.shape[1])
+        self.coef_ = coef / scale
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        return np.asarray(self._design(features, warn=True) @ self.coef_, dtype=np.float64)
+
+    def kernel_costs(self, features: GraphFeatures) -> list[tuple[KernelFeatures, float]]:
+        """Each kernel of one graph with its predicted cost (target unit): where time goes."""
+        check_is_fitted(self, "n_train_")
+        nb = len(_BASIS)
+        index = {k: i for i, k in enumerate(self.keys_)}
+        out = []
+        for k in features.kernels:
+            key = k.key if k.key in index else _fallback_key(k.key, self.keys_)
+            w = self.coef_[index[key] * nb : index[key] * nb + nb]
+            out.append((k, float(np.dot(w, _kernel_basis(k)))))
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        return {
+            "basis": list(_BASIS),
+            "keys": list(self.keys_),
+            "ops": list(self.ops_),
+            "coef": self.coef_.tolist(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        if list(state["basis"]) != list(_BASIS):
+            raise ValueError(f"kernel basis {state['basis']} differs from this hwnas's {_BASIS}.")
+        self.keys_ = list(state["keys"])
+        self.ops_ = list(state["ops"])
+        self.coef_ = np.asarray(state["coef"], dtype=np.float64)
+
+
+# --- boosted trees as arrays ------------------------------------------------------------
+_TOTAL_KEYS = (
+    "n_kernels", "macs", "macs_int8", "weight_bytes", "activation_bytes",
+    "max_activation_bytes", "mean_output_pixels", "int8_mac_share", "misaligned8_mac_share",
+    "misaligned16_mac_share", "depthwise_mac_share", "n_conv", "n_dwconv", "n_conv1x1",
+    "n_gemm", "n_eltwise", "n_memory", "n_quant", "n_pool",
+)  # fmt: skip
+_LOG_KEYS = {
+    "macs", "macs_int8", "weight_bytes", "activation_bytes", "max_activation_bytes",
+    "mean_output_pixels",
+}  # fmt: skip
+
+
+def graph_vector(f: GraphFeatures) -> list[float]:
+    """Graph totals as the residual model's input row (sizes on a log scale)."""
+    return [
+        math.log1p(f.totals.get(k, 0.0)) if k in _LOG_KEYS else f.totals.get(k, 0.0)
+        for k in _TOTAL_KEYS
+    ]
+
+
+def export_trees(gbr: Any) -> dict[str, Any]:
+    """A fitted ``GradientBoostingRegressor`` (``init="zero"``) as JSON-able arrays."""
+    trees = []
+    for est in gbr.estimators_[:, 0]:
+        t = est.tree_
+        trees.append(
+            {
+                "left": t.children_left.tolist(),
+                "right": t.children_right.tolist(),
+                "feature": t.feature.tolist(),
+                "threshold": t.threshold.tolist(),
+                "value": t.value[:, 0, 0].tolist(),
+            }
+        )
+    return {"learning_rate": float(gbr.learning_rate), "trees": trees}
+
+
+def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
+    """Sum of tree outputs times the learning rate, by numpy traversal; shape (n,).
+
+    Matches sklearn's ``predict`` for ``init="zero"`` (a sample goes left when
+    ``x[feature] <= threshold``, as in sklearn's ``Tree.apply``).
+    """
+    x32 = np.asarray(x, dtype=np.float32)  # sklearn compares in float32
+    total = np.zeros(x.shape[0])
+    rows = np.arange(x.shape[0])
+    for t in forest["_arrays"] if "_arrays" in forest else _tree_arrays(forest):
+        left, right, feat, thr, val = t
+        node = np.zeros(x.shape[0], dtype=np.int64)
+        while True:
+            inner = left[node] != -1
+            if not inner.any():
+                break
+            f = np.where(inner, feat[node], 0)
+            go_left = x32[rows, f] <= thr[node]
+            node = np.where(inner, np.where(go_left, left[node], right[node]), node)
+        total += val[node]
+    return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
+
+
+def _tree_arrays(forest: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            np.asarray(t["left"], dtype=np.int64),
+            np.asarray(t["right"], dtype=np.int64),
+            np.asarray(t["feature"], dtype=np.int64),
+            np.asarray(t["threshold"], dtype=np.float64),
+            np.asarray(t["value"], dtype=np.float64),
+        )
+        for t in forest["trees"]
+    ]
+
+
+def _fit_trees(
+    x: FloatArray, r: FloatArray, *, n_estimators: int, max_depth: int, learning_rate: float,
+    seed: int | None,
+) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    gbr = GradientBoostingRegressor(
+        init="zero",
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        learning_rate=learning_rate,
+        subsample=0.8,
+        min_samples_leaf=max(3, min(10, x.shape[0] // 20)),
+        loss="huber",
+        random_state=seed,
+    ).fit(x, r)
+    forest = export_trees(gbr)
+    forest["_arrays"] = _tree_arrays(forest)
+    return forest, gbr
+
+
+@_register
+class GraphBoostPredictor(BaseLatencyPredictor):
+    """Gradient boosted trees on graph totals, predicting log(y) minus a log-MAC trend.
+
+    Good inside the training distribution, weak outside it (trees do not extrapolate):
+    kept as a comparison and for graphs whose kernels the additive model cannot see.
+
+    Args:
+        n_estimators: Trees.
+        max_depth: Depth of each tree.
+        learning_rate: Shrinkage.
+        seed: Random seed of the row subsampling.
+    """
+
+    name = "graph-gbt"
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 300,
+        max_depth: int = 3,
+        learning_rate: float = 0.05,
+        seed: int | None = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        base = FlopsPredictor()._fit_then(features, y)
+        self.base_coef_ = base.coef_
+        ly = np.log(y) - np.log(np.maximum(base._predict_features(features), 1e-9))
+        x = np.array([graph_vector(f) for f in features])
+        self.forest_, _ = _fit_trees(
+            x, ly, n_estimators=self.n_estimators, max_depth=self.max_depth,
+            learning_rate=self.learning_rate, seed=self.seed,
+        )  # fmt: skip
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        base = FlopsPredictor()
+        base.coef_ = self.base_coef_
+        b = np.maximum(base._predict_features(features), 1e-9)
+        x = np.array([graph_vector(f) for f in features])
+        return np.asarray(b * np.exp(predict_trees(self.forest_, x)), dtype=np.float64)
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        forest = {k: v for k, v in self.forest_.items() if k != "_arrays"}
+        return {"base_coef": self.base_coef_.tolist(), "forest": forest}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        self.base_coef_ = np.asarray(state["base_coef"], dtype=np.float64)
+        self.forest_ = dict(state["forest"])
+        self.forest_["_arrays"] = _tree_arrays(self.forest_)
+
+
+@_register
+class HybridPredictor(BaseLatencyPredictor):
+    """Kernel-additive model corrected by boosted trees on graph totals.
+
+    ``y = additive(g) * exp(trees(totals(g), log additive(g)))``: the additive model carries
+    the scale (it extrapolates to bigger or unseen architectures because it adds up kernels);
+    the trees learn what it misses (cache effects, layout changes, threading) as a bounded
+    log-ratio. The trees are fit on *out-of-fold* additive predictions, so they learn the
+    additive model's error on unseen graphs rather than its training residuals.
+
+    Args:
+        alpha: Ridge strength of the additive part.
+        n_estimators: Trees of the correction.
+        max_depth: Depth of each tree.
+        learning_rate: Shrinkage of the correction.
+        n_folds: Folds for the out-of-fold additive predictions (min 2).
+        seed: Seed of the folds and the trees.
+    """
+
+    name = "additive-gbt"
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1e-4,
+        n_estimators: int = 150,
+        max_depth: int = 2,
+        learning_rate: float = 0.05,
+        n_folds: int = 5,
+        seed: int | None = 0,
+    ) -> None:
+        self.alpha = alpha
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.n_folds = n_folds
+        self.seed = seed
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        if not (isinstance(self.n_folds, int) and self.n_folds >= 2):
+            raise ValueError(f"n_folds must be an int >= 2, got {self.n_folds!r}. Try 5.")
+        n = len(features)
+        oof = np.empty(n)
+        folds = np.random.default_rng(self.seed).permutation(n) % min(self.n_folds, n)
+        for fold in np.unique(folds):
+            tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+            m = KernelAdditivePredictor(alpha=self.alpha)
+            m._fit_features([features[i] for i in tr], y[tr])
+            m.__dict__["_warned_ops"] = {k.op for i in te for k in features[i].kernels}
+            oof[te] = m._predict_features([features[i] for i in te])
+        self.additive_ = KernelAdditivePredictor(alpha=self.alpha)._fit_then(features, y)
+        self.additive_.n_train_ = n
+        oof = np.maximum(oof, 1e-9)
+        x = self._rows(features, oof)
+        self.forest_, _ = _fit_trees(
+            x, np.log(y) - np.log(oof), n_estimators=self.n_estimators,
+            max_depth=self.max_depth, learning_rate=self.learning_rate, seed=self.seed,
+        )  # fmt: skip
+
+    @staticmethod
+    def _rows(features: Sequence[GraphFeatures], base: FloatArray) -> FloatArray:
+        return np.array(
+            [[*graph_vector(f), math.log(b)] for f, b in zip(features, base, strict=True)]
+        )
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        base = np.maximum(self.additive_._predict_features(features), 1e-9)
+        corr = predict_trees(self.forest_, self._rows(features, base))
+        return np.asarray(base * np.exp(corr), dtype=np.float64)
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        forest = {k: v for k, v in self.forest_.items() if k != "_arrays"}
+        return {"additive": self.additive_.get_state(), "forest": forest}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        self.additive_ = KernelAdditivePredictor(alpha=self.alpha)
+        self.additive_.set_state(state["additive"])
+        self.additive_.n_train_ = 0
+        self.forest_ = dict(state["forest"])
+        self.forest_["_arrays"] = _tree_arrays(self.forest_)
+
+
+DEFAULT_PREDICTOR = "additive-gbt"
+"""Registry name of the predictor :func:`fit_predictor` fits (chosen by held-out accuracy)."""

@@ -1,0 +1,339 @@
+"""Generic kernel graphs for profiling a device: built with ``onnx.helper``, no torch.
+
+Two sources of graphs to measure:
+
+- :func:`kernel_graph`: one kernel (conv, depthwise conv, 1x1 conv, linear) with its usual
+  neighbours (BatchNorm, ReLU), at one shape; a sweep covers many shapes.
+- :func:`random_network`: a small random CNN (plain, depthwise-separable and residual
+  blocks, pools, a linear head) so predictors also see kernels in context.
+
+Either can be turned into an int8 QDQ graph with :func:`quantize_qdq` (static quantization
+through ``onnxruntime.quantization``: uint8 activations, per-channel int8 weights, the
+pipeline that gave real integer kernels in FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+OPSET = 17
+
+
+@dataclass
+class _Builder:
+    """Accumulates nodes and initializers of one graph."""
+
+    rng: np.random.Generator
+    nodes: list[Any] = field(default_factory=list)
+    inits: list[Any] = field(default_factory=list)
+    n: int = 0
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}_{self.n}"
+
+    def const(self, prefix: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(array.astype(np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
+        from onnx import helper
+
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+    def conv(
+        self,
+        x: str,
+        cin: int,
+        cout: int,
+        k: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bn: bool = True,
+        act: str | None = "Relu",
+    ) -> str:
+        fan_in = cin // groups * k * k
+        w = self.rng.normal(0, (2.0 / fan_in) ** 0.5, (cout, cin // groups, k, k))
+        inputs = [x, self.const("w", w)]
+        if not bn:
+            inputs.append(self.const("b", self.rng.normal(0, 0.01, cout)))
+        y = self.node(
+            "Conv", inputs, kernel_shape=[k, k], strides=[stride, stride],
+            pads=[k // 2] * 4, group=groups,
+        )  # fmt: skip
+        if bn:
+            y = self.node(
+                "BatchNormalization",
+                [
+                    y,
+                    self.const("g", 1 + 0.1 * self.rng.normal(size=cout)),
+                    self.const("beta", 0.1 * self.rng.normal(size=cout)),
+                    self.const("mean", 0.1 * self.rng.normal(size=cout)),
+                    self.const("var", 1 + 0.1 * self.rng.random(cout)),
+                ],
+            )
+        if act == "Relu":
+            y = self.node("Relu", [y])
+        elif act == "Relu6":
+            y = self.node(
+                "Clip", [y, self.const("lo", np.array(0.0)), self.const("hi", np.array(6.0))]
+            )
+        return y
+
+    def linear(self, x: str, fin: int, fout: int) -> str:
+        w = self.rng.normal(0, (1.0 / fin) ** 0.5, (fout, fin))
+        b = self.rng.normal(0, 0.01, fout)
+        return self.node("Gemm", [x, self.const("w", w), self.const("b", b)], transB=1)
+
+    def model(self, x_shape: Sequence[int], y: str, name: str) -> onnx.ModelProto:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(x_shape))],
+            [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        return model
+
+
+def kernel_graph(
+    op: str,
+    *,
+    cin: int,
+    cout: int = 0,
+    size: int = 1,
+    kernel: int = 3,
+    stride: int = 1,
+    batch: int = 1,
+    bn: bool = True,
+    act: str | None = "Relu",
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A graph of one kernel at one shape.
+
+    Args:
+        op: ``"conv"`` (dense k x k), ``"dwconv"`` (depthwise k x k), ``"conv1x1"`` or
+            ``"linear"`` (a Gemm; ``size`` is ignored).
+        cin: Input channels (features for linear).
+        cout: Output channels (ignored for dwconv, which keeps ``cin``).
+        size: Input height = width, pixels.
+        kernel: Kernel size k for convs.
+        stride: Conv stride.
+        batch: Batch size.
+        bn: Follow the conv with a BatchNormalization (folded by the runtime).
+        act: ``"Relu"``, ``"Relu6"`` or None.
+        seed: Weight seed.
+
+    Returns:
+        The ModelProto (opset 17), input named ``input``.
+
+    Raises:
+        ValueError: ``op`` is not one of the four.
+    """
+    b = _Builder(np.random.default_rng(seed))
+    if op == "linear":
+        y = b.linear("input", cin, cout)
+        if act:
+            y = b.node("Relu", [y])
+        return b.model([batch, cin], y, f"linear_{cin}x{cout}")
+    if op == "conv":
+        y = b.conv("input", cin, cout, kernel, stride=stride, bn=bn, act=act)
+    elif op == "conv1x1":
+        y = b.conv("input", cin, cout, 1, stride=stride, bn=bn, act=act)
+    elif op == "dwconv":
+        y = b.conv("input", cin, cin, kernel, stride=stride, groups=cin, bn=bn, act=act)
+    else:
+        raise ValueError(
+            f"kernel_graph op must be one of 'conv', 'dwconv', 'conv1x1', 'linear', got {op!r}."
+        )
+    return b.model([batch, cin, size, size], y, f"{op}_{cin}x{cout}_{size}_k{kernel}s{stride}")
+
+
+def random_network(
+    seed: int,
+    *,
+    size: int | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    style: str | None = None,
+) -> onnx.ModelProto:
+    """A small random CNN classifier for 3-channel images (fp32).
+
+    Args:
+        seed: Drives every unset choice below and the weights.
+        size: Input resolution, pixels (default: random in 16..96).
+        width: Stem channels (default: random in 8..48, not always a multiple of 8).
+        depth: Number of blocks (default: random in 2..7).
+        style: ``"plain"``, ``"separable"``, ``"residual"`` or ``"mixed"`` (default random).
+
+    Returns:
+        ModelProto with input ``input`` of shape (1, 3, size, size).
+    """
+    rng = np.random.default_rng(seed)
+    size = size or int(rng.choice([16, 24, 32, 48, 64, 96]))
+    width = width or int(rng.choice([8, 12, 16, 20, 24, 32, 40, 48]))
+    depth = depth or int(rng.integers(2, 8))
+    style = style or str(rng.choice(["plain", "separable", "residual", "mixed"]))
+    b = _Builder(rng)
+    c = width
+    y = b.conv("input", 3, c, 3, stride=1 if size <= 32 else 2)
+    for i in range(depth):
+        kind = style if style != "mixed" else str(rng.choice(["plain", "separable", "residual"]))
+        down = i > 0 and rng.random() < 0.4
+        cout = int(c * rng.choice([1, 1, 1.5, 2])) if down else c
+        cout = max(4, cout - (cout % 4 if rng.random() < 0.6 else 0))
+        s = 2 if down else 1
+        if kind == "plain":
+            y = b.conv(y, c, cout, int(rng.choice([1, 3, 3, 5])), stride=s)
+        elif kind == "separable":
+            mid = c * int(rng.choice([1, 2, 4]))
+            z = b.conv(y, c, mid, 1) if mid != c else y
+            z = b.conv(z, mid, mid, 3, stride=s, groups=mid, act="Relu6")
+            z = b.conv(z, mid, cout, 1, act=None)
+            y = b.node("Add", [y, z]) if (s == 1 and cout == c) else z
+        else:
+            z = b.conv(y, c, cout, 3, stride=s)
+            z = b.conv(z, cout, cout, 3, act=None)
+            short = y if (s == 1 and cout == c) else b.conv(y, c, cout, 1, stride=s, act=None)
+            y = b.node("Relu", [b.node("Add", [short, z])])
+        c = cout
+        if rng.random() < 0.15:
+            y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.node("GlobalAveragePool", [y])
+    y = b.node("Flatten", [y], axis=1)
+    y = b.linear(y, c, int(rng.choice([10, 100])))
+    return b.model([1, 3, size, size], y, f"rand{seed}_{style}_{size}px_w{width}_d{depth}")
+
+
+def quantize_qdq(
+    graph: onnx.ModelProto,
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+    n_calibration: int = 4,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """Static int8 QDQ quantization of an fp32 graph with random calibration data.
+
+    uint8 activations, per-channel int8 weights, QDQ format (onnxruntime then runs
+    ``QLinearConv``/``QGemm`` kernels).
+
+    Args:
+        graph: fp32 graph with static input shapes.
+        nodes_to_exclude: Node names to keep in fp32 (mixed precision).
+        n_calibration: Random calibration samples.
+        seed: Calibration data seed.
+
+    Returns:
+        The QDQ ModelProto.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    inp = graph.graph.input[0]
+    shape = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    data = [{inp.name: rng.normal(size=shape).astype(np.float32)} for _ in range(n_calibration)]
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it: Iterator[dict[str, np.ndarray]] = iter(data)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        dst = Path(tmp) / "int8.onnx"
+        onnx.save(graph, str(src))
+        # Folds BatchNorm into the convs first, as a real export pipeline does.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+        )
+        return onnx.load(str(dst))
+
+
+def sweep_graphs(
+    n: int, *, seed: int = 0, int8_share: float = 0.4, network_share: float = 0.5
+) -> Iterator[tuple[str, onnx.ModelProto]]:
+    """``n`` named profiling graphs: single kernels at many shapes and random networks.
+
+    Deterministic for a given ``seed``; the i-th graph does not depend on ``n``, so a
+    longer sweep extends a shorter one (and a resumed profile finds its graphs stored).
+
+    Args:
+        n: Number of graphs.
+        seed: Base seed.
+        int8_share: Share of graphs quantized to int8 QDQ.
+        network_share: Share of random networks (the rest are single kernels).
+
+    Yields:
+        (name, graph) pairs; names are unique and stable.
+    """
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        if rng.random() < network_share:
+            name, graph = f"net{i}", random_network(int(rng.integers(1 << 30)))
+        else:
+            name, graph = _random_kernel(rng, i)
+        if rng.random() < int8_share:
+            try:
+                graph = quantize_qdq(graph, seed=i)
+                name += "_int8"
+            except Exception:  # an exotic shape the quantizer refuses: keep fp32
+                pass
+        yield name, graph
+
+
+def _random_kernel(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
+    op = str(rng.choice(["conv", "conv", "dwconv", "conv1x1", "linear"]))
+    chans = [3, 8, 12, 16, 24, 32, 40, 48, 64, 96, 128, 160, 256]
+    cin = int(rng.choice(chans[1:] if op != "conv" else chans))
+    cout = int(rng.choice(chans[1:]))
+    if op == "linear":
+        cin, cout = (
+            int(rng.choice([64, 128, 256, 512, 1000, 1024])),
+            int(rng.choice([10, 64, 128, 256, 512, 1000])),
+        )
+        return f"k{i}_linear_{cin}x{cout}", kernel_graph("linear", cin=cin, cout=cout, seed=i)
+    size = int(rng.choice([7, 8, 14, 16, 28, 32, 56]))
+    kernel = int(rng.choice([3, 3, 5])) if op != "conv1x1" else 1
+    stride = int(rng.choice([1, 1, 2]))
+    g = kernel_graph(
+        op, cin=cin, cout=cout, size=size, kernel=kernel, stride=stride, seed=i,
+        bn=bool(rng.random() < 0.7), act="Relu" if rng.random() < 0.7 else None,
+    )  # fmt: skip
+    return f"k{i}_{op}_{cin}x{cout}_{size}px_k{kernel}s{stride}", g
