@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from search_spaces._apply import Importance, l1_importance
+from search_spaces._config import CompressionConfig
 from search_spaces._errors import InvalidConfigError, SearchSpaceError, TraceError
+from search_spaces._space import ChannelGroup, CompressionSpace, LayerChoice, analyze
 
-__all__ = ["InvalidConfigError", "SearchSpaceError", "TraceError"]
+__all__ = [
+    "ChannelGroup",
+    "CompressionConfig",
+    "CompressionSpace",
+    "Importance",
+    "InvalidConfigError",
+    "LayerChoice",
+    "SearchSpaceError",
+    "TraceError",
+    "analyze",
+    "l1_importance",
+]
