@@ -20,6 +20,19 @@ _LAZY: dict[str, str] = {
     "list_tasks": "nas._tasks",
     "load_task": "nas._tasks",
     "TASKS": "nas._tasks",
+    "search": "nas._search",
+    "run_search": "nas._search",
+    "fidelity": "nas._search",
+    "Run": "nas._run",
+    "open_run": "nas._run",
+    "SearchConfig": "nas._config",
+    "ConfigError": "nas._config",
+    "SAMPLERS": "nas._samplers",
+    "OBJECTIVES": "nas._budget",
+    "BUDGET_KEYS": "nas._budget",
+    "Budget": "nas._budget",
+    "parse_budget": "nas._budget",
+    "parse_objectives": "nas._budget",
 }
 
 __all__ = [

@@ -16,7 +16,10 @@ from nas._errors import UsageError
 from nas.cli._base import BaseCommand, _Parser, build_parser
 
 # Modules with commands; each keeps its heavy imports inside ``run``.
-_COMMAND_MODULES = ("nas.cli._tasks",)
+_COMMAND_MODULES = (
+    "nas.cli._tasks",
+    "nas.cli._search",
+)
 
 
 def _commands() -> tuple[type[BaseCommand], ...]:

@@ -1,0 +1,690 @@
+"""The search: a multi-objective Optuna study over a model's compression space.
+
+:func:`search` checks its inputs before any training, opens (or resumes) the run folder,
+then one driver asks Optuna for candidates and evaluates them, in this process or as Ray
+tasks (see ``nas._parallel``), telling each result as it comes back. At the end the feasible
+Pareto front is measured on the device (``nas._verify``) and, if asked, the fidelity of the
+short recovery is checked (``nas._fidelity``).
+
+Stopping and resuming: the run folder's storage keeps every finished trial. Re-running the
+same search resumes it; finished trials (completed, or failed with an error) count toward
+``n_trials``. Ctrl-C fails the trials in flight (``user_attrs["interrupted"]``), then
+re-raises. After a hard kill, the next search on the folder marks the trials the dead
+process left RUNNING as failed and interrupted (the folder's lock proves no one else runs
+them; shared storages rely on Optuna's heartbeats instead) and runs replacements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nas
+from nas._budget import COST_OBJECTIVES, OBJECTIVES, Budget, directions
+from nas._config import SETTINGS_FILE, SearchConfig
+from nas._errors import BudgetError, RunError
+from nas._run import (
+    HEARTBEAT_INTERVAL_S,
+    STUDY_NAME,
+    Run,
+    is_local_sqlite,
+    make_storage,
+    run_lock,
+    storage_url,
+)
+from nas._samplers import make_sampler
+from nas._trial import (
+    TrialContext,
+    evaluate_trial,
+    export_graph,
+    fail_trials_from_env,
+    predict_costs,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nas._tasks import Task
+
+_logger = logging.getLogger(__name__)
+
+
+def search(
+    task: Task | str,
+    *,
+    device: Any,
+    objectives: str | Sequence[str] = ("accuracy", "latency_ms"),
+    budget: str | dict[str, float] | Budget | None = None,
+    n_trials: int = 50,
+    workers: int = 1,
+    sampler: str = "tpe",
+    run_dir: str | Path,
+    seed: int | None = None,
+    recovery_steps: int = 50,
+    warm_start: bool = True,
+    ray_address: str | None = None,
+    show_progress_bar: bool = False,
+    storage: str | None = None,
+    **settings: Any,
+) -> Run:
+    """Find the Pareto-optimal compressed versions of a task's model for a device.
+
+    Args:
+        task: A :class:`nas.Task`, or a task name or spec for :func:`nas.load_task`.
+        device: A device name (``"local-cpu"``) or a ``latency_models.DeviceSpec``.
+        objectives: Two or more of ``accuracy`` (top-1 %, maximised), ``latency_ms``,
+            ``energy_mj`` and ``memory_mb`` (minimised).
+        budget: Limits, e.g. ``"latency_ms=1.5,memory_mb=2,accuracy_drop=1"``.
+        n_trials: Trials the run holds when done (earlier finished trials of the same run
+            folder count).
+        workers: Trials at once; more than one runs them as Ray tasks.
+        sampler: A name from :data:`nas.SAMPLERS`.
+        run_dir: The run folder (created; resumed if it holds this search already).
+        seed: Seed of the sampler and the recovery fine-tunes.
+        recovery_steps: Distillation steps that recover each candidate.
+        warm_start: Enqueue a few configs informed by a per-layer sensitivity scan.
+        ray_address: A Ray cluster to run on instead of a local Ray.
+        show_progress_bar: Show a tqdm progress bar.
+        storage: An Optuna storage URL; default SQLite at ``run_dir/study.db``.
+        **settings: Further :class:`nas.SearchConfig` fields (``reject_factor``,
+            ``fidelity_trials``, ``verify``, ...).
+
+    Returns:
+        The run, for :meth:`nas.Run.pareto_trials` and friends.
+
+    Raises:
+        BudgetError: an unknown objective or budget key, fewer than two objectives, a budget
+            the base model already meets, or one no config in the space can meet.
+        RunError: ``run_dir`` holds another search (a different task, device, objectives or
+            budget), or another process is writing it.
+        KeyboardInterrupt: after recording what finished, when interrupted.
+    """
+    from nas._tasks import Task
+
+    task_obj = task if isinstance(task, Task) else None
+    device_name = device if isinstance(device, str) else getattr(device, "name", None)
+    config = SearchConfig(
+        task=task_obj.name if task_obj is not None else task,  # type: ignore[arg-type]
+        device=device_name,  # type: ignore[arg-type]
+        objectives=tuple(objectives.split(","))
+        if isinstance(objectives, str)
+        else tuple(objectives),
+        budget=budget.to_dict() if isinstance(budget, Budget) else (budget or {}),
+        n_trials=n_trials,
+        workers=workers,
+        sampler=sampler,
+        seed=seed,
+        run_dir=str(run_dir),
+        storage=storage,
+        recovery_steps=recovery_steps,
+        warm_start=warm_start,
+        ray_address=ray_address,
+        show_progress_bar=show_progress_bar,
+        **settings,
+    )
+    return run_search(config, task=task_obj, device=None if isinstance(device, str) else device)
+
+
+def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = None) -> Run:
+    """Run (or resume) the search that ``config`` describes; see :func:`search`.
+
+    Args:
+        config: Resolved settings; ``config.run_dir`` is required.
+        task: The task object, if not to be loaded from ``config.task``.
+        device: The ``DeviceSpec``, if not to be looked up from ``config.device``.
+    """
+    if not config.run_dir:
+        raise RunError("a search needs a run folder: pass run_dir (--run runs/NAME).")
+    run_dir = Path(config.run_dir)
+    check_run_folder(config)
+    ctx, base = prepare(config, task=task, device=device)
+    with run_lock(run_dir):
+        check_run_folder(config)  # again, now that no one else can write it
+        config.save(run_dir)
+        study = open_study(config, base)
+        stale = fail_interrupted_trials(study, run_dir, config)
+        if stale:
+            _logger.warning(
+                "marked %d trial(s) left running by a stopped search as failed: %s",
+                len(stale),
+                stale,
+            )
+        done = count_finished(study)
+        if done:
+            _logger.info(
+                "resuming %s: %d of %d trials already finished", run_dir, done, config.n_trials
+            )
+        if config.warm_start and not study.trials:
+            from nas._warmstart import enqueue_warm_start
+
+            enqueue_warm_start(study, ctx)
+        drive(study, ctx, config, n_new=max(0, config.n_trials - done))
+        run = Run(run_dir, config)
+        _logger.info("%s", run.summary())
+        if config.verify:
+            from nas._verify import verify_front
+
+            verify_front(run, ctx)
+        if config.fidelity_trials:
+            from nas._fidelity import fidelity_check
+
+            fidelity_check(run, ctx, n_trials=config.fidelity_trials, steps=config.fidelity_steps)
+    return run
+
+
+# -- before any training ----------------------------------------------------------------
+
+
+def check_run_folder(config: SearchConfig) -> None:
+    """Refuse a run folder that holds a different search (naming each difference)."""
+    run_dir = Path(str(config.run_dir))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"run folder {str(run_dir)!r} exists and is not a folder.")
+    if not (run_dir / SETTINGS_FILE).is_file():
+        return
+    previous = SearchConfig.load(run_dir)
+    differences = config.identity_differences(previous)
+    if previous.storage != config.storage:
+        differences.append(f"storage: {previous.storage!r} in the run vs {config.storage!r} now")
+    if differences:
+        raise RunError(
+            f"run folder {str(run_dir)!r} holds a different search ("
+            + "; ".join(differences)
+            + "). Use another --run folder, or the run's settings to resume it."
+        )
+
+
+def load_predictors(device: Any, *, profile_minutes: float = 5.0) -> tuple[dict[str, Any], str]:
+    """The device's fitted predictors by target, and the energy source label.
+
+    A device without a latency predictor is profiled first (which measures graphs on it and
+    fits the predictors), with a log line saying so.
+    """
+    from latency_models import device_predictor
+
+    try:
+        latency = device_predictor(device.name, "latency_ms")
+    except Exception as exc:  # no predictor file, or one from another feature version
+        _logger.warning(
+            "device %s has no usable latency predictor (%s); profiling it first, for about "
+            "%.0f minute(s) (the same as `hwnas device profile %s`)",
+            device.name,
+            exc,
+            profile_minutes,
+            device.name,
+        )
+        _profile_device(device, profile_minutes)
+        latency = device_predictor(device.name, "latency_ms")
+    predictors = {"latency_ms": latency}
+    try:
+        predictors["energy_mj"] = device_predictor(device.name, "energy_mj")
+        source = "measured-predictor"
+    except Exception:  # no energy meter on the device: estimate, and say so
+        source = "estimated"
+    return predictors, source
+
+
+def _profile_device(device: Any, minutes: float) -> None:
+    try:
+        from nas._profile import profile_device
+    except ImportError:
+        from latency_models import profile_device  # type: ignore[attr-defined,no-redef]
+    profile_device(device, budget_minutes=minutes)
+
+
+def build_context(
+    config: SearchConfig,
+    *,
+    task: Task | None = None,
+    device: Any = None,
+    with_predictors: bool = True,
+) -> TrialContext:
+    """Load the task, device, predictors and compression space into a trial context."""
+    from latency_models import get_device
+    from nas._tasks import load_task
+    from nas._train import evaluate
+    from search_spaces import analyze
+
+    task = task if task is not None else load_task(config.task)
+    device = device if device is not None else get_device(config.device)
+    predictors, energy_source = load_predictors(device) if with_predictors else ({}, "")
+    space = analyze(
+        task.model,
+        task.example_input,
+        align=getattr(device, "align", 8),
+        bits=tuple(getattr(device, "precisions", (32, 8))),
+    )
+    _logger.info("search space of %s: %r", task.name, space)
+    X_train, _ = task.train
+    X_val, y_val = task.val
+    return TrialContext(
+        task=task,
+        space=space,
+        device=device,
+        predictors=predictors,
+        energy_source=energy_source,
+        objectives=config.objectives,
+        budget=Budget(config.budget),
+        base_accuracy=float(evaluate(task.model, X_val, y_val)),
+        recovery_steps=config.recovery_steps,
+        recovery_batch_size=config.recovery_batch_size,
+        recovery_lr=config.recovery_lr,
+        reject_factor=config.reject_factor,
+        calibration=X_train[: config.calibration_samples].clone(),
+        seed=config.seed or 0,
+        fail_trials=fail_trials_from_env(),
+    )
+
+
+def prepare(
+    config: SearchConfig, *, task: Task | None = None, device: Any = None
+) -> tuple[TrialContext, dict[str, Any]]:
+    """Build the trial context and the base model's metrics; check the budget against them.
+
+    Raises:
+        BudgetError: the base model already meets the cost budget, or the cheapest config
+            of the space does not.
+    """
+    ctx = build_context(config, task=task, device=device)
+    base = base_metrics(ctx)
+    check_budget(ctx, base)
+    return ctx, base
+
+
+def fidelity(
+    run: Run | str | Path, *, task: Task | None = None, n_trials: int = 8, steps: int = 0
+) -> dict[str, Any]:
+    """Kendall's tau between short- and long-recovery accuracy on a sample of a run's trials.
+
+    Args:
+        run: A run or its folder.
+        task: The task object, if the run's task name cannot be loaded by name.
+        n_trials: Trials to re-train with the longer recovery.
+        steps: Steps of the longer recovery (0: ten times the run's ``recovery_steps``).
+
+    Returns:
+        The report of :func:`nas._fidelity.fidelity_check` (also stored in the study).
+    """
+    from nas._fidelity import fidelity_check
+    from nas._run import open_run
+
+    run = run if isinstance(run, Run) else open_run(run)
+    ctx = build_context(run.settings, task=task, with_predictors=False)
+    return fidelity_check(run, ctx, n_trials=n_trials, steps=steps)
+
+
+def _costs_of(
+    ctx: TrialContext, config: Any, tmp: Path, name: str
+) -> tuple[dict[str, float], Path]:
+    model = ctx.space.apply(ctx.task.model, config)
+    graph = export_graph(ctx, model, config, tmp / f"{name}.onnx")
+    return predict_costs(ctx, graph), graph
+
+
+def base_metrics(ctx: TrialContext) -> dict[str, Any]:
+    """The base model's accuracy, predicted costs and measured latency (study attr "base")."""
+    import tempfile
+
+    from latency_models import measure_cached
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-base-") as tmp:
+        costs, graph = _costs_of(ctx, ctx.space.identity(), Path(tmp), "base")
+        measurement = measure_cached(graph, ctx.device)
+    measured: dict[str, float | None] = {
+        "latency_ms": float(measurement.latency_ms),
+        "energy_mj": measurement.energy_mj,
+        "memory_mb": costs["memory_mb"],
+    }
+    base = {
+        "accuracy": ctx.base_accuracy,
+        **costs,
+        "energy_source": ctx.energy_source,
+        "measured": measured,
+    }
+    _logger.info(
+        "base model: top1=%.2f%% latency_ms=%.3f (predicted; %.3f measured) energy_mj=%.3g "
+        "(%s) memory_mb=%.3f",
+        ctx.base_accuracy,
+        costs["latency_ms"],
+        measured["latency_ms"],
+        costs["energy_mj"],
+        ctx.energy_source,
+        costs["memory_mb"],
+    )
+    return base
+
+
+def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
+    """Refuse a cost budget the base model already meets, or that no config can meet.
+
+    The first is refused (not just warned about) because the search would spend its trials
+    confirming that no compression is needed; drop or tighten the limit. Only cost limits
+    count: ``accuracy_drop`` alone is always met by the base model and is a valid budget.
+    """
+    import tempfile
+
+    limits = ctx.budget.cost_limits
+    if not limits:
+        return
+    if not ctx.budget.unmet(base):
+        shown = ", ".join(f"{k} {base[k]:.4g} <= {v:g}" for k, v in limits.items())
+        raise BudgetError(
+            f"the uncompressed model already meets the budget ({shown}, predicted on "
+            f"{ctx.device.name}). Tighten the limits below the base model's cost, or drop "
+            f"them to search the whole front."
+        )
+    smallest = ctx.space.smallest()
+    with tempfile.TemporaryDirectory(prefix="hwnas-smallest-") as tmp:
+        costs, _ = _costs_of(ctx, smallest, Path(tmp), "smallest")
+    unmet = ctx.budget.unmet(costs)
+    if unmet:
+        shown = ", ".join(f"{k} {costs[k]:.4g} > {limits[k]:g}" for k in unmet)
+        raise BudgetError(
+            f"no config in the search space can meet the budget: even the cheapest one "
+            f"({ctx.space.summarize(smallest)}) is predicted at {shown} on {ctx.device.name}. "
+            f"Raise the limits to at least these values, or pick a faster device."
+        )
+
+
+# -- the study --------------------------------------------------------------------------
+
+
+def open_study(config: SearchConfig, base: dict[str, Any]) -> optuna.Study:
+    """Create or load the run's study, checking its attributes against ``config``."""
+    import optuna
+
+    url = storage_url(str(config.run_dir), config.storage)
+    storage = make_storage(url, heartbeat=not is_local_sqlite(str(config.run_dir), url))
+    study = optuna.create_study(
+        storage=storage,
+        study_name=STUDY_NAME,
+        directions=directions(config.objectives),
+        sampler=make_sampler(config.sampler, config.seed),
+        load_if_exists=True,
+    )
+    attrs = study.user_attrs
+    expected = {
+        "task": config.task,
+        "device": config.device,
+        "objectives": list(config.objectives),
+        "budget": dict(config.budget),
+    }
+    if "task" in attrs:
+        differences = [
+            f"{key}: {attrs.get(key)!r} in the storage vs {value!r} now"
+            for key, value in expected.items()
+            if attrs.get(key) != value
+        ]
+        if differences:
+            raise RunError(
+                f"the storage {url} holds a different search (" + "; ".join(differences) + "). "
+                "Use another --run folder or storage."
+            )
+    else:
+        for key, value in expected.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("hwnas_version", nas.__version__)
+    study.set_user_attr("base", base)
+    return study
+
+
+def fail_interrupted_trials(study: optuna.Study, run_dir: Path, config: SearchConfig) -> list[int]:
+    """Mark trials left RUNNING by a dead search as failed; return their numbers.
+
+    With the run folder's own SQLite storage the caller holds the folder's lock, so every
+    RUNNING trial is an orphan. Shared storages fail only trials whose heartbeat stopped.
+    """
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    url = storage_url(str(run_dir), config.storage)
+    if not is_local_sqlite(run_dir, url):
+        before = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+        fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+        return sorted(before - after)
+    storage = study._storage
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(
+            trial._trial_id, "error", "interrupted: the search process stopped during this trial"
+        )
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        failed.append(trial.number)
+    return failed
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``n_trials``: completed, or failed by their own error."""
+    from optuna.trial import TrialState
+
+    def counts(trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.state == TrialState.COMPLETE:
+            return True
+        raised = bool(trial.user_attrs.get("error")) and not trial.user_attrs.get("interrupted")
+        return trial.state == TrialState.FAIL and raised
+
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
+
+
+# -- the driver loop --------------------------------------------------------------------
+
+
+class _Heartbeat:
+    """Records heartbeats of in-flight trials in shared storages (Optuna's ask/tell does not)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        self.trial_ids: set[int] = set()
+        self._storage = study._storage
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if is_heartbeat_enabled(self._storage):
+            self._thread = threading.Thread(target=self._beat, daemon=True, name="hwnas-heartbeat")
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            for trial_id in list(self.trial_ids):
+                with contextlib.suppress(Exception):  # a finished trial, a busy database
+                    self._storage.record_heartbeat(trial_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@contextlib.contextmanager
+def _progress(config: SearchConfig, initial: int) -> Iterator[Any]:
+    bar = None
+    if config.show_progress_bar:
+        try:
+            from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+        except ImportError:
+            _logger.warning("show_progress_bar needs tqdm (pip install tqdm); going on without")
+        else:
+            bar = tqdm(total=config.n_trials, initial=initial, unit="trial", desc="hwnas search")
+            with logging_redirect_tqdm(loggers=[logging.getLogger("nas")]):
+                try:
+                    yield bar
+                finally:
+                    bar.close()
+            return
+    yield None
+
+
+def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new: int) -> None:
+    """Ask, evaluate and tell ``n_new`` trials, ``config.workers`` at a time."""
+    from nas._parallel import make_executor
+
+    if n_new <= 0:
+        return
+    started = time.perf_counter()
+    executor = make_executor(
+        evaluate_trial, ctx, workers=config.workers, address=config.ray_address
+    )
+    heartbeat = _Heartbeat(study)
+    in_flight: dict[int, optuna.Trial] = {}
+    submitted = rejected = 0
+    try:
+        with _progress(config, config.n_trials - n_new) as bar:
+            while submitted < n_new or executor.pending:
+                while submitted < n_new and executor.pending < executor.capacity:
+                    trial = study.ask()
+                    candidate = ctx.space.sample(trial)
+                    trial.set_user_attr("config", candidate.to_dict())
+                    trial.set_user_attr("summary", ctx.space.summarize(candidate))
+                    in_flight[trial.number] = trial
+                    heartbeat.trial_ids.add(trial._trial_id)
+                    executor.submit(
+                        trial.number, {"number": trial.number, "config": candidate.to_dict()}
+                    )
+                    submitted += 1
+                number, outcome = executor.wait_one()
+                trial = in_flight.pop(number)
+                heartbeat.trial_ids.discard(trial._trial_id)
+                rejected += record(study, trial, outcome, ctx)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(_best_feasible(study, ctx.objectives), refresh=True)
+    except KeyboardInterrupt:
+        executor.cancel_all()
+        for trial in in_flight.values():
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted: the search was stopped (Ctrl-C)")
+            study.tell(trial, state=_fail_state())
+        _logger.warning(
+            "search interrupted: %d trials finished in this session, %d in flight marked "
+            "failed; run the same command again to resume",
+            submitted - len(in_flight),
+            len(in_flight),
+        )
+        raise
+    finally:
+        heartbeat.stop()
+        executor.shutdown()
+    minutes = (time.perf_counter() - started) / 60
+    _logger.info(
+        "%d trials in %.1f min (%.1f trials/min, %d worker(s)); %d rejected before training",
+        submitted,
+        minutes,
+        submitted / minutes if minutes > 0 else float("nan"),
+        config.workers,
+        rejected,
+    )
+    study.set_user_attr(
+        "last_session",
+        {
+            "trials": submitted,
+            "minutes": round(minutes, 3),
+            "trials_per_min": round(submitted / minutes, 3) if minutes > 0 else None,
+            "workers": config.workers,
+            "rejected_before_training": rejected,
+        },
+    )
+
+
+def _fail_state() -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL
+
+
+def record(study: optuna.Study, trial: optuna.Trial, outcome: Any, ctx: TrialContext) -> int:
+    """Tell ``study`` the outcome of ``trial`` and log one line; return 1 if rejected."""
+    if isinstance(outcome, BaseException) or "error" in outcome:
+        if isinstance(outcome, BaseException):
+            error, attrs, trace = f"{type(outcome).__name__}: {outcome}", {}, ""
+        else:
+            error, attrs, trace = (
+                outcome["error"],
+                outcome["user_attrs"],
+                outcome.get("traceback", ""),
+            )
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=_fail_state())
+        _logger.warning(
+            "trial %d failed: %s%s", trial.number, error, f"\n{trace}" if trace else ""
+        )
+        return 0
+    attrs = outcome["user_attrs"]
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    for key, value in outcome["constraints"].items():
+        trial.set_constraint(key, value)
+    study.tell(trial, outcome["values"])
+    _logger.info("%s", _trial_line(trial.number, attrs, outcome["constraints"], ctx))
+    return int(bool(attrs.get("rejected_before_training")))
+
+
+def _trial_line(
+    number: int, attrs: dict[str, Any], constraints: dict[str, float], ctx: TrialContext
+) -> str:
+    predicted = attrs.get("predicted", {})
+    parts = [f"trial {number}:"]
+    if attrs.get("rejected_before_training"):
+        parts.append(
+            "rejected before training (" + "; ".join(attrs.get("rejected_because", [])) + ")"
+        )
+    else:
+        parts.append(f"top1={attrs['accuracy']:.2f}%")
+    for name in COST_OBJECTIVES:
+        if name in predicted:
+            label = (
+                ctx.energy_source
+                if name == "energy_mj"
+                else ("computed" if name == "memory_mb" else "predicted")
+            )
+            parts.append(f"{name}={predicted[name]:.4g} ({label})")
+    if constraints:
+        parts.append("feasible" if all(v <= 0 for v in constraints.values()) else "infeasible")
+    parts.append(f"[{attrs.get('timings_s', {}).get('total', 0.0):.1f} s]")
+    return " ".join(parts)
+
+
+def _best_feasible(study: optuna.Study, objectives: Sequence[str]) -> str:
+    try:
+        best = study.best_trials
+    except Exception:  # no completed trial yet
+        return ""
+    if not best:
+        return "no feasible trial yet"
+    first = objectives[0]
+    top = (
+        max(best, key=lambda t: t.values[0])
+        if OBJECTIVES[first].direction == "maximize"
+        else min(best, key=lambda t: t.values[0])
+    )
+    return (
+        ", ".join(
+            f"{name}={value:.3g}" for name, value in zip(objectives, top.values, strict=True)
+        )
+        + f" ({len(best)} on front)"
+    )
+
+
+__all__ = [
+    "base_metrics",
+    "build_context",
+    "check_budget",
+    "check_run_folder",
+    "count_finished",
+    "drive",
+    "fail_interrupted_trials",
+    "fidelity",
+    "load_predictors",
+    "open_study",
+    "prepare",
+    "record",
+    "run_search",
+    "search",
+]

@@ -1,0 +1,140 @@
+"""``hwnas search``: run (or resume) a compression search into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from nas.cli._base import BaseCommand
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+class SearchCommand(BaseCommand):
+    """Search a task's compression space for the Pareto front on a device."""
+
+    name = "search"
+    help = "search compressed versions of a task's model for a device (resumable)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the search flags; each overrides the --config file, which overrides defaults."""
+        parser.add_argument(
+            "task",
+            nargs="?",
+            help="bundled task name (see `hwnas tasks`), 'pkg.module:func' or 'file.py:func'; "
+            "may come from --config instead",
+        )
+        parser.add_argument(
+            "--device", help="device name (see `hwnas device list`; default local-cpu)"
+        )
+        parser.add_argument(
+            "--objectives",
+            help="two or more of accuracy,latency_ms,energy_mj,memory_mb "
+            "(default accuracy,latency_ms)",
+        )
+        parser.add_argument(
+            "--budget",
+            help="limits, e.g. latency_ms=1.5,memory_mb=2,accuracy_drop=1 "
+            "(ms, MB, mJ; accuracy_drop in top-1 points)",
+        )
+        parser.add_argument("--trials", type=_positive_int, help="trials in the run (default 50)")
+        parser.add_argument(
+            "--workers", type=_positive_int, help="trials at once; >1 runs Ray tasks (default 1)"
+        )
+        parser.add_argument("--run", help="run folder, e.g. runs/NAME (re-run to resume)")
+        parser.add_argument("--sampler", help="tpe (default), nsga2, gp or random")
+        parser.add_argument("--seed", type=_non_negative_int, help="seed for reproducible runs")
+        parser.add_argument("--config", help="TOML or YAML settings file (flags override it)")
+        parser.add_argument("--ray-address", help="Ray cluster address (default: a local Ray)")
+        parser.add_argument(
+            "--recovery-steps", type=_non_negative_int, help="distillation steps per candidate"
+        )
+        parser.add_argument("--storage", help="Optuna storage URL (default: RUN/study.db)")
+        parser.add_argument(
+            "--no-warm-start",
+            dest="warm_start",
+            action="store_const",
+            const=False,
+            help="skip the per-layer sensitivity scan that seeds the search",
+        )
+        parser.add_argument(
+            "--no-verify",
+            dest="verify",
+            action="store_const",
+            const=False,
+            help="do not measure the final front on the device",
+        )
+        parser.add_argument(
+            "--fidelity",
+            type=_non_negative_int,
+            metavar="N",
+            help="after the search, re-train N trials longer and report Kendall's tau",
+        )
+        parser.add_argument(
+            "--progress", action="store_const", const=True, help="show a progress bar"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Resolve the settings (defaults < --config < flags), search, print the front."""
+        from nas._config import SearchConfig
+        from nas._errors import UsageError
+        from nas._search import run_search
+
+        flags: dict[str, Any] = {
+            "task": args.task,
+            "device": args.device,
+            "objectives": args.objectives,
+            "budget": args.budget,
+            "n_trials": args.trials,
+            "workers": args.workers,
+            "run_dir": args.run,
+            "sampler": args.sampler,
+            "seed": args.seed,
+            "ray_address": args.ray_address,
+            "recovery_steps": args.recovery_steps,
+            "storage": args.storage,
+            "warm_start": args.warm_start,
+            "verify": args.verify,
+            "fidelity_trials": args.fidelity,
+            "show_progress_bar": args.progress,
+        }
+        if args.task is None and args.config is None:
+            raise UsageError(
+                "give a TASK (e.g. digits-resnet) or a --config file naming one", args._parser
+            )
+        config = SearchConfig.resolve(file=args.config, **flags)
+        if not config.run_dir:
+            raise UsageError("give a run folder: --run runs/NAME", args._parser)
+        run = run_search(config)
+        print(run.summary())
+        front = run.pareto_trials()
+        if front:
+            print(
+                f"\n{'trial':>5}  " + "  ".join(f"{n:>11}" for n in run.objectives) + "  summary"
+            )
+            for trial in front:
+                values = "  ".join(f"{v:>11.4g}" for v in trial.values)
+                print(f"{trial.number:>5}  {values}  {trial.user_attrs.get('summary', '')}")
+        print(f"\nInspect it: hwnas pareto {run.path}")
+        return 0
+
+
+COMMANDS = (SearchCommand,)
