@@ -1,0 +1,429 @@
+"""The timing loop: run one ONNX graph in onnxruntime and report what happened.
+
+Standard library, numpy and onnxruntime only: the measurement agent runs this module on
+devices that have nothing else (it can be copied there with ``_meters.py`` and
+``agent.py``). The result is a plain JSON-able dict; :func:`latency_models.measure` turns
+it into a :class:`~latency_models.Measurement`.
+
+How a measurement stops
+-----------------------
+After warm-up (at least ``warmup_s`` and two runs), the per-run time ``t`` is estimated and
+each *sample* times ``k = ceil(window_ms / t)`` back-to-back runs, so a sub-millisecond
+graph is not measured against timer and scheduler noise one run at a time. Sampling stops
+when at least ``min_samples`` samples exist and the relative standard error of their median
+is at most ``target_rse``, or when ``max_seconds`` of timed work have passed (with at least
+three samples). The standard error of the median is distribution-free: half the width of
+the order-statistic 95% confidence interval of the median (ranks ``n/2 ± 0.98·sqrt(n)``),
+divided by 1.96. The garbage collector is off during the timed loop.
+
+Peak memory
+-----------
+On Linux the process's peak resident set (``VmHWM``) is reset through
+``/proc/self/clear_refs`` before the session is created, and the reported peak is
+``VmHWM - VmRSS`` (before), i.e. the largest growth of resident memory while the session
+was created, its weights loaded, its arena filled and the graph run. It counts what the
+runtime really touched (onnxruntime's CPU arena does not expose statistics in Python). It
+is a lower bound when the allocator reuses memory freed earlier in the same process, and
+it counts other threads of the process (the agent serializes measurements). Where the peak
+cannot be reset, the growth of ``ru_maxrss`` is reported and labelled a lower bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import math
+import os
+import platform
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    from latency_models._meters import EnergyMeter, open_meter
+except ImportError:  # running as a copied stand-alone agent
+    from _meters import EnergyMeter, open_meter  # type: ignore[no-redef,import-not-found]
+
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(bool)": np.bool_,
+}
+
+MEMORY_SOURCE_HWM = "process peak RSS growth (Linux VmHWM, reset) over session creation and runs"
+MEMORY_SOURCE_MAXRSS = "process ru_maxrss growth over session creation and runs (lower bound)"
+NOT_MEASURED = "not measured"
+
+# A one-node Identity model: creating a session of it once initializes onnxruntime's
+# process-wide environment, so that cost does not count towards the first graph's memory.
+_WARM_MODEL = (
+    b'\x08\x08:7\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x01wZ\x0f\n\x01x\x12\n\n\x08\x08'
+    b"\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x11"
+)
+_warmed = False
+
+
+def _warm_runtime() -> None:
+    global _warmed
+    if not _warmed:
+        import onnxruntime as ort
+
+        ort.InferenceSession(_WARM_MODEL, providers=["CPUExecutionProvider"])
+        _warmed = True
+
+
+class GraphRejected(ValueError):
+    """onnxruntime refused to load or run the graph (the message says which and why)."""
+
+
+def runtime_version() -> str:
+    """``onnxruntime <version>``."""
+    import onnxruntime as ort
+
+    return f"onnxruntime {ort.__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def host_info() -> dict[str, str]:
+    """What identifies this host for a measurement: CPU model, cores, runtime, hostname hash."""
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": str(os.cpu_count() or 0),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "runtime": runtime_version(),
+        "hostname_hash": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
+    }
+
+
+def host_fingerprint(info: Mapping[str, str] | None = None) -> str:
+    """A short readable host key: ``<hostname hash>/<cpu model>/<cores>c``."""
+    info = host_info() if info is None else info
+    return f"{info['hostname_hash']}/{info['cpu_model']}/{info['cores']}c"
+
+
+def make_inputs(
+    session: Any, batch_size: int, seed: int = 0
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Random inputs of the session's declared shapes and types.
+
+    The first dimension, when dynamic, is ``batch_size``; other dynamic dimensions are 1.
+
+    Returns:
+        The feeds, and notes naming every dynamic dimension that was set to 1.
+
+    Raises:
+        GraphRejected: an input is not a tensor of a supported element type.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for inp in session.get_inputs():
+        dtype = _DTYPES.get(inp.type)
+        if dtype is None:
+            raise GraphRejected(
+                f"input {inp.name!r} has type {inp.type}; supported: {sorted(_DTYPES)}."
+            )
+        shape = []
+        for axis, dim in enumerate(inp.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(batch_size)
+            else:
+                shape.append(1)
+                notes.append(f"input {inp.name!r} axis {axis} ({dim!r}) set to 1")
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype is np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            feeds[inp.name] = rng.integers(0, 10, shape).astype(dtype)
+    return feeds, notes
+
+
+def median_rse(samples: Sequence[float]) -> float:
+    """Relative standard error of the median of ``samples`` (distribution-free).
+
+    Half the width of the order-statistic 95% confidence interval of the median, divided by
+    1.96 and by the median. Infinite for fewer than three samples.
+    """
+    n = len(samples)
+    if n < 3:
+        return math.inf
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    half = 0.98 * math.sqrt(n)
+    lo = max(0, math.floor(n / 2 - half))
+    hi = min(n - 1, math.ceil(n / 2 + half))
+    med = float(np.median(x))
+    if med <= 0:
+        return math.inf
+    return float((x[hi] - x[lo]) / (2 * 1.96) / med)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class _PeakMemory:
+    """Peak resident-memory growth between :meth:`start` and :meth:`stop` (bytes)."""
+
+    def start(self) -> None:
+        self.source = NOT_MEASURED
+        self.base_kb: int | None = None
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base_kb = _status_kb("VmRSS")
+            if self.base_kb is not None:
+                self.source = MEMORY_SOURCE_HWM
+                return
+        except OSError:
+            pass
+        try:
+            import resource
+
+            self.base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.source = MEMORY_SOURCE_MAXRSS
+        except (ImportError, OSError):
+            self.base_kb = None
+
+    def stop(self) -> int | None:
+        if self.base_kb is None:
+            return None
+        if self.source == MEMORY_SOURCE_HWM:
+            peak = _status_kb("VmHWM")
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if peak is None:
+            return None
+        return max(0, peak - self.base_kb) * 1024
+
+
+@contextlib.contextmanager
+def _pinned(cpus: Sequence[int] | None) -> Iterator[None]:
+    if not cpus:
+        yield
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("pin_cpus needs os.sched_setaffinity (Linux); pass pin_cpus=None.")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except OSError as exc:
+        raise ValueError(
+            f"cannot pin to CPUs {list(cpus)}: {exc}; allowed: {sorted(before)}."
+        ) from exc
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _session(model: bytes, providers: Sequence[str], threads: int) -> Any:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ValueError(
+            f"execution providers {missing} are not available in this onnxruntime; "
+            f"available: {available}. Install the matching onnxruntime build or change the "
+            "device's providers."
+        )
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise GraphRejected(f"onnxruntime rejected the graph: {exc}") from exc
+
+
+def benchmark(
+    model: bytes,
+    *,
+    threads: int = 1,
+    batch_size: int = 1,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    max_seconds: float = 3.0,
+    target_rse: float = 0.01,
+    min_samples: int = 10,
+    warmup_s: float = 0.1,
+    window_ms: float = 2.0,
+    energy_meter: str = "none",
+    pin_cpus: Sequence[int] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``model`` in a fresh onnxruntime session (see the module docstring for how).
+
+    Args:
+        model: The serialized ONNX model.
+        threads: onnxruntime intra-op threads (inter-op is 1, execution sequential).
+        batch_size: Size of dynamic first dimensions of the inputs.
+        providers: onnxruntime execution providers, in priority order.
+        max_seconds: Cap on the timed loop (s); warm-up and session creation come on top.
+        target_rse: Stop once the relative standard error of the median is at most this.
+        min_samples: Timed samples needed before the error target may stop the loop.
+        warmup_s: Minimum warm-up time (s), at least two runs (one if a run is very long).
+        window_ms: Minimum duration of one timed sample (ms), made of back-to-back runs.
+        energy_meter: ``"none"``, ``"rapl"`` or ``"nvml"``; an unreadable meter gives
+            ``energy_source == "not measured"`` and the reason in ``energy_note``.
+        pin_cpus: CPUs to pin the measuring thread and its session's threads to.
+        seed: Seed of the random inputs.
+
+    Returns:
+        A JSON-able dict: ``latency_ms`` (median per run), ``p10_ms``, ``p90_ms``, ``cv``,
+        ``rse``, ``n_runs``, ``n_samples``, ``runs_per_sample``, ``timed_s``, ``energy_mj``
+        (per run, or None), ``energy_source``, ``energy_note``, ``peak_memory_bytes``,
+        ``memory_source``, ``runtime_version``, ``host``, ``host_info``, ``threads``,
+        ``batch_size``, ``providers``, ``notes``.
+
+    Raises:
+        GraphRejected: onnxruntime cannot load or run the graph.
+        ValueError: a setting is invalid (providers, pinning).
+    """
+    if threads < 1 or batch_size < 1 or max_seconds <= 0 or window_ms <= 0:
+        raise ValueError(
+            f"threads and batch_size must be >= 1 and max_seconds, window_ms > 0; got "
+            f"threads={threads}, batch_size={batch_size}, max_seconds={max_seconds}, "
+            f"window_ms={window_ms}."
+        )
+    meter, meter_note = open_meter(energy_meter)
+    memory = _PeakMemory()
+    _warm_runtime()
+    with _pinned(pin_cpus):
+        memory.start()
+        session = _session(model, providers, threads)
+        feeds, notes = make_inputs(session, batch_size, seed)
+        run = session.run
+        try:
+            run(None, feeds)
+        except Exception as exc:
+            hint = f" ({'; '.join(notes)}: export with static shapes)" if notes else ""
+            raise GraphRejected(f"onnxruntime failed to run the graph{hint}: {exc}") from exc
+        # warm-up: estimate the time of one run
+        warm: list[float] = []
+        t_end = time.perf_counter() + min(warmup_s, max_seconds)
+        while True:
+            t0 = time.perf_counter_ns()
+            run(None, feeds)
+            warm.append((time.perf_counter_ns() - t0) / 1e6)
+            if len(warm) >= 2 and time.perf_counter() >= t_end:
+                break
+            if warm[-1] > max_seconds * 250:  # one run is a quarter of the cap: enough
+                break
+        per_run_ms = float(np.median(warm))
+        k = max(1, math.ceil(window_ms / max(per_run_ms, 1e-6)))
+        min_timed_s = meter.min_window_s if meter is not None else 0.0
+
+        samples, rse = _timed_loop(
+            run, feeds, k, max_seconds, target_rse, min_samples, min_timed_s, meter
+        )
+        peak = memory.stop()
+    times, timed_s, energy_j = samples
+    n_runs = len(times) * k
+    arr = np.asarray(times)
+    energy_mj = None if energy_j is None else energy_j / n_runs * 1e3
+    info = host_info()
+    return {
+        "latency_ms": float(np.median(arr)),
+        "p10_ms": float(np.percentile(arr, 10)),
+        "p90_ms": float(np.percentile(arr, 90)),
+        "cv": float(arr.std() / arr.mean()) if arr.mean() > 0 else 0.0,
+        "rse": rse,
+        "n_runs": n_runs,
+        "n_samples": len(times),
+        "runs_per_sample": k,
+        "timed_s": timed_s,
+        "energy_mj": energy_mj,
+        "energy_source": meter.name if energy_mj is not None and meter else NOT_MEASURED,
+        "energy_note": meter_note,
+        "peak_memory_bytes": peak,
+        "memory_source": memory.source,
+        "runtime_version": info["runtime"],
+        "host": host_fingerprint(info),
+        "host_info": info,
+        "threads": threads,
+        "batch_size": batch_size,
+        "providers": list(providers),
+        "notes": notes,
+    }
+
+
+def _timed_loop(
+    run: Any,
+    feeds: dict[str, np.ndarray],
+    k: int,
+    max_seconds: float,
+    target_rse: float,
+    min_samples: int,
+    min_timed_s: float,
+    meter: EnergyMeter | None,
+) -> tuple[tuple[list[float], float, float | None], float]:
+    """Timed samples of ``k`` runs each; returns ((per-run ms, timed s, energy J), rse)."""
+    times: list[float] = []
+    rse = math.inf
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        e0 = meter.read() if meter is not None else None
+        start = time.perf_counter()
+        deadline = start + max_seconds
+        while True:
+            t0 = time.perf_counter_ns()
+            for _ in range(k):
+                run(None, feeds)
+            times.append((time.perf_counter_ns() - t0) / 1e6 / k)
+            now = time.perf_counter()
+            n = len(times)
+            if now - start < min_timed_s:
+                continue
+            if n >= min_samples and (n < 50 or n % 5 == 0):
+                rse = median_rse(times)
+                if rse <= target_rse:
+                    break
+            if now >= deadline and n >= 3:
+                rse = median_rse(times)
+                break
+        timed_s = time.perf_counter() - start
+        energy = meter.joules_between(e0, meter.read()) if meter is not None and e0 else None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return (times, timed_s, energy), rse

@@ -1,0 +1,443 @@
+"""Every measurement of a device, kept in one SQLite file.
+
+The store lives at ``home_dir()/devices/<name>/measurements.sqlite``. Graphs are stored once
+per content hash (their ONNX bytes, or a path when the caller prefers), with their features
+(given by the caller, e.g. :func:`latency_models.graph_features`); each measurement is a row
+with the runtime version, the host fingerprint and the time. Nothing is overwritten: a
+re-measurement adds a row and :meth:`MeasurementStore.get` returns the newest.
+
+Two processes may write at once: connections use WAL journaling and wait up to 60 s for a
+lock. A file that is not a readable store raises :class:`StoreCorruptedError` naming the path;
+it is never silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from latency_models._errors import IncompatibleArtifactError, LatencyModelsError
+from latency_models._graph import GraphLike, graph_bytes
+from latency_models._home import home_dir
+from latency_models._measure import Measurement, measure
+from latency_models.devices import DeviceSpec, get_device
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS graphs (
+    graph_hash TEXT PRIMARY KEY,
+    onnx BLOB,
+    onnx_path TEXT,
+    n_bytes INTEGER NOT NULL,
+    features TEXT
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    graph_hash TEXT NOT NULL REFERENCES graphs(graph_hash),
+    runtime_version TEXT NOT NULL,
+    host TEXT NOT NULL,
+    created REAL NOT NULL,
+    source TEXT NOT NULL,
+    measurement TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_key ON measurements (graph_hash, runtime_version, host);
+"""
+
+
+class StoreCorruptedError(LatencyModelsError, RuntimeError):
+    """The store file exists but is not a readable measurement store."""
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One stored measurement of one graph.
+
+    Attributes:
+        id: Row id (increases with insertion).
+        graph_hash: SHA-256 of the ONNX bytes.
+        measurement: The measurement.
+        runtime_version: Runtime on the measuring host.
+        host: Host fingerprint.
+        created: When it was stored (s since the epoch).
+        source: ``"measured"`` or ``"imported:<file name>"``.
+        features: The graph's features as given by the caller, or None.
+        onnx: The ONNX bytes when loaded (``records(with_onnx=True)``), else None.
+        onnx_path: Path of the ONNX file when the store keeps a path instead of bytes.
+    """
+
+    id: int
+    graph_hash: str
+    measurement: Measurement
+    runtime_version: str
+    host: str
+    created: float
+    source: str
+    features: dict[str, Any] | None = field(default=None, compare=False)
+    onnx: bytes | None = field(default=None, repr=False, compare=False)
+    onnx_path: str | None = None
+
+    def graph(self) -> bytes:
+        """The ONNX bytes (read from :attr:`onnx_path` when the store keeps a path)."""
+        if self.onnx is not None:
+            return self.onnx
+        if self.onnx_path is None:
+            raise ValueError(f"record {self.id} holds no graph.")
+        return Path(self.onnx_path).read_bytes()
+
+
+def default_store_path(device_name: str) -> Path:
+    """``home_dir()/devices/<name>/measurements.sqlite``."""
+    return home_dir() / "devices" / device_name / "measurements.sqlite"
+
+
+class MeasurementStore:
+    """The measurements of one device.
+
+    Args:
+        device_name: The device the measurements belong to.
+        path: The SQLite file; default :func:`default_store_path`.
+
+    Raises:
+        StoreCorruptedError: the file exists but is not a measurement store.
+        IncompatibleArtifactError: it was written by a newer schema or for another device.
+    """
+
+    def __init__(self, device_name: str, *, path: str | Path | None = None) -> None:
+        self.device_name = device_name
+        self.path = Path(path) if path is not None else default_store_path(device_name)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._init()
+
+    def __repr__(self) -> str:
+        return f"MeasurementStore({self.device_name!r}, path={str(self.path)!r})"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=60.0)
+        except sqlite3.Error as exc:
+            raise StoreCorruptedError(f"cannot open measurement store {self.path}: {exc}") from exc
+        try:
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise StoreCorruptedError(
+                f"measurement store {self.path} is corrupted or not a store ({exc}). Move it "
+                "away to start a new one; export what is readable first if you need it."
+            ) from exc
+        finally:
+            conn.close()
+
+    def _init(self) -> None:
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?), (?, ?)",
+                    ("schema_version", str(SCHEMA_VERSION), "device", self.device_name),
+                )
+                rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise IncompatibleArtifactError(
+                f"measurement store {self.path} has schema version {version}, newer than this "
+                f"hwnas understands ({SCHEMA_VERSION}); upgrade hwnas."
+            )
+        if rows.get("device") != self.device_name:
+            raise IncompatibleArtifactError(
+                f"measurement store {self.path} belongs to device {rows.get('device')!r}, not "
+                f"{self.device_name!r}; pass the matching device name or another path."
+            )
+
+    def put(
+        self,
+        graph: GraphLike,
+        measurement: Measurement,
+        *,
+        features: Mapping[str, Any] | None = None,
+        keep_path: bool = False,
+        source: str = "measured",
+        graph_hash: str | None = None,
+    ) -> int:
+        """Store ``measurement`` of ``graph``; returns the new record's id.
+
+        Args:
+            graph: The measured graph.
+            measurement: Its measurement.
+            features: JSON-able features of the graph (replace stored ones when given).
+            keep_path: Store the file path instead of the bytes (``graph`` must be a path).
+            source: Where the measurement came from.
+            graph_hash: The graph's hash, when the caller already computed it.
+        """
+        import hashlib
+
+        data = graph_bytes(graph)
+        digest = graph_hash or hashlib.sha256(data).hexdigest()
+        if keep_path and not isinstance(graph, (str, Path)):
+            raise ValueError("put(keep_path=True) needs the graph as a file path.")
+        onnx = None if keep_path else data
+        onnx_path = str(Path(graph).resolve()) if keep_path else None  # type: ignore[arg-type]
+        feats = None if features is None else json.dumps(features, sort_keys=True)
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO graphs (graph_hash, onnx, onnx_path, n_bytes, features) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(graph_hash) DO UPDATE SET "
+                "features = COALESCE(excluded.features, graphs.features)",
+                (digest, onnx, onnx_path, len(data), feats),
+            )
+            cur = conn.execute(
+                "INSERT INTO measurements (graph_hash, runtime_version, host, created, source, "
+                "measurement) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    digest,
+                    measurement.runtime_version,
+                    measurement.host,
+                    time.time(),
+                    source,
+                    json.dumps(measurement.to_dict(), sort_keys=True),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def set_features(self, graph_hash: str, features: Mapping[str, Any]) -> None:
+        """Replace the stored features of a graph."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE graphs SET features = ? WHERE graph_hash = ?",
+                (json.dumps(features, sort_keys=True), graph_hash),
+            )
+
+    def _query(self, where: str, params: tuple[Any, ...], with_onnx: bool) -> list[StoredRecord]:
+        onnx_col = "g.onnx" if with_onnx else "NULL"
+        sql = (
+            f"SELECT m.id, m.graph_hash, m.measurement, m.runtime_version, m.host, m.created, "
+            f"m.source, g.features, {onnx_col}, g.onnx_path FROM measurements m "
+            f"JOIN graphs g ON g.graph_hash = m.graph_hash {where} ORDER BY m.id"
+        )
+        with self._connect() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        out = []
+        for row in rows:
+            try:
+                meas = Measurement.from_dict(json.loads(row[2]))
+                feats = None if row[7] is None else json.loads(row[7])
+            except (ValueError, TypeError) as exc:
+                raise StoreCorruptedError(
+                    f"record {row[0]} in measurement store {self.path} is unreadable: {exc}."
+                ) from exc
+            out.append(StoredRecord(row[0], row[1], meas, row[3], row[4], row[5], row[6],
+                                    feats, row[8], row[9]))  # fmt: skip
+        return out
+
+    def get(
+        self,
+        graph_hash: str,
+        *,
+        runtime_version: str | None = None,
+        host: str | None = None,
+        with_onnx: bool = False,
+    ) -> StoredRecord | None:
+        """The newest record of ``graph_hash`` (optionally for one runtime and host), or None."""
+        where, params = "WHERE m.graph_hash = ?", [graph_hash]
+        if runtime_version is not None:
+            where += " AND m.runtime_version = ?"
+            params.append(runtime_version)
+        if host is not None:
+            where += " AND m.host = ?"
+            params.append(host)
+        found = self._query(where, tuple(params), with_onnx)
+        return found[-1] if found else None
+
+    def records(self, *, with_onnx: bool = True) -> list[StoredRecord]:
+        """All records, oldest first (with the ONNX bytes unless ``with_onnx=False``)."""
+        return self._query("", (), with_onnx)
+
+    def __len__(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every record as one JSON line; the ONNX files go to ``<folder>/graphs/``.
+
+        Each line has ``onnx`` (path relative to the JSONL's folder), ``graph_hash``,
+        ``source``, ``features`` and the measurement's fields. Returns the number of lines.
+        """
+        path = Path(path)
+        graph_dir = path.parent / "graphs"
+        graph_dir.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        for rec in self.records():
+            rel = Path("graphs") / f"{rec.graph_hash}.onnx"
+            target = path.parent / rel
+            if not target.exists():
+                target.write_bytes(rec.graph())
+            line: dict[str, Any] = {
+                "onnx": rel.as_posix(),
+                "graph_hash": rec.graph_hash,
+                "source": rec.source,
+            }
+            line.update(_strip(rec.measurement.to_dict()))
+            if rec.features is not None:
+                line["features"] = rec.features
+            lines.append(json.dumps(line, sort_keys=True))
+        path.write_text("".join(line + "\n" for line in lines))
+        return len(lines)
+
+    def import_jsonl(self, path: str | Path) -> int:
+        """Add the measurements of a JSON Lines file; returns how many were new.
+
+        Each line needs ``onnx`` (a path, relative to the JSONL's folder or absolute) and
+        ``latency_ms``; optional: ``energy_mj``, ``peak_memory_bytes``, ``features``, and any
+        other :class:`Measurement` field. A line already stored (same graph, runtime, host
+        and values) is skipped, so importing twice adds nothing.
+
+        Raises:
+            ValueError: a line is not JSON, lacks a field, or names a missing file (the
+                message gives the line number); nothing is imported then.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist.")
+        parsed = []
+        for lineno, text in enumerate(path.read_text().splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                parsed.append(self._parse_line(json.loads(text), path))
+            except (json.JSONDecodeError, ValueError, TypeError, OSError) as exc:
+                raise ValueError(f"{path}:{lineno}: {exc}") from exc
+        existing = {
+            (r.graph_hash, json.dumps(_comparable(r.measurement), sort_keys=True))
+            for r in self.records(with_onnx=False)
+        }
+        added = 0
+        for data, meas, features, source in parsed:
+            import hashlib
+
+            digest = hashlib.sha256(data).hexdigest()
+            key = (digest, json.dumps(_comparable(meas), sort_keys=True))
+            if key in existing:
+                continue
+            existing.add(key)
+            self.put(data, meas, features=features, source=source, graph_hash=digest)
+            added += 1
+        return added
+
+    def _parse_line(
+        self, line: dict[str, Any], path: Path
+    ) -> tuple[bytes, Measurement, dict[str, Any] | None, str]:
+        if not isinstance(line, dict):
+            raise ValueError("each line must be a JSON object.")
+        line = dict(line)
+        onnx_name = line.pop("onnx", None)
+        if not isinstance(onnx_name, str):
+            raise ValueError('missing "onnx": the path of the ONNX file (relative to the JSONL).')
+        if "latency_ms" not in line:
+            raise ValueError('missing "latency_ms".')
+        onnx_path = Path(onnx_name)
+        if not onnx_path.is_absolute():
+            onnx_path = path.parent / onnx_path
+        if not onnx_path.is_file():
+            raise ValueError(f"ONNX file {str(onnx_path)!r} does not exist.")
+        data = onnx_path.read_bytes()
+        features = line.pop("features", None)
+        line.pop("graph_hash", None)
+        source = line.pop("source", None) or f"imported:{path.name}"
+        latency = float(line["latency_ms"])
+        if not math.isfinite(latency) or latency <= 0:
+            raise ValueError(f"latency_ms must be a positive number, got {line['latency_ms']!r}.")
+        energy = line.get("energy_mj")
+        defaults: dict[str, Any] = {
+            "p10_ms": latency,
+            "p90_ms": latency,
+            "cv": math.nan,
+            "n_runs": 0,
+            "energy_mj": energy,
+            "energy_source": "imported" if energy is not None else "not measured",
+            "peak_memory_bytes": None,
+            "memory_source": "imported"
+            if line.get("peak_memory_bytes") is not None
+            else ("not measured"),
+            "runtime_version": "unknown",
+            "host": "imported",
+            "device": self.device_name,
+            "timestamp": time.time(),
+        }
+        meas = Measurement.from_dict({**defaults, **line})
+        return data, meas, features, source
+
+
+def _strip(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in ("_type", "version")}
+
+
+def _comparable(m: Measurement) -> dict[str, Any]:
+    """Measurement fields that identify a record (the import time is not one of them)."""
+    return _strip(replace(m, timestamp=0.0).to_dict())
+
+
+def measure_cached(
+    graph: GraphLike,
+    device: DeviceSpec | str = "local-cpu",
+    *,
+    store: MeasurementStore | None = None,
+    remeasure: bool = False,
+    features: Mapping[str, Any] | None = None,
+    **measure_options: Any,
+) -> Measurement:
+    """Measure ``graph`` on ``device`` unless the store already holds it for this runtime and host.
+
+    The target's runtime version and host come from this machine (local devices), the
+    agent's ``/health`` (HTTP devices) or are not known beforehand (Ray devices: the newest
+    record of the graph from any host counts).
+
+    Args:
+        graph: The graph.
+        device: Device name or spec.
+        store: Where to look and keep; default the device's store.
+        remeasure: Measure even when a record exists (both are kept).
+        features: Features to store with the graph.
+        **measure_options: Passed to :func:`latency_models.measure`.
+    """
+    import hashlib
+
+    spec = get_device(device)
+    store = store if store is not None else MeasurementStore(spec.name)
+    data = graph_bytes(graph)
+    digest = hashlib.sha256(data).hexdigest()
+    if not remeasure:
+        runtime, host = _target_identity(spec)
+        found = store.get(digest, runtime_version=runtime, host=host)
+        if found is not None:
+            if features is not None:
+                store.set_features(digest, features)
+            return found.measurement
+    result = measure(data, spec, **measure_options)
+    store.put(data, result, features=features, graph_hash=digest)
+    return result
+
+
+def _target_identity(spec: DeviceSpec) -> tuple[str | None, str | None]:
+    if spec.kind == "local":
+        from latency_models._bench import host_fingerprint, runtime_version
+
+        return runtime_version(), host_fingerprint()
+    if spec.kind == "http":
+        from latency_models._agent_client import agent_health
+
+        health = agent_health(spec)
+        return health["runtime_version"], health["host"]
+    return None, None

@@ -1,0 +1,340 @@
+"""``hwnas device ...``: list, add, show, remove, measure, check, import and export devices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nas._errors import UsageError
+from nas.cli._base import BaseCommand
+from nas.cli._device_profile import DEVICE_SUBCOMMANDS
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 32,8, got {text!r}"
+        ) from None
+
+
+def _add_measure_flags(parser: argparse.ArgumentParser, default_seconds: float) -> None:
+    parser.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=default_seconds,
+        help=f"cap on each timed loop in seconds (default {default_seconds:g})",
+    )
+    parser.add_argument(
+        "--target-rse",
+        type=_positive_float,
+        default=0.01,
+        help="stop once the median's relative standard error is below this (default 0.01)",
+    )
+
+
+class DeviceListCommand(BaseCommand):
+    """List devices."""
+
+    name = "list"
+    help = "List the devices: built-ins and those saved under the hwnas home."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the output format."""
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Print one line per device."""
+        from latency_models import get_device, list_devices
+
+        specs = [get_device(n) for n in list_devices()]
+        if args.json:
+            print(json.dumps([_public(s.to_dict()) for s in specs], indent=2))
+            return 0
+        rows = [("NAME", "LOCATION", "THREADS", "BATCH", "PRECISIONS", "METER", "DESCRIPTION")]
+        for s in specs:
+            precisions = ",".join(map(str, s.precisions))
+            rows.append(
+                (s.name, s.location, str(s.threads), str(s.batch_size), precisions,
+                 s.energy_meter, s.description)
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        return 0
+
+
+def _public(d: dict[str, object]) -> dict[str, object]:
+    return {k: ("***" if k == "token" and v else v) for k, v in d.items()}
+
+
+class DeviceAddCommand(BaseCommand):
+    """Add (save) a device."""
+
+    name = "add"
+    help = (
+        "Add a device and save it under the hwnas home. Examples: `hwnas device add laptop-4t "
+        "--threads 4`; `hwnas device add pi4 --location http://10.0.0.7:8765 --token TOKEN`; "
+        "`hwnas device add bench-node --location ray:bench`."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the spec's fields as flags."""
+        parser.add_argument("name", metavar="NAME", help="device name, e.g. pi4-cpu")
+        parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+        parser.add_argument("--batch-size", type=int, default=1, help="batch size (default 1)")
+        parser.add_argument(
+            "--location",
+            default="local",
+            help="local (default), http://HOST:PORT of an agent, or ray:RESOURCE",
+        )
+        parser.add_argument("--token", default=None, help="the agent's token (HTTP devices)")
+        parser.add_argument(
+            "--providers",
+            default="CPUExecutionProvider",
+            help="comma-separated onnxruntime providers (default CPUExecutionProvider)",
+        )
+        parser.add_argument(
+            "--precisions", type=_int_list, default=(32, 8), help="bit-widths run (default 32,8)"
+        )
+        parser.add_argument("--align", type=int, default=8, help="channel alignment (default 8)")
+        parser.add_argument(
+            "--energy-meter", choices=("none", "rapl", "nvml"), default="none", help="energy meter"
+        )
+        parser.add_argument("--description", default="", help="free text")
+        parser.add_argument("--replace", action="store_true", help="overwrite a saved device")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Validate, save and print the device."""
+        from latency_models import DeviceSpec, add_device
+        from latency_models.devices import device_file
+
+        try:
+            spec = DeviceSpec(
+                name=args.name,
+                providers=tuple(p for p in args.providers.split(",") if p),
+                threads=args.threads,
+                batch_size=args.batch_size,
+                location=args.location,
+                token=args.token,
+                precisions=args.precisions,
+                align=args.align,
+                energy_meter=args.energy_meter,
+                description=args.description,
+            )
+            add_device(spec, replace=args.replace)
+        except ValueError as exc:
+            raise UsageError(str(exc), args._parser) from exc
+        print(f"added device {spec.name!r} ({device_file(spec.name)})")
+        return 0
+
+
+class DeviceShowCommand(BaseCommand):
+    """Show one device and its stored measurements."""
+
+    name = "show"
+    help = "Show a device's settings and how many measurements its store holds."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device name."""
+        parser.add_argument("name", metavar="NAME", help="device name")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Print the spec as JSON plus the store summary."""
+        from latency_models import get_device
+        from latency_models._store import MeasurementStore, default_store_path
+
+        spec = get_device(args.name)
+        info = _public(spec.to_dict())
+        path = default_store_path(spec.name)
+        info["store"] = str(path)
+        info["measurements"] = len(MeasurementStore(spec.name)) if path.exists() else 0
+        print(json.dumps(info, indent=2))
+        return 0
+
+
+class DeviceRemoveCommand(BaseCommand):
+    """Remove a saved device."""
+
+    name = "remove"
+    help = "Remove a saved device (its measurement store is kept)."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device name."""
+        parser.add_argument("name", metavar="NAME", help="device name")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Delete the device file."""
+        from latency_models import remove_device
+
+        try:
+            remove_device(args.name)
+        except ValueError as exc:
+            raise UsageError(str(exc), args._parser) from exc
+        print(f"removed device {args.name!r}")
+        return 0
+
+
+class DeviceMeasureCommand(BaseCommand):
+    """Measure one ONNX file on a device."""
+
+    name = "measure"
+    help = "Measure an ONNX file on a device and keep the result in the device's store."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device, the file and the measurement flags."""
+        parser.add_argument("name", metavar="DEVICE", help="device name")
+        parser.add_argument("onnx", metavar="MODEL.onnx", help="ONNX file")
+        _add_measure_flags(parser, 3.0)
+        parser.add_argument("--remeasure", action="store_true", help="ignore a stored result")
+        parser.add_argument("--json", action="store_true", help="print the measurement as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Measure (or reuse) and print."""
+        from latency_models import measure_cached
+
+        m = measure_cached(
+            args.onnx,
+            args.name,
+            remeasure=args.remeasure,
+            max_seconds=args.max_seconds,
+            target_rse=args.target_rse,
+        )
+        if args.json:
+            print(json.dumps(m.to_dict(), indent=2))
+            return 0
+        energy = f"{m.energy_mj:.3f} mJ" if m.energy_mj is not None else m.energy_source
+        memory = f"{m.peak_memory_bytes / 2**20:.2f} MiB" if m.peak_memory_bytes else "n/a"
+        print(
+            f"{args.onnx} on {m.device}: {m.latency_ms:.4f} ms median "
+            f"(p10 {m.p10_ms:.4f}, p90 {m.p90_ms:.4f}, cv {m.cv:.3f}, {m.n_runs} runs); "
+            f"energy {energy}; peak memory {memory}; weights "
+            f"{(m.weight_bytes or 0) / 2**20:.2f} MiB"
+        )
+        return 0
+
+
+class DeviceCheckCommand(BaseCommand):
+    """Measure the noise floor of a device."""
+
+    name = "check"
+    help = (
+        "Measure fixed reference graphs (about 0.1, 1 and 30 ms on one x86 core) twice each in "
+        "fresh sessions and report the run-to-run spread: the noise floor that predictor "
+        "errors must be read against."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device, repeats and measurement flags."""
+        parser.add_argument("name", metavar="NAME", help="device name")
+        parser.add_argument("--repeats", type=int, default=2, help="measurements per graph (>=2)")
+        _add_measure_flags(parser, 3.0)
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Measure and print one line per reference graph."""
+        from latency_models import check_device
+
+        if args.repeats < 2:
+            raise UsageError(f"--repeats must be >= 2, got {args.repeats}", args._parser)
+        results = check_device(
+            args.name,
+            repeats=args.repeats,
+            max_seconds=args.max_seconds,
+            target_rse=args.target_rse,
+        )
+        if args.json:
+            print(json.dumps([r.to_dict() for r in results], indent=2))
+            return 0
+        print(f"noise floor of {args.name} ({args.repeats} fresh sessions per graph)")
+        for r in results:
+            medians = ", ".join(f"{m:.4f}" for m in r.medians_ms)
+            print(
+                f"  {r.graph:<10} medians [{medians}] ms  spread {r.spread_pct:.1f}%  "
+                f"(within-run cv up to {r.cv:.3f})"
+            )
+        return 0
+
+
+class DeviceImportCommand(BaseCommand):
+    """Import measurements from JSON Lines."""
+
+    name = "import"
+    help = (
+        "Import measurements taken elsewhere: each JSON line names an ONNX file (relative to the "
+        "JSONL) and its latency_ms, optionally energy_mj and peak_memory_bytes."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device and file."""
+        parser.add_argument("name", metavar="DEVICE", help="device name")
+        parser.add_argument("file", metavar="RECORDS.jsonl", help="JSON Lines file")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Import and say how many records were new."""
+        from latency_models import MeasurementStore, get_device
+
+        spec = get_device(args.name)
+        store = MeasurementStore(spec.name)
+        try:
+            added = store.import_jsonl(args.file)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc), args._parser) from exc
+        print(f"imported {added} new measurement(s) into {store.path} ({len(store)} in all)")
+        return 0
+
+
+class DeviceExportCommand(BaseCommand):
+    """Export measurements to JSON Lines."""
+
+    name = "export"
+    help = (
+        "Export a device's measurements as JSON Lines, with the ONNX files in graphs/ beside it."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device and file."""
+        parser.add_argument("name", metavar="DEVICE", help="device name")
+        parser.add_argument("file", metavar="RECORDS.jsonl", help="JSON Lines file to write")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Export and say how many records were written."""
+        from latency_models import MeasurementStore, get_device
+
+        spec = get_device(args.name)
+        n = MeasurementStore(spec.name).export_jsonl(args.file)
+        print(f"exported {n} measurement(s) to {args.file}", file=sys.stderr)
+        return 0
+
+
+class DeviceCommand(BaseCommand):
+    """``hwnas device``: the device group."""
+
+    name = "device"
+    help = "Manage target devices and their measurements."
+    subcommands = (
+        DeviceListCommand,
+        DeviceAddCommand,
+        DeviceShowCommand,
+        DeviceRemoveCommand,
+        DeviceMeasureCommand,
+        DeviceCheckCommand,
+        DeviceImportCommand,
+        DeviceExportCommand,
+        *DEVICE_SUBCOMMANDS,
+    )
+
+
+COMMANDS = (DeviceCommand,)
