@@ -289,7 +289,9 @@ class Run:
     @staticmethod
     def is_feasible(trial: FrozenTrial) -> bool:
         """Whether ``trial`` meets every budget limit (no constraint value > 0)."""
-        return all(value <= 0 for value in trial.constraints)
+        constraints = trial.constraints  # a dict (key -> value) since Optuna 5
+        values = constraints.values() if isinstance(constraints, Mapping) else constraints
+        return all(value <= 0 for value in values)
 
     def pareto_trials(self, *, feasible_only: bool = True) -> list[FrozenTrial]:
         """The Pareto-optimal completed trials, sorted by the first cost objective.
