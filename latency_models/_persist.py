@@ -303,3 +303,55 @@ def fit_predictor(
     predictor.target_ = target
     predictor.metrics_ = metrics
     return predictor
+
+
+def training_data(
+    records: Any, *, target: str = "latency_ms"
+) -> tuple[list[GraphFeatures], Any, list[str]]:
+    """Features and targets of stored measurements, ready for ``fit``.
+
+    Stored features are reused when their feature version matches; otherwise (or when
+    absent) they are recomputed from the stored graph. Records without the target (no
+    energy measured, failed runs) are skipped.
+
+    Args:
+        records: A ``MeasurementStore`` (its ``records()``) or an iterable of its records.
+        target: ``"latency_ms"`` or ``"energy_mj"``.
+
+    Returns:
+        (features, y as an array of shape (n,), graph hashes), in record order.
+
+    Raises:
+        ValueError: ``target`` is not one of :data:`TARGETS`.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}.")
+    if hasattr(records, "records"):
+        records = records.records()
+    feats: list[GraphFeatures] = []
+    ys: list[float] = []
+    hashes: list[str] = []
+    seen: set[str] = set()
+    for rec in records:
+        value = getattr(rec.measurement, target, None)
+        if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+            continue
+        if rec.graph_hash in seen:  # re-measured: keep the newest (records are ordered)
+            idx = hashes.index(rec.graph_hash)
+            ys[idx] = float(value)
+            continue
+        f = None
+        if rec.features and rec.features.get("feature_version") == FEATURE_VERSION:
+            try:
+                f = GraphFeatures.from_dict(rec.features)
+            except (KeyError, TypeError, ValueError):
+                f = None
+        if f is None:
+            from latency_models._features import graph_features
+
+            f = graph_features(rec.graph())
+        seen.add(rec.graph_hash)
+        feats.append(f)
+        ys.append(float(value))
+        hashes.append(rec.graph_hash)
+    return feats, np.asarray(ys, dtype=np.float64), hashes

@@ -233,7 +233,7 @@ class FlopsPredictor(BaseLatencyPredictor):
 # --- kernel-additive --------------------------------------------------------------------
 _BASIS = (
     "count", "mmacs", "act_mb", "weight_mb", "mmacs_small_c", "mmacs_misaligned8",
-    "mmacs_small_map",
+    "mmacs_misaligned16", "mmacs_small_map",
 )  # fmt: skip
 
 
@@ -242,6 +242,7 @@ def _kernel_basis(k: KernelFeatures) -> list[float]:
     compute = k.kind in ("conv", "conv1x1", "dwconv", "gemm")
     small_c = compute and k.kind != "dwconv" and min(k.in_channels, k.out_channels) < 16
     misaligned = compute and bool(k.in_channels % 8 or k.out_channels % 8)
+    misaligned16 = compute and bool(k.in_channels % 16 or k.out_channels % 16)
     small_map = compute and k.kind != "gemm" and k.output_pixels <= 64
     return [
         1.0,
@@ -250,6 +251,7 @@ def _kernel_basis(k: KernelFeatures) -> list[float]:
         k.weight_bytes / 1e6,
         m * small_c,
         m * misaligned,
+        m * misaligned16,
         m * small_map,
     ]
 
@@ -276,7 +278,8 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
 
     A kernel of key ``kind.dtype`` costs ``w_key · phi(kernel)`` with ``phi`` = (1, MACs,
     activation bytes, weight bytes, MACs if fewer than 16 channels, MACs if channels are not
-    multiples of 8, MACs if the output map has <= 64 pixels), plus one constant per graph.
+    multiples of 8, the same for 16, MACs if the output map has <= 64 pixels), plus one
+    constant per graph.
     All weights are fit jointly, non-negative, so that the sum matches the measured totals
     in relative terms (rows weighted by ``1/y``), with a small ridge penalty.
 
@@ -305,7 +308,8 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
         for row, f in enumerate(features):
             for k in f.kernels:
                 key = k.key
-                if warn and k.op not in self._seen_ops:
+                unseen = key not in index or (k.kind == "other" and k.op not in self.ops_)
+                if warn and unseen:
                     self._warn_unknown(k, key if key in index else None)
                 if key not in index:
                     key = _fallback_key(key, keys)
@@ -327,10 +331,6 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
             UserWarning,
             stacklevel=4,
         )
-
-    @property
-    def _seen_ops(self) -> set[str]:
-        return set(self.ops_)
 
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
         from scipy.optimize import nnls

@@ -183,29 +183,31 @@ def random_network(
         size: Input resolution, pixels (default: random in 16..96).
         width: Stem channels (default: random in 8..48, not always a multiple of 8).
         depth: Number of blocks (default: random in 2..7).
-        style: ``"plain"``, ``"separable"``, ``"residual"`` or ``"mixed"`` (default random).
+        style: ``"plain"`` (VGG-like), ``"separable"`` (MobileNetV1-like), ``"inverted"``
+            (MobileNetV2-like), ``"residual"`` (ResNet basic blocks) or ``"mixed"``.
 
     Returns:
         ModelProto with input ``input`` of shape (1, 3, size, size).
     """
     rng = np.random.default_rng(seed)
-    size = size or int(rng.choice([16, 24, 32, 48, 64, 96]))
-    width = width or int(rng.choice([8, 12, 16, 20, 24, 32, 40, 48]))
-    depth = depth or int(rng.integers(2, 8))
-    style = style or str(rng.choice(["plain", "separable", "residual", "mixed"]))
+    size = size or int(rng.choice([16, 32, 48, 64, 96, 128]))
+    width = width or int(rng.choice([8, 12, 16, 20, 24, 32, 40, 48, 64]))
+    depth = depth or int(rng.integers(2, 9))
+    styles = ["plain", "separable", "inverted", "residual"]
+    style = style or str(rng.choice([*styles, "mixed"]))
     b = _Builder(rng)
     c = width
     y = b.conv("input", 3, c, 3, stride=1 if size <= 32 else 2)
     for i in range(depth):
-        kind = style if style != "mixed" else str(rng.choice(["plain", "separable", "residual"]))
+        kind = style if style != "mixed" else str(rng.choice(styles))
         down = i > 0 and rng.random() < 0.4
         cout = int(c * rng.choice([1, 1, 1.5, 2])) if down else c
         cout = max(4, cout - (cout % 4 if rng.random() < 0.6 else 0))
         s = 2 if down else 1
         if kind == "plain":
             y = b.conv(y, c, cout, int(rng.choice([1, 3, 3, 5])), stride=s)
-        elif kind == "separable":
-            mid = c * int(rng.choice([1, 2, 4]))
+        elif kind in ("separable", "inverted"):
+            mid = c * int(rng.choice([1, 2]) if kind == "separable" else rng.choice([4, 6]))
             z = b.conv(y, c, mid, 1) if mid != c else y
             z = b.conv(z, mid, mid, 3, stride=s, groups=mid, act="Relu6")
             z = b.conv(z, mid, cout, 1, act=None)
@@ -216,7 +218,7 @@ def random_network(
             short = y if (s == 1 and cout == c) else b.conv(y, c, cout, 1, stride=s, act=None)
             y = b.node("Relu", [b.node("Add", [short, z])])
         c = cout
-        if rng.random() < 0.15:
+        if rng.random() < 0.15 and size > 16:
             y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
     y = b.node("GlobalAveragePool", [y])
     y = b.node("Flatten", [y], axis=1)
@@ -329,7 +331,7 @@ def _random_kernel(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelPro
             int(rng.choice([10, 64, 128, 256, 512, 1000])),
         )
         return f"k{i}_linear_{cin}x{cout}", kernel_graph("linear", cin=cin, cout=cout, seed=i)
-    size = int(rng.choice([7, 8, 14, 16, 28, 32, 56]))
+    size = int(rng.choice([7, 14, 16, 28, 32, 56, 112]))
     kernel = int(rng.choice([3, 3, 5])) if op != "conv1x1" else 1
     stride = int(rng.choice([1, 1, 2]))
     g = kernel_graph(
