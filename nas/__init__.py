@@ -33,6 +33,15 @@ _LAZY: dict[str, str] = {
     "Budget": "nas._budget",
     "parse_budget": "nas._budget",
     "parse_objectives": "nas._budget",
+    "RunResults": "nas._pareto",
+    "TrialRow": "nas._pareto",
+    "read_run": "nas._pareto",
+    "pareto_table": "nas._pareto",
+    "plot_front": "nas._plots",
+    "write_report": "nas._report",
+    "export": "nas._export",
+    "ExportResult": "nas._export",
+    "load_exported": "nas._export",
 }
 
 __all__ = [

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "nas.cli._device",
     "nas.cli._agent",
     "nas.cli._search",
+    "nas.cli._pareto",
 )
 
 
