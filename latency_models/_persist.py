@@ -258,7 +258,7 @@ def fit_predictor(
 ) -> BaseLatencyPredictor:
     """Fit the default predictor, recording its held-out accuracy.
 
-    With at least 20 graphs, ``holdout`` of them are kept aside first to measure the
+    With at least 10 graphs, ``holdout`` of them are kept aside first to measure the
     accuracy (stored as ``metrics_``, written into ``meta.json`` on save); the returned
     predictor is then refit on all graphs.
 
@@ -286,7 +286,7 @@ def fit_predictor(
     cls = PREDICTORS.get(name)
     metrics: dict[str, float] = {}
     n_test = round(holdout * len(feats))
-    if len(feats) >= 20 and n_test >= 4:
+    if len(feats) >= 10 and n_test >= 2:
         order = np.random.default_rng(seed).permutation(len(feats))
         test, train = order[:n_test], order[n_test:]
         with warnings.catch_warnings():

@@ -606,7 +606,8 @@ class HybridPredictor(BaseLatencyPredictor):
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
         base = np.maximum(self.additive_._predict_features(features), 1e-9)
-        corr = predict_trees(self.forest_, self._rows(features, base))
+        # The correction is a bounded refinement (x0.25..x4), never the whole prediction.
+        corr = np.clip(predict_trees(self.forest_, self._rows(features, base)), -1.4, 1.4)
         return np.asarray(base * np.exp(corr), dtype=np.float64)
 
     def get_state(self) -> dict[str, Any]:

@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 
 # public name -> private module that defines it
 _LAZY: dict[str, str] = {
+    "profile_device": "nas._profile",
+    "evaluate_device": "nas._profile",
+    "ProfileResult": "nas._profile",
     "Task": "nas._tasks",
     "get_task": "nas._tasks",
     "list_tasks": "nas._tasks",

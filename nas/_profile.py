@@ -1,0 +1,375 @@
+"""Profiling a device: choose graphs, measure them, fit its predictors, sample adaptively.
+
+``profile_device`` is what ``hwnas device profile NAME`` runs:
+
+1. **Initial set**: a generic sweep (single convs, depthwise convs, 1x1 convs and linears
+   at many shapes, small random CNNs; fp32 and int8 QDQ) and, with a task, compressed
+   variants of the task's model (random configs of its compression space, plus the
+   identity and the smallest config), exported as the search will export them.
+2. **Measure** each through :func:`latency_models.measure_cached`, so every measurement lands
+   in the device's store and a stopped profile resumes where it stopped.
+3. **Fit** the default predictor and record its held-out accuracy.
+4. **Adaptive sampling** (as nn-Meter does): find the measured graphs with the worst
+   out-of-fold error, generate a pool of new candidate graphs, and measure the candidates
+   whose graph totals are nearest to those; refit; repeat until the budget is spent.
+5. **Save** the latency predictor (and the energy predictor where the store holds enough
+   measured energy) to :func:`latency_models.predictor_path`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas._errors import BudgetError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from latency_models import BaseLatencyPredictor, GraphFeatures
+
+_logger = logging.getLogger(__name__)
+
+MIN_ENERGY_RECORDS = 20
+"""Measured-energy records needed before an energy predictor is fit."""
+
+
+@dataclass
+class ProfileResult:
+    """What a profile did.
+
+    Attributes:
+        device: Device name.
+        n_graphs: Graphs with a latency measurement in the store at the end.
+        n_new: Graphs measured by this call (the rest came from the store).
+        metrics: Per target (``"latency_ms"``, ``"energy_mj"``): held-out metrics of the
+            saved predictor (see :func:`latency_models.prediction_metrics`).
+        paths: Per target: the folder the predictor was saved to.
+        rounds: Adaptive sampling rounds run.
+        elapsed_s: Wall time, seconds.
+    """
+
+    device: str
+    n_graphs: int = 0
+    n_new: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    rounds: int = 0
+    elapsed_s: float = 0.0
+
+
+class _Clock:
+    def __init__(self, budget_minutes: float) -> None:
+        self.start = time.monotonic()
+        self.budget_s = budget_minutes * 60.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+
+def task_variant_graphs(
+    task: str, *, n: int, seed: int = 0, align: int = 8, bits: tuple[int, ...] = (32, 8)
+) -> Iterator[tuple[str, onnx.ModelProto]]:
+    """Compressed variants of a task's model, exported as a search exports them.
+
+    The identity and the smallest config come first, then random configs of the task's
+    compression space (optuna's random sampler with ``seed``).
+
+    Args:
+        task: Task name or spec (see :func:`nas.load_task`).
+        n: Number of variants.
+        seed: Seed of the random configs.
+        align: Channel alignment of the device.
+        bits: Bit-widths the device runs.
+
+    Yields:
+        (name, graph) pairs.
+    """
+    import onnx
+    import optuna
+
+    from nas._tasks import load_task
+    from search_spaces import analyze, export_onnx
+
+    t = load_task(task)
+    space = analyze(t.model, t.example_input, align=align, bits=tuple(b for b in bits if b >= 8))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    calibration = t.train[0][:16]
+    with tempfile.TemporaryDirectory(prefix="hwnas-profile-") as tmp:
+        for i in range(n):
+            if i == 0:
+                name, config = "identity", space.identity()
+            elif i == 1:
+                name, config = "smallest", space.smallest()
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    config = space.sample(study.ask())
+                name = f"random{seed}-{i}"
+            model = space.apply(t.model, config)
+            path = Path(tmp) / f"{i}.onnx"
+            export_onnx(model, config, t.example_input, path, calibration=calibration)
+            yield f"{t.name}:{name}", onnx.load(str(path))
+
+
+def _candidates(task: str | None, *, seed: int, start: int, spec: Any) -> Iterator[Any]:
+    """Endless stream of (name, graph): sweep and task variants interleaved."""
+    from latency_models import sweep_graphs
+
+    int8 = 8 in tuple(spec.precisions)
+    sweep = sweep_graphs(10**9, seed=seed, int8_share=0.4 if int8 else 0.0)
+    for _ in range(start):
+        next(sweep)
+    variants: Iterator[tuple[str, Any]] | None = None
+    if task is not None:
+        variants = task_variant_graphs(
+            task, n=10**6, seed=seed + start, align=spec.align, bits=tuple(spec.precisions)
+        )
+    while True:
+        yield next(sweep)
+        if variants is not None:
+            try:
+                yield next(variants)
+            except StopIteration:
+                variants = None
+
+
+def _measure_one(
+    name: str, graph: Any, spec: Any, store: Any, options: dict[str, Any]
+) -> tuple[GraphFeatures, float] | None:
+    from latency_models import MeasurementError, graph_features, measure_cached
+
+    feats = graph_features(graph)
+    try:
+        m = measure_cached(graph, spec, store=store, features=feats.to_dict(), **options)
+    except MeasurementError as exc:
+        _logger.warning("skipping %s: %s", name, exc)
+        return None
+    return feats, float(m.latency_ms)
+
+
+def _oof_errors(feats: list[GraphFeatures], y: np.ndarray, seed: int) -> np.ndarray:
+    """Out-of-fold relative error of the default predictor on each measured graph."""
+    from latency_models import PREDICTORS
+    from latency_models._predictors import DEFAULT_PREDICTOR
+
+    n = len(feats)
+    folds = np.random.default_rng(seed).permutation(n) % min(5, n)
+    err = np.zeros(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(min(5, n)):
+            tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            p = PREDICTORS.get(DEFAULT_PREDICTOR)().fit([feats[i] for i in tr], y[tr])
+            err[te] = np.abs(p.predict_features([feats[i] for i in te]) / y[te] - 1.0)
+    return err
+
+
+def _nearest(pool: list[GraphFeatures], worst: list[GraphFeatures], k: int) -> list[int]:
+    """Indices of the ``k`` pool graphs nearest (standardised graph totals) to ``worst``."""
+    from latency_models._predictors import graph_vector
+
+    if not pool or not worst:
+        return []
+    a = np.array([graph_vector(f) for f in pool])
+    b = np.array([graph_vector(f) for f in worst])
+    mu, sd = a.mean(axis=0), a.std(axis=0) + 1e-9
+    d = np.linalg.norm(((a - mu) / sd)[:, None, :] - ((b - mu) / sd)[None, :, :], axis=2)
+    return [int(i) for i in np.argsort(d.min(axis=1))[:k]]
+
+
+def profile_device(
+    device: str,
+    *,
+    task: str | None = None,
+    budget_minutes: float = 10.0,
+    initial_share: float = 0.5,
+    round_size: int = 8,
+    seed: int = 0,
+    max_seconds_per_graph: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> ProfileResult:
+    """Measure ``device`` and fit its predictors within a time budget (see module docs).
+
+    Args:
+        device: Registered device name.
+        task: Task whose compressed variants to include (name or ``module:function``).
+        budget_minutes: Wall-clock budget for measuring, in minutes (fitting adds seconds).
+        initial_share: Share of the budget for the initial set; the rest is adaptive.
+        round_size: Graphs added per adaptive round.
+        seed: Seed of the sweep, the configs and the splits; the same seed lists the same
+            graphs, so a rerun finds the earlier ones in the store.
+        max_seconds_per_graph: Cap of one graph's timed loop, seconds.
+        progress: Called with one line per step (the CLI prints them).
+
+    Returns:
+        The :class:`ProfileResult`.
+
+    Raises:
+        BudgetError: ``budget_minutes`` <= 0, or fewer than 10 graphs could be measured.
+        UnknownNameError: ``device`` is not registered.
+    """
+    from latency_models import (
+        MeasurementStore,
+        fit_predictor,
+        get_device,
+        predictor_path,
+        training_data,
+    )
+
+    if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
+        raise BudgetError(f"budget_minutes must be > 0, got {budget_minutes!r}. Try 10.")
+    say = progress or (lambda msg: None)
+    spec = get_device(device)
+    store = MeasurementStore(spec.name)
+    clock = _Clock(budget_minutes)
+    result = ProfileResult(device=spec.name)
+    options = {"max_seconds": max_seconds_per_graph}
+    known = len(store)
+    say(f"profiling {spec.name}: {known} graphs already in the store, budget {budget_minutes} min")
+
+    # 1-2. initial set, resumable through the store
+    stream = _candidates(task, seed=seed, start=0, spec=spec)
+    measured = 0
+    while clock.elapsed() < clock.budget_s * initial_share:
+        name, graph = next(stream)
+        before = len(store)
+        if _measure_one(name, graph, spec, store, options) is None:
+            continue
+        measured += 1
+        result.n_new += len(store) - before
+        if measured % 10 == 0:
+            say(f"  measured {measured} graphs ({clock.elapsed():.0f} s)")
+
+    # 3-4. fit, then adaptive rounds
+    feats, y, _ = training_data(store)
+    if len(feats) < 10:
+        raise BudgetError(
+            f"only {len(feats)} graphs measured on {spec.name} within {budget_minutes} min; "
+            f"a predictor needs at least 10. Give a larger --budget-minutes."
+        )
+    pool_stream = _candidates(task, seed=seed + 1, start=0, spec=spec)
+    while clock.left() > 0:
+        err = _oof_errors(feats, y, seed + result.rounds)
+        worst = [feats[i] for i in np.argsort(err)[::-1][:round_size]]
+        say(
+            f"  round {result.rounds + 1}: {len(feats)} graphs, out-of-fold mape "
+            f"{100 * err.mean():.1f}%, worst {100 * err.max():.0f}%"
+        )
+        pool: list[tuple[str, Any, GraphFeatures]] = []
+        from latency_models import graph_features
+
+        while len(pool) < 4 * round_size and clock.left() > 0:
+            name, graph = next(pool_stream)
+            pool.append((name, graph, graph_features(graph)))
+        for i in _nearest([p[2] for p in pool], worst, round_size):
+            if clock.left() <= 0:
+                break
+            before = len(store)
+            _measure_one(pool[i][0], pool[i][1], spec, store, options)
+            result.n_new += len(store) - before
+        result.rounds += 1
+        feats, y, _ = training_data(store)
+
+    # 5. final fit and save
+    for target in ("latency_ms", "energy_mj"):
+        t_feats, t_y, _ = training_data(store, target=target)
+        if target == "energy_mj" and len(t_feats) < MIN_ENERGY_RECORDS:
+            say(f"  energy: {len(t_feats)} measured-energy records, no energy predictor fit")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            predictor: BaseLatencyPredictor = fit_predictor(
+                t_feats, t_y, target=target, device=spec.name, seed=seed
+            )
+        path = predictor.save(
+            predictor_path(spec.name, target),
+            device=spec.name,
+            target=target,
+            metrics=predictor.metrics_,
+        )
+        result.metrics[target] = dict(predictor.metrics_)
+        result.paths[target] = path
+        m = predictor.metrics_
+        if m:
+            say(
+                f"  {target}: {len(t_feats)} graphs, held-out within 10% "
+                f"{100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
+                f"kendall {m['kendall']:.3f} -> {path}"
+            )
+    result.n_graphs = len(feats)
+    result.elapsed_s = clock.elapsed()
+    return result
+
+
+def evaluate_device(
+    device: str, *, target: str = "latency_ms", holdout: float = 0.25, seed: int = 1
+) -> dict[str, Any]:
+    """Held-out accuracy of the device's predictor class on its stored measurements.
+
+    Refits the saved predictor's class on a split of the store (the saved one has seen
+    every graph), reports :func:`latency_models.prediction_metrics` on the rest, and the
+    FLOPs baseline and the noise floor beside it.
+
+    Args:
+        device: Device name.
+        target: ``"latency_ms"`` or ``"energy_mj"``.
+        holdout: Share of stored graphs held out.
+        seed: Seed of the split.
+
+    Returns:
+        Dict with ``metrics``, ``baseline`` (FLOPs-proportional), ``noise`` (within-run
+        relative standard error of the median, median over graphs, in %), ``n_train``,
+        ``n_test``, ``predictor`` (class name) and ``saved_metrics`` (from ``meta.json``).
+
+    Raises:
+        PredictorNotFoundError: the device has no saved predictor.
+        BudgetError: fewer than 10 stored graphs.
+    """
+    from latency_models import (
+        PREDICTORS,
+        MeasurementStore,
+        device_predictor,
+        prediction_metrics,
+        training_data,
+    )
+
+    saved = device_predictor(device, target)
+    store = MeasurementStore(device)
+    feats, y, hashes = training_data(store, target=target)
+    if len(feats) < 10:
+        raise BudgetError(
+            f"only {len(feats)} stored graphs for {device!r}; run `hwnas device profile "
+            f"{device}` first."
+        )
+    order = np.random.default_rng(seed).permutation(len(feats))
+    n_test = max(2, round(holdout * len(feats)))
+    te, tr = order[:n_test], order[n_test:]
+    out: dict[str, Any] = {"predictor": saved.name, "n_train": len(tr), "n_test": len(te)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for key, name in (("metrics", saved.name), ("baseline", "flops")):
+            p = PREDICTORS.get(name)(**(saved.get_params() if name == saved.name else {}))
+            p.fit([feats[i] for i in tr], y[tr])
+            out[key] = prediction_metrics(y[te], p.predict_features([feats[i] for i in te]))
+    rse = []
+    by_hash = {r.graph_hash: r.measurement for r in store.records(with_onnx=False)}
+    for h in (hashes[i] for i in te):
+        m = by_hash.get(h)
+        if m is not None and m.cv is not None and m.n_runs and math.isfinite(m.cv):
+            rse.append(1.2533 * m.cv / math.sqrt(m.n_runs))  # standard error of a median
+    out["noise"] = {"median_rse_pct": 100 * float(np.median(rse)) if rse else float("nan")}
+    out["saved_metrics"] = dict(saved.metrics_)
+    return out

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency_models import device_predictor, random_network
+from nas.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+
+
+def test_profile_then_eval_then_resume(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["device", "profile", "local-cpu", "--budget-minutes", "0.12", "--max-seconds", "0.05"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "profiling local-cpu: 0 graphs already in the store" in out
+    assert "latency_ms predictor saved to" in out
+    p = device_predictor("local-cpu")
+    pred = p.predict([random_network(7, size=32)])
+    assert np.isfinite(pred).all() and pred[0] > 0
+    assert p.metrics_  # held-out metrics recorded in meta.json
+
+    assert main(["device", "eval", "local-cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("within_5", "within_10", "mape", "rmse", "spearman", "kendall"):
+        assert key in report["metrics"] and key in report["baseline"]
+    assert "median_rse_pct" in report["noise"]
+
+    # a second profile finds the first one's graphs in the store
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "graphs already in the store" in out and "profiling local-cpu: 0 graphs" not in out
+
+
+def test_eval_without_profile_says_what_to_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["device", "eval", "local-cpu"]) == 1
+    assert "hwnas device profile local-cpu" in capsys.readouterr().err
+
+
+def test_profile_rejects_bad_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["device", "profile", "local-cpu", "--budget-minutes", "0"]) == 1
+    assert "--budget-minutes must be > 0" in capsys.readouterr().err
