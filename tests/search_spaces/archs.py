@@ -91,8 +91,15 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expansion t, channels c, repeats n, stride s) from the paper's Table 2.
-    SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-               (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTING = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, last: int = 1280) -> None:
         super().__init__()
@@ -123,7 +130,10 @@ class VGGStyle(nn.Module):
             cin = w
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(cin * 4 * 4, 64), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(64, num_classes)
+            nn.Linear(cin * 4 * 4, 64),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(64, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,8 +154,11 @@ class Fire(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat(
-            [self.expand1x1_activation(self.expand1x1(x)),
-             self.expand3x3_activation(self.expand3x3(x))], 1
+            [
+                self.expand1x1_activation(self.expand1x1(x)),
+                self.expand3x3_activation(self.expand3x3(x)),
+            ],
+            1,
         )
 
 
@@ -155,11 +168,16 @@ class SqueezeNetSmall(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True),
-            Fire(32, 16, 32, 32), Fire(64, 16, 32, 32),
+            nn.Conv2d(3, 32, 3, 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(32, 16, 32, 32),
+            Fire(64, 16, 32, 32),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Conv2d(64, num_classes, 1), nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Conv2d(64, num_classes, 1),
+            nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
 
@@ -181,9 +199,14 @@ class ShuffleUnit(nn.Module):
         super().__init__()
         c = channels // 2
         self.branch2 = nn.Sequential(
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
+            nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,8 +221,9 @@ class ShuffleNetSmall(nn.Module):
             nn.Conv2d(3, channels, 3, 2, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
         )
         self.stage = nn.Sequential(ShuffleUnit(channels), ShuffleUnit(channels))
-        self.conv5 = nn.Sequential(nn.Conv2d(channels, 64, 1, bias=False), nn.BatchNorm2d(64),
-                                   nn.ReLU())
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(channels, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
