@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-try:
+if __package__:
     from latency_models._meters import EnergyMeter, open_meter
-except ImportError:  # running as a copied stand-alone agent
+else:  # a copied stand-alone agent: _meters.py sits next to this file
     from _meters import EnergyMeter, open_meter  # type: ignore[no-redef,import-not-found]
 
 _DTYPES = {

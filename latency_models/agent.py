@@ -5,23 +5,22 @@ through it by :func:`latency_models.measure`, transparently.
 
 Installing on a Raspberry Pi, a phone or any small device
 ---------------------------------------------------------
-The agent needs Python 3.10+, numpy and onnxruntime only (onnx is used to validate graphs
-when it is installed). It imports nothing else from hwnas but ``_bench.py`` and
-``_meters.py``, which sit next to it, so either install hwnas without its dependencies or
-copy three files::
+The agent needs Python 3.10+, numpy and onnxruntime only (onnx, when installed, is used to
+validate graphs). Run as a script, it imports nothing from hwnas but ``_bench.py`` and
+``_meters.py`` next to it, so copy those three files to the device::
 
-    # Raspberry Pi OS (64-bit, aarch64) or any Linux with pip wheels for onnxruntime:
+    # Raspberry Pi OS 64-bit (aarch64), or any Linux with onnxruntime wheels on PyPI:
     python3 -m venv ~/hwnas-agent && . ~/hwnas-agent/bin/activate
-    pip install numpy onnxruntime            # aarch64 wheels exist on PyPI
-    pip install --no-deps hwnas              # or copy the three files, see below
-    python -m latency_models.agent --host 0.0.0.0 --port 8765
-
-    # Without installing hwnas: copy latency_models/agent.py, _bench.py and _meters.py
-    # into one folder on the device, then
+    pip install numpy onnxruntime
+    mkdir ~/hwnas-agent/src && cd ~/hwnas-agent/src
+    # copy latency_models/agent.py, _bench.py and _meters.py here (scp), then
     python agent.py --host 0.0.0.0 --port 8765
 
-    # Android phone: Termux (F-Droid), `pkg install python python-numpy`, then
-    # `pip install onnxruntime` where a wheel exists for your ABI; run as above.
+    # Android: Termux (F-Droid), `pkg install python python-numpy`, then
+    # `pip install onnxruntime` where a wheel exists for the ABI; run as above.
+
+Where hwnas is fully installed, ``hwnas agent`` or ``python -m latency_models.agent`` do the
+same (they import the whole ``latency_models`` package, with scikit-learn).
 
 On start the agent prints its token (``--token`` or ``$HWNAS_AGENT_TOKEN`` to fix one);
 register the device on the machine that runs the search::
@@ -70,7 +69,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-try:
+if __package__:
     from latency_models._bench import (
         GraphRejected,
         benchmark,
@@ -78,7 +77,7 @@ try:
         host_info,
         runtime_version,
     )
-except ImportError:  # running as a copied stand-alone file next to _bench.py
+else:  # run as a script or copied stand-alone: _bench.py sits next to this file
     from _bench import (  # type: ignore[no-redef,import-not-found]
         GraphRejected,
         benchmark,
