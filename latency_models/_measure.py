@@ -48,7 +48,7 @@ class AgentBusyError(AgentError):
 
 
 def _nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Measurement:
     host_info: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (NaN becomes None) with ``_type`` and ``version`` keys."""
+        """JSON-able dict (NaN and infinity become None) with ``_type`` and ``version`` keys."""
         data = {k: _nan_to_none(v) for k, v in asdict(self).items()}
         return {"_type": "Measurement", "version": MEASUREMENT_VERSION, **data}
 

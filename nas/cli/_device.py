@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from nas._errors import UsageError
@@ -259,6 +260,15 @@ class DeviceCheckCommand(BaseCommand):
             print(json.dumps([r.to_dict() for r in results], indent=2))
             return 0
         print(f"noise floor of {args.name} ({args.repeats} fresh sessions per graph)")
+        from latency_models import get_device
+
+        if get_device(args.name).kind == "local" and hasattr(os, "getloadavg"):
+            load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+            if load > 0.5 * cpus:
+                print(
+                    f"  note: load average {load:.1f} on {cpus} CPUs: other work is running here, "
+                    "so medians are inflated and spreads wider than the device's own."
+                )
         for r in results:
             medians = ", ".join(f"{m:.4f}" for m in r.medians_ms)
             print(
