@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from latency_models._errors import MeasurementError
@@ -235,7 +236,8 @@ def measure(
     opts = _options(max_seconds, target_rse, min_samples, warmup_s, window_ms, pin_cpus, seed)
     try:
         data = graph_bytes(graph)
-        wbytes = weight_bytes(data)
+        # parse the path when one is given, so that errors name the file
+        wbytes = weight_bytes(graph if isinstance(graph, (str, Path)) else data)
     except ValueError as exc:
         raise GraphRejectedError(str(exc)) from exc
     if timeout is None:

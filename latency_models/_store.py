@@ -425,7 +425,7 @@ def measure_cached(
             if features is not None:
                 store.set_features(digest, features)
             return found.measurement
-    result = measure(data, spec, **measure_options)
+    result = measure(graph if isinstance(graph, (str, Path)) else data, spec, **measure_options)
     store.put(data, result, features=features, graph_hash=digest)
     return result
 

@@ -44,6 +44,13 @@ def _add_measure_flags(parser: argparse.ArgumentParser, default_seconds: float) 
         default=0.01,
         help="stop once the median's relative standard error is below this (default 0.01)",
     )
+    parser.add_argument(
+        "--pin-cpus",
+        type=_int_list,
+        default=None,
+        metavar="0,1",
+        help="pin the measurement to these CPUs (Linux; on the measuring host)",
+    )
 
 
 class DeviceListCommand(BaseCommand):
@@ -212,6 +219,7 @@ class DeviceMeasureCommand(BaseCommand):
             remeasure=args.remeasure,
             max_seconds=args.max_seconds,
             target_rse=args.target_rse,
+            pin_cpus=args.pin_cpus,
         )
         if args.json:
             print(json.dumps(m.to_dict(), indent=2))
@@ -255,6 +263,7 @@ class DeviceCheckCommand(BaseCommand):
             repeats=args.repeats,
             max_seconds=args.max_seconds,
             target_rse=args.target_rse,
+            pin_cpus=args.pin_cpus,
         )
         if args.json:
             print(json.dumps([r.to_dict() for r in results], indent=2))
