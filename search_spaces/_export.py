@@ -170,6 +170,38 @@ def _quantize_int4(model: onnx.ModelProto, matmuls: list[str]) -> onnx.ModelProt
     return result
 
 
+def _int8_glue(graph: onnx.GraphProto, layer_nodes: set[str], int8: set[str]) -> set[str]:
+    """Non-layer nodes (Add, pools, Relu, Concat...) whose nearest layers are all int8.
+
+    Only those are quantized: onnxruntime quantizes a float-weight Conv by itself when it sits
+    between DequantizeLinear and QuantizeLinear, so glue next to an fp32 layer stays fp32.
+    """
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def neighbours(node: onnx.NodeProto, up: bool, seen: set[str]) -> set[str]:
+        found: set[str] = set()
+        edges = [producer[i] for i in node.input if i in producer] if up else [
+            c for o in node.output for c in consumers.get(o, [])]  # fmt: skip
+        for nxt in edges:
+            if nxt.name in layer_nodes:
+                found.add(nxt.name)
+            elif nxt.name not in seen:
+                seen.add(nxt.name)
+                found |= neighbours(nxt, up, seen)
+        return found
+
+    return {
+        n.name
+        for n in graph.node
+        if n.name not in layer_nodes
+        and (neighbours(n, True, set()) | neighbours(n, False, set())) <= int8
+    }
+
+
 def _by_bits(nodes: Mapping[str, list[str]], bits: Mapping[str, int], want: int) -> list[str]:
     return [n for layer, names in nodes.items() if bits.get(layer, 32) == want for n in names]
 
@@ -235,13 +267,12 @@ def _quantize(
     if _by_bits(nodes, bits, 8):
         onnx.save(proto, str(pre))
         current = layer_nodes(proto.graph, model, bits)
-        exclude = [
-            n for layer, names in current.items() if bits.get(layer, 32) != 8 for n in names
-        ]
+        int8 = set(_by_bits(current, bits, 8))
+        glue = _int8_glue(proto.graph, {n for names in current.values() for n in names}, int8)
         quantize_static(
             str(pre), str(tmp / "int8.onnx"), _reader(_batches(calibration, example_input)),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            weight_type=QuantType.QInt8, nodes_to_quantize=sorted(int8 | glue),
         )  # fmt: skip
         proto = onnx.load(str(tmp / "int8.onnx"))
     if int4:
