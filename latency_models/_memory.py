@@ -44,7 +44,7 @@ class MemoryFootprint:
 
 
 def _tensor_bytes(t: onnx.TensorProto) -> float:
-    return math.prod(t.dims) * _ELEM_BYTES.get(t.data_type, 4.0)
+    return float(math.prod(t.dims) * _ELEM_BYTES.get(t.data_type, 4.0))
 
 
 def memory_footprint(graph: GraphLike, *, batch_size: int = 1) -> MemoryFootprint:
