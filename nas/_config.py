@@ -64,7 +64,9 @@ class SearchConfig:
         warm_start: Enqueue a few informed configs from a per-layer sensitivity scan.
         reject_factor: A candidate whose predicted cost exceeds this many times a budget
             limit is recorded as infeasible without training.
-        calibration_samples: Training images used to calibrate int8 layers and BatchNorm.
+        calibration_samples: Training images used to calibrate int8 layers.
+        profile_minutes: Budget of the device profile run first when the device has no
+            latency predictor yet, in minutes.
         verify: Measure the final Pareto front on the device.
         fidelity_trials: After the search, re-train this many trials with
             ``fidelity_steps`` and report Kendall's tau against the short recovery (0: skip).
@@ -89,6 +91,7 @@ class SearchConfig:
     warm_start: bool = True
     reject_factor: float = 1.5
     calibration_samples: int = 32
+    profile_minutes: float = 5.0
     verify: bool = True
     fidelity_trials: int = 0
     fidelity_steps: int = 0
@@ -118,8 +121,10 @@ class SearchConfig:
                 f"reject_factor must be a number >= 1, got {self.reject_factor!r}. "
                 f"1.5 rejects candidates predicted at more than 1.5x a budget limit."
             )
-        if not isinstance(self.recovery_lr, (int, float)) or not self.recovery_lr > 0:
-            raise ConfigError(f"recovery_lr must be > 0, got {self.recovery_lr!r}.")
+        for name in ("recovery_lr", "profile_minutes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a number > 0, got {value!r}.")
 
     # -- construction -------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ TrialFn = Callable[[Any, Any], Any]
 class SerialExecutor(Generic[K]):
     """Runs each submitted payload in this process, one at a time, when it is waited for.
 
-    Ray is never imported.
+    Ray is never imported. Like a Ray worker, a payload runs with one torch thread: small
+    models gain little from intra-op threads and lose a lot when cores are shared, and one
+    core per worker keeps ``workers`` the one knob for how many cores a search uses.
     """
 
     def __init__(self, fn: TrialFn, context: Any) -> None:
@@ -48,11 +50,17 @@ class SerialExecutor(Generic[K]):
 
     def wait_one(self) -> tuple[K, Any]:
         """Run the oldest queued payload; return ``(key, result or escaped exception)``."""
+        import torch
+
         key, payload = self._queue.popleft()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             return key, self.fn(self.context, payload)
         except Exception as exc:  # the driver records it as a failed trial
             return key, exc
+        finally:
+            torch.set_num_threads(threads)
 
     def cancel_all(self) -> list[K]:
         """Drop queued payloads and return their keys."""

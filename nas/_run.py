@@ -205,6 +205,14 @@ class Run:
                 ) from None
         return self._study
 
+    def refresh(self) -> None:
+        """Forget the loaded study, so that the next read sees everything in the storage.
+
+        Optuna caches finished trials; attributes added to them later (``measured``) show
+        after a refresh.
+        """
+        self._study = None
+
     @property
     def task(self) -> str:
         """The task name or spec."""

@@ -199,42 +199,44 @@ def check_run_folder(config: SearchConfig) -> None:
         )
 
 
-def load_predictors(device: Any, *, profile_minutes: float = 5.0) -> tuple[dict[str, Any], str]:
+def load_predictors(
+    device: Any, *, profile_minutes: float = 5.0, task: str | None = None
+) -> tuple[dict[str, Any], str]:
     """The device's fitted predictors by target, and the energy source label.
 
-    A device without a latency predictor is profiled first (which measures graphs on it and
-    fits the predictors), with a log line saying so.
+    A device without a latency predictor is profiled first (measuring graphs on it, among
+    them variants of ``task``, and fitting its predictors), with a log line saying so.
     """
-    from latency_models import device_predictor
+    from latency_models import PredictorNotFoundError, device_predictor
 
     try:
         latency = device_predictor(device.name, "latency_ms")
-    except Exception as exc:  # no predictor file, or one from another feature version
+    except PredictorNotFoundError:
         _logger.warning(
-            "device %s has no usable latency predictor (%s); profiling it first, for about "
-            "%.0f minute(s) (the same as `hwnas device profile %s`)",
+            "device %s has no latency predictor yet; profiling it first for about %.1f "
+            "minute(s), as `hwnas device profile %s` would",
             device.name,
-            exc,
             profile_minutes,
             device.name,
         )
-        _profile_device(device, profile_minutes)
+        from nas._profile import profile_device
+
+        profile_device(
+            device.name,
+            task=task,
+            budget_minutes=profile_minutes,
+            # about a hundred graphs fit in the budget, at most a second each
+            max_seconds_per_graph=max(0.05, min(1.0, profile_minutes * 60 / 100)),
+            progress=lambda line: _logger.info("profile: %s", line),
+        )
         latency = device_predictor(device.name, "latency_ms")
     predictors = {"latency_ms": latency}
     try:
         predictors["energy_mj"] = device_predictor(device.name, "energy_mj")
         source = "measured-predictor"
-    except Exception:  # no energy meter on the device: estimate, and say so
+    except PredictorNotFoundError:  # no energy meter on the device: estimate, and say so
         source = "estimated"
     return predictors, source
-
-
-def _profile_device(device: Any, minutes: float) -> None:
-    try:
-        from nas._profile import profile_device
-    except ImportError:
-        from latency_models import profile_device  # type: ignore[attr-defined,no-redef]
-    profile_device(device, budget_minutes=minutes)
 
 
 def build_context(
@@ -252,7 +254,11 @@ def build_context(
 
     task = task if task is not None else load_task(config.task)
     device = device if device is not None else get_device(config.device)
-    predictors, energy_source = load_predictors(device) if with_predictors else ({}, "")
+    predictors, energy_source = (
+        load_predictors(device, profile_minutes=config.profile_minutes, task=config.task)
+        if with_predictors
+        else ({}, "")
+    )
     space = analyze(
         task.model,
         task.example_input,

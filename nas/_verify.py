@@ -83,6 +83,7 @@ def verify_front(run: Run, ctx: TrialContext, *, remeasure: bool = False) -> dic
         "trials": per_trial,
     }
     study.set_user_attr("verification", summary)
+    run.refresh()
     _logger.info(
         "verified %d front trial(s) on %s: latency predictor error %.1f%% mean (max %.1f%%), "
         "%.0f%% within 10%%",
