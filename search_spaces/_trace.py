@@ -406,11 +406,18 @@ def find_blocks(gm: fx.GraphModule) -> list[str]:
         path = _block_path(node)
         if not path or path in blocks:
             continue
-        operands = [a for a in node.args if isinstance(a, fx.Node)]
+        operands = [_skip_identity(gm, a) for a in node.args if isinstance(a, fx.Node)]
         outside = [a for a in operands if not _inside(a, path)]
         if len(operands) == 2 and len(outside) == 1 and _is_block(gm, path, outside[0]):
             blocks.append(path)
     return blocks
+
+
+def _skip_identity(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """Look through ``nn.Identity`` shortcuts (``out = f(x) + self.shortcut(x)``)."""
+    while node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), nn.Identity):
+        node = node.all_input_nodes[0]
+    return node
 
 
 def _is_block(gm: fx.GraphModule, path: str, x: fx.Node) -> bool:
