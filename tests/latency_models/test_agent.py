@@ -182,3 +182,26 @@ def test_agent_runs_with_only_numpy_and_onnxruntime(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_agent_script_prints_token_and_serves(tmp_path: Path) -> None:
+    script = Path(latency_models.__file__).parent / "agent.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in first and second.startswith("token: ")
+        url = first.split("listening on ")[1].strip()
+        token = second.split("token: ")[1].strip()
+        assert len(token) >= 24
+        spec = DeviceSpec("script", location=url, token=token)
+        assert measure(mlp(8, 1), spec, **FAST).latency_ms > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
