@@ -6,8 +6,9 @@ and numpy (the measurement agent runs there).
 
 from __future__ import annotations
 
-from latency_models._check import REFERENCE_GRAPHS, CheckResult, check_device
-from latency_models._energy_model import ENERGY_SOURCE, estimate_energy_mj
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from latency_models._errors import (
     DuplicateNameError,
     IncompatibleArtifactError,
@@ -15,59 +16,117 @@ from latency_models._errors import (
     MeasurementError,
     UnknownNameError,
 )
-from latency_models._features import (
-    FEATURE_VERSION,
-    GraphFeatures,
-    KernelFeatures,
-    graph_features,
-)
 from latency_models._graph import GraphLike, graph_bytes, graph_hash, load_graph
 from latency_models._home import home_dir
-from latency_models._measure import (
-    AgentAuthError,
-    AgentBusyError,
-    AgentError,
-    AgentTimeoutError,
-    AgentUnreachableError,
-    GraphRejectedError,
-    Measurement,
-    measure,
-)
-from latency_models._memory import MemoryFootprint, memory_footprint
-from latency_models._meters import EnergyMeter, NvmlMeter, RaplMeter
-from latency_models._metrics import prediction_metrics
-from latency_models._persist import (
-    PredictorNotFoundError,
-    device_predictor,
-    fit_predictor,
-    load_predictor,
-    predictor_path,
-    training_data,
-)
-from latency_models._predictors import (
-    PREDICTORS,
-    BaseLatencyPredictor,
-    FlopsPredictor,
-    GraphBoostPredictor,
-    HybridPredictor,
-    KernelAdditivePredictor,
-)
 from latency_models._registry import Registry
-from latency_models._store import (
-    MeasurementStore,
-    StoreCorruptedError,
-    StoredRecord,
-    measure_cached,
-)
-from latency_models._sweep import kernel_graph, quantize_qdq, random_network, sweep_graphs
-from latency_models.devices import (
-    DEVICES,
-    DeviceSpec,
-    add_device,
-    get_device,
-    list_devices,
-    remove_device,
-)
+
+if TYPE_CHECKING:
+    from latency_models._check import REFERENCE_GRAPHS, CheckResult, check_device
+    from latency_models._energy_model import ENERGY_SOURCE, estimate_energy_mj
+    from latency_models._features import (
+        FEATURE_VERSION,
+        GraphFeatures,
+        KernelFeatures,
+        graph_features,
+    )
+    from latency_models._measure import (
+        AgentAuthError,
+        AgentBusyError,
+        AgentError,
+        AgentTimeoutError,
+        AgentUnreachableError,
+        GraphRejectedError,
+        Measurement,
+        measure,
+    )
+    from latency_models._memory import MemoryFootprint, memory_footprint
+    from latency_models._meters import EnergyMeter, NvmlMeter, RaplMeter
+    from latency_models._metrics import prediction_metrics
+    from latency_models._persist import (
+        PredictorNotFoundError,
+        device_predictor,
+        fit_predictor,
+        load_predictor,
+        predictor_path,
+        training_data,
+    )
+    from latency_models._predictors import (
+        PREDICTORS,
+        BaseLatencyPredictor,
+        FlopsPredictor,
+        GraphBoostPredictor,
+        HybridPredictor,
+        KernelAdditivePredictor,
+    )
+    from latency_models._store import (
+        MeasurementStore,
+        StoreCorruptedError,
+        StoredRecord,
+        measure_cached,
+    )
+    from latency_models._sweep import kernel_graph, quantize_qdq, random_network, sweep_graphs
+    from latency_models.devices import (
+        DEVICES,
+        DeviceSpec,
+        add_device,
+        get_device,
+        list_devices,
+        remove_device,
+    )
+
+# Heavier modules (scikit-learn, onnxruntime) load on first use, so that `import nas` and
+# `hwnas --help` stay fast: public name -> private module (PEP 562).
+_LAZY: dict[str, str] = {
+    "AgentAuthError": "latency_models._measure",
+    "AgentBusyError": "latency_models._measure",
+    "AgentError": "latency_models._measure",
+    "AgentTimeoutError": "latency_models._measure",
+    "AgentUnreachableError": "latency_models._measure",
+    "BaseLatencyPredictor": "latency_models._predictors",
+    "CheckResult": "latency_models._check",
+    "DEVICES": "latency_models.devices",
+    "DeviceSpec": "latency_models.devices",
+    "ENERGY_SOURCE": "latency_models._energy_model",
+    "EnergyMeter": "latency_models._meters",
+    "FEATURE_VERSION": "latency_models._features",
+    "FlopsPredictor": "latency_models._predictors",
+    "GraphBoostPredictor": "latency_models._predictors",
+    "GraphFeatures": "latency_models._features",
+    "GraphRejectedError": "latency_models._measure",
+    "HybridPredictor": "latency_models._predictors",
+    "KernelAdditivePredictor": "latency_models._predictors",
+    "KernelFeatures": "latency_models._features",
+    "Measurement": "latency_models._measure",
+    "MeasurementStore": "latency_models._store",
+    "MemoryFootprint": "latency_models._memory",
+    "NvmlMeter": "latency_models._meters",
+    "PREDICTORS": "latency_models._predictors",
+    "PredictorNotFoundError": "latency_models._persist",
+    "REFERENCE_GRAPHS": "latency_models._check",
+    "RaplMeter": "latency_models._meters",
+    "StoreCorruptedError": "latency_models._store",
+    "StoredRecord": "latency_models._store",
+    "add_device": "latency_models.devices",
+    "check_device": "latency_models._check",
+    "device_predictor": "latency_models._persist",
+    "estimate_energy_mj": "latency_models._energy_model",
+    "fit_predictor": "latency_models._persist",
+    "get_device": "latency_models.devices",
+    "graph_features": "latency_models._features",
+    "kernel_graph": "latency_models._sweep",
+    "list_devices": "latency_models.devices",
+    "load_predictor": "latency_models._persist",
+    "measure": "latency_models._measure",
+    "measure_cached": "latency_models._store",
+    "memory_footprint": "latency_models._memory",
+    "prediction_metrics": "latency_models._metrics",
+    "predictor_path": "latency_models._persist",
+    "quantize_qdq": "latency_models._sweep",
+    "random_network": "latency_models._sweep",
+    "remove_device": "latency_models.devices",
+    "sweep_graphs": "latency_models._sweep",
+    "training_data": "latency_models._persist",
+}
 
 __all__ = [
     "DEVICES",
@@ -131,3 +190,16 @@ __all__ = [
     "sweep_graphs",
     "training_data",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latency_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
