@@ -1,0 +1,71 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _search_home import profiled_home
+from optuna.trial import TrialState
+
+from nas import open_run
+from nas._search import count_finished
+from nas.cli import main
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from profiled_home(tmp_path_factory)
+
+
+def _states(db: Path) -> list[tuple[int, str]]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def test_sigkill_mid_run_then_resume(home: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = [
+        "search", "digits-resnet", "--device", "local-cpu", "--objectives", "accuracy,memory_mb",
+        "--trials", "5", "--run", str(run_dir), "--seed", "0", "--recovery-steps", "60",
+        "--no-warm-start", "--no-verify",
+    ]  # fmt: skip
+    code = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        env={**os.environ, "HWNAS_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = run_dir / "study.db"
+    deadline = time.monotonic() + 240
+    try:
+        while sum(s == "COMPLETE" for _, s in _states(db)) < 2:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no two trials finished in time"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = open_run(run_dir)
+    finished = {t.number: t.values for t in before.completed_trials()}
+    left_running = [t.number for t in before.trials(states=(TrialState.RUNNING,))]
+    assert 2 <= len(finished) < 5
+
+    assert main(argv) == 0  # the same command resumes
+
+    after = open_run(run_dir)
+    assert {n: after.trial(n).values for n in finished} == finished  # nothing finished is lost
+    assert count_finished(after.study) == 5
+    for number in left_running:
+        trial = after.trial(number)
+        assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
+    assert len(after.trials()) == 5 + len(left_running)
