@@ -1,0 +1,145 @@
+"""Exporting a trial: verified ONNX + torch files, atomic writes, clear refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _front_data import make_fake_run
+from _real_run import real_run
+
+import nas
+from nas import RunError, UsageError
+from nas._export import export, load_exported
+from nas._pareto import read_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    for run_dir, _home in real_run(tmp_path_factory):
+        yield run_dir
+
+
+@pytest.fixture(scope="module")
+def val_npy(run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    task = nas.load_task("digits-resnet")
+    X, y = task.val
+    folder = tmp_path_factory.mktemp("val")
+    np.save(folder / "X.npy", X.numpy())
+    np.save(folder / "y.npy", y.numpy())
+    return folder / "X.npy", folder / "y.npy"
+
+
+_ONNX_ONLY = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import onnxruntime as ort
+    model, xp, yp = sys.argv[1:4]
+    X, y = np.load(xp).astype(np.float32), np.load(yp)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    step = fixed or 256
+    logits = np.concatenate(
+        [sess.run(None, {inp.name: X[i : i + step]})[0] for i in range(0, len(X), step)]
+    )
+    heavy = sorted({"torch", "nas", "search_spaces", "latency_models"} & set(sys.modules))
+    print(json.dumps({"top1": float((logits.argmax(1) == y).mean() * 100), "heavy": heavy}))
+    """
+)
+
+
+def test_export_best_trial_runs_in_plain_onnxruntime(
+    run: Path, val_npy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "best"
+    result = export(run, out_dir=out, finetune_steps=40, measure_seconds=0.3)
+    best = read_run(run).best_trial()
+    assert result.trial == best.number
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert "most accurate trial that meets the budget" in report["selection"]
+    assert report["verification"]["passed"]
+    for name, info in report["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == info["sha256"]
+    assert report["measured"]["latency_ms"] > 0
+    assert report["measured"]["energy_source"] in ("estimated", "rapl", "nvml")
+    assert set(report["predicted"]) >= {"latency_ms", "memory_mb"}
+    assert {"onnxruntime", "torch", "hwnas", "python"} <= set(report["versions"])
+    assert report["device"]["name"] == "local-cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", _ONNX_ONLY, str(out / "model.onnx"), *map(str, val_npy)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fresh = json.loads(proc.stdout)
+    assert fresh["heavy"] == []
+    assert abs(fresh["top1"] - report["accuracy"]["onnx_top1"]) <= 0.5
+
+
+def _fp32_trial(run: Path) -> int:
+    res = read_run(run)
+    fp32 = [r.number for r in res.rows if all(b == 32 for b in r.config["bits"].values())]
+    assert fp32, "the warm start's first config is fp32"
+    return fp32[0]
+
+
+def test_fp32_export_rebuilds_with_hwnas(run: Path, tmp_path: Path) -> None:
+    import torch
+
+    from nas._onnx_eval import onnx_logits
+
+    out = tmp_path / "fp32"
+    export(run, _fp32_trial(run), out_dir=out, finetune_steps=10, measure_seconds=0.2)
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["mode"] == "fp32"
+    assert report["verification"]["disagreements_outside_ties"] == 0
+    module = load_exported(out)
+    X, _ = nas.load_task("digits-resnet").val
+    with torch.no_grad():
+        torch_out = module(X).numpy()
+    onnx_out = onnx_logits(out / "model.onnx", X)
+    np.testing.assert_allclose(torch_out, onnx_out, atol=1e-4, rtol=1e-4)
+
+
+def test_refusals_and_nothing_half_written(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"already exists; pass --force"):
+        export(run, out_dir=out)
+    with pytest.raises(RunError, match="trial 99 is not a finished trial"):
+        export(run, 99, out_dir=tmp_path / "x")
+
+    import nas._export as ex
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("device unplugged")
+
+    monkeypatch.setattr(ex, "_measure", boom)
+    with pytest.raises(RuntimeError, match="device unplugged"):
+        export(run, out_dir=out, force=True, finetune_steps=0)
+    assert (out / "keep.txt").read_text() == "mine"  # the old folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temp folder left
+
+
+def test_failed_trial_and_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = make_fake_run(tmp_path / "fake", n=3, n_failed=1)
+    with pytest.raises(RunError, match=r"trial 3 of run .* failed"):
+        export(fake, 3, out_dir=tmp_path / "out")
+    from nas.cli import main
+
+    assert main(["export", str(fake), "--trial", "7", "--out", str(tmp_path / "o")]) == 1
+    assert "trial 7 is not a finished trial" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
