@@ -138,6 +138,9 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
         task: The task object, if not to be loaded from ``config.task``.
         device: The ``DeviceSpec``, if not to be looked up from ``config.device``.
     """
+    from nas.logging import get_logger
+
+    get_logger("nas")  # the nas logger's handler, so that trial lines show (optuna-style)
     if not config.run_dir:
         raise RunError("a search needs a run folder: pass run_dir (--run runs/NAME).")
     run_dir = Path(config.run_dir)
