@@ -41,7 +41,8 @@ from nas._plots import (
 
 _logger = logging.getLogger(__name__)
 
-COSTS = ("latency_ms", "energy_mj", "memory_mb")
+# Costs a predictor estimates; memory is computed from the graph, the same number both ways.
+PREDICTED_COSTS = ("latency_ms", "energy_mj")
 
 
 # --- hypervolume ---------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def _weakly_dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def predictor_errors(results: RunResults) -> list[dict[str, Any]]:
-    """Predicted against measured, per verified trial and cost.
+    """Predicted against measured latency and energy, per verified trial.
 
     Returns:
         Records with ``trial``, ``metric``, ``predicted``, ``measured`` and ``error_pct``
@@ -118,7 +119,7 @@ def predictor_errors(results: RunResults) -> list[dict[str, Any]]:
     """
     out = []
     for row in sorted(results.rows, key=lambda r: r.number):
-        for name in COSTS:
+        for name in PREDICTED_COSTS:
             pred = row.values.get(name, row.predicted.get(name))
             meas = row.measured.get(name)
             if pred is None or meas is None or meas == 0:
@@ -207,9 +208,7 @@ def policy_svg(results: RunResults, row: TrialRow) -> str:
         for name, bits, rank in pol["layers"]:
             b = int(bits) if isinstance(bits, (int, float)) else 32
             color = {32: "#9e9e9e", 16: "#7e57c2", 8: FRONT_COLOR, 4: "#2ca02c"}.get(b, "#555")
-            label = f"{b}-bit" + (
-                f", rank {rank}" + (f"/{int(full)}" if full else "") if rank is not None else ""
-            )
+            label = f"{b}-bit" + (f", low-rank r={rank}" if rank is not None else "")
             bars.append((name, b / 32, label, color))
         parts.append(_bar_chart("Bits per layer (bar: bits/32; rank where factorized)", bars))
     if pol["dropped_blocks"]:
@@ -369,7 +368,11 @@ def _errors_section(results: RunResults) -> str:
         ["trial", "metric", "predicted", "measured", "error %"],
         [[e["trial"], e["metric"], e["predicted"], e["measured"], e["error_pct"]] for e in errors],
     )
-    return f"{head}<details><summary>per trial</summary>{detail}</details>"
+    note = (
+        '<p class="note">Error = (predicted - measured) / measured. Memory is computed from '
+        "the graph (weights at their bit-widths plus peak activations), not predicted.</p>"
+    )
+    return f"{head}{note}<details><summary>per trial</summary>{detail}</details>"
 
 
 REPORT_CSS = """

@@ -61,7 +61,7 @@ def test_export_best_trial_runs_in_plain_onnxruntime(
     run: Path, val_npy: tuple[Path, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "best"
-    result = export(run, out_dir=out, finetune_steps=40, measure_seconds=0.3)
+    result = export(run, out_dir=out, finetune_steps=20, measure_seconds=0.3)
     best = read_run(run).best_trial()
     assert result.trial == best.number
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json"]

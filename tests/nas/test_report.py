@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from _front_data import make_fake_run, make_results
+from _real_run import real_run
 
 from nas import RunError, UsageError
 from nas._pareto import read_run
@@ -109,3 +111,27 @@ def test_report_errors(fake_run: Path, tmp_path: Path) -> None:
         write_report(fake_run, tmp_path / "r.pdf")
     page = write_report(fake_run, tmp_path / "r.html", trial=3).read_text()
     assert "trial 3, as requested" in page
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    for run_dir, _home in real_run(tmp_path_factory):
+        yield run_dir
+
+
+def test_report_of_a_real_run(real: Path, tmp_path: Path) -> None:
+    from nas.cli import main
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(real), "--out", str(out)]) == 0
+    page = out.read_text()
+    parser = _Refs()
+    parser.feed(page)
+    assert parser.external == []
+    res = read_run(real)
+    assert res.front() and all("latency_ms" in r.measured for r in res.front())
+    errors = predictor_errors(res)
+    assert {e["metric"] for e in errors} == {"latency_ms"}  # no energy meter here
+    assert "<td>latency_ms</td>" in page
+    pol = policy(res, res.best_trial())
+    assert all(full is not None and kept <= full for _, kept, full in pol["widths"])
