@@ -148,8 +148,8 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
     ctx, base = prepare(config, task=task, device=device)
     with run_lock(run_dir):
         check_run_folder(config)  # again, now that no one else can write it
-        config.save(run_dir)
         study = open_study(config, base)
+        config.save(run_dir)
         stale = fail_interrupted_trials(study, run_dir, config)
         if stale:
             _logger.warning(
@@ -166,7 +166,11 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
             from nas._warmstart import enqueue_warm_start
 
             enqueue_warm_start(study, ctx)
-        drive(study, ctx, config, n_new=max(0, config.n_trials - done))
+        try:
+            drive(study, ctx, config, n_new=max(0, config.n_trials - done))
+        except KeyboardInterrupt:
+            fail_interrupted_trials(study, run_dir, config)  # one caught inside study.ask
+            raise
         run = Run(run_dir, config)
         _logger.info("%s", run.summary())
         if config.verify:
@@ -541,17 +545,17 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     )
     heartbeat = _Heartbeat(study)
     in_flight: dict[int, optuna.Trial] = {}
-    submitted = rejected = 0
+    submitted = finished = rejected = 0
     try:
         with _progress(config, config.n_trials - n_new) as bar:
             while submitted < n_new or executor.pending:
                 while submitted < n_new and executor.pending < executor.capacity:
                     trial = study.ask()
+                    in_flight[trial.number] = trial  # first, so that Ctrl-C fails it too
+                    heartbeat.trial_ids.add(trial._trial_id)
                     candidate = ctx.space.sample(trial)
                     trial.set_user_attr("config", candidate.to_dict())
                     trial.set_user_attr("summary", ctx.space.summarize(candidate))
-                    in_flight[trial.number] = trial
-                    heartbeat.trial_ids.add(trial._trial_id)
                     executor.submit(
                         trial.number, {"number": trial.number, "config": candidate.to_dict()}
                     )
@@ -560,6 +564,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                 trial = in_flight.pop(number)
                 heartbeat.trial_ids.discard(trial._trial_id)
                 rejected += record(study, trial, outcome, ctx)
+                finished += 1
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(_best_feasible(study, ctx.objectives), refresh=True)
@@ -572,7 +577,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         _logger.warning(
             "search interrupted: %d trials finished in this session, %d in flight marked "
             "failed; run the same command again to resume",
-            submitted - len(in_flight),
+            finished,
             len(in_flight),
         )
         raise
@@ -582,18 +587,18 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     minutes = (time.perf_counter() - started) / 60
     _logger.info(
         "%d trials in %.1f min (%.1f trials/min, %d worker(s)); %d rejected before training",
-        submitted,
+        finished,
         minutes,
-        submitted / minutes if minutes > 0 else float("nan"),
+        finished / minutes if minutes > 0 else float("nan"),
         config.workers,
         rejected,
     )
     study.set_user_attr(
         "last_session",
         {
-            "trials": submitted,
+            "trials": finished,
             "minutes": round(minutes, 3),
-            "trials_per_min": round(submitted / minutes, 3) if minutes > 0 else None,
+            "trials_per_min": round(finished / minutes, 3) if minutes > 0 else None,
             "workers": config.workers,
             "rejected_before_training": rejected,
         },

@@ -69,3 +69,37 @@ def test_sigkill_mid_run_then_resume(home: Path, tmp_path: Path) -> None:
         trial = after.trial(number)
         assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
     assert len(after.trials()) == 5 + len(left_running)
+
+
+def test_ctrl_c_records_what_finished_and_leaves_nothing_running(
+    home: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = [
+        "search", "digits-resnet", "--device", "local-cpu", "--objectives", "accuracy,memory_mb",
+        "--trials", "4", "--run", str(run_dir), "--recovery-steps", "400",
+        "--no-warm-start", "--no-verify",
+    ]  # fmt: skip
+    code = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        env={**os.environ, "HWNAS_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = run_dir / "study.db"
+    deadline = time.monotonic() + 240
+    while not any(s == "COMPLETE" for _, s in _states(db)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next trial's training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "search interrupted" in err
+    states = dict(_states(db))
+    assert "RUNNING" not in states.values()
+    assert "COMPLETE" in states.values()
+    failed = open_run(run_dir).failed_trials()
+    assert all(t.user_attrs["interrupted"] for t in failed)
