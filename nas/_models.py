@@ -101,7 +101,6 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(cin, num_classes)
-        _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) images -> (N, num_classes) logits."""
@@ -184,28 +183,11 @@ class MobileNetV2(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(head, num_classes)
-        _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) images -> (N, num_classes) logits."""
         x = self.head(self.features(self.stem(x)))
         return self.fc(self.flatten(self.pool(x)))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.zeros_(module.bias)
-    # Zero the last BN of each residual branch: blocks start as identities (Goyal et al.).
-    for module in model.modules():
-        if isinstance(module, BasicBlock):
-            nn.init.zeros_(module.bn2.weight)
 
 
 #: Model family name -> constructor (keyword arguments as in the class).
