@@ -74,7 +74,7 @@ def test_export_best_trial_runs_in_plain_onnxruntime(
     assert report["measured"]["energy_source"] in ("estimated", "rapl", "nvml")
     assert set(report["predicted"]) >= {"latency_ms", "memory_mb"}
     assert {"onnxruntime", "torch", "hwnas", "python"} <= set(report["versions"])
-    assert report["device"]["name"] == "local-cpu"
+    assert report["device"]["name"] == "report-cpu"
     proc = subprocess.run(
         [sys.executable, "-c", _ONNX_ONLY, str(out / "model.onnx"), *map(str, val_npy)],
         capture_output=True,
