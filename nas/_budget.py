@@ -268,11 +268,11 @@ def parse_budget(spec: str | Mapping[str, float] | Budget | None) -> Budget:
             f"budget must be a string, a mapping or None, got {type(spec).__name__}."
         )
     limits: dict[str, object] = {}
-    for key, value in items:
-        canonical = _ALIASES.get(key, key) if key in {"latency", "energy", "memory"} else key
+    for name, limit in items:
+        canonical = _ALIASES.get(name, name) if name in {"latency", "energy", "memory"} else name
         if canonical in limits:
             raise BudgetError(f"budget key {canonical!r} is given twice.")
-        limits[canonical] = value
+        limits[canonical] = limit
     return Budget(limits)  # type: ignore[arg-type]  # values are checked in __post_init__
 
 

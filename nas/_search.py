@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nas
-from nas._budget import COST_OBJECTIVES, OBJECTIVES, Budget, directions
+from nas._budget import COST_OBJECTIVES, OBJECTIVES, Budget, directions, parse_budget
 from nas._config import SETTINGS_FILE, SearchConfig
 from nas._errors import BudgetError, RunError
 from nas._run import (
@@ -114,7 +114,7 @@ def search(
         objectives=tuple(objectives.split(","))
         if isinstance(objectives, str)
         else tuple(objectives),
-        budget=budget.to_dict() if isinstance(budget, Budget) else (budget or {}),
+        budget=parse_budget(budget).to_dict(),
         n_trials=n_trials,
         workers=workers,
         sampler=sampler,
@@ -496,7 +496,7 @@ class _Heartbeat:
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         self.trial_ids: set[int] = set()
-        self._storage = study._storage
+        self._storage: Any = study._storage
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if is_heartbeat_enabled(self._storage):
@@ -518,8 +518,8 @@ def _progress(config: SearchConfig, initial: int) -> Iterator[Any]:
     bar = None
     if config.show_progress_bar:
         try:
-            from tqdm.auto import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
+            from tqdm.contrib.logging import logging_redirect_tqdm  # type: ignore[import-untyped]
         except ImportError:
             _logger.warning("show_progress_bar needs tqdm (pip install tqdm); going on without")
         else:
@@ -543,6 +543,8 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     executor = make_executor(
         evaluate_trial, ctx, workers=config.workers, address=config.ray_address
     )
+    executor_start_s = time.perf_counter() - started
+    started = time.perf_counter()
     heartbeat = _Heartbeat(study)
     in_flight: dict[int, optuna.Trial] = {}
     submitted = finished = rejected = 0
@@ -600,6 +602,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
             "minutes": round(minutes, 3),
             "trials_per_min": round(finished / minutes, 3) if minutes > 0 else None,
             "workers": config.workers,
+            "executor_start_s": round(executor_start_s, 2),
             "rejected_before_training": rejected,
         },
     )
