@@ -528,6 +528,7 @@ def load_exported(path: str | Path) -> nn.Module:
     space = _space(
         task, align=int(space_args.get("align", 8)), bits=tuple(space_args.get("bits", (32, 8)))
     )
-    module = space.apply(task.model, CompressionConfig.from_dict(data["config"]))
+    module: nn.Module = space.apply(task.model, CompressionConfig.from_dict(data["config"]))
     module.load_state_dict(data["state_dict"])
-    return module.eval()
+    module.eval()
+    return module

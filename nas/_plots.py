@@ -389,7 +389,7 @@ def _png_panel(ax: Any, results: RunResults, x: str, y: str) -> None:
     if lx is not None:
         ax.axvline(lx, color=BASE_COLOR, ls="--", lw=1, label="budget")
     if ly is not None:
-        ax.axhline(ly, color=BASE_COLOR, ls="--", lw=1)
+        ax.axhline(ly, color=BASE_COLOR, ls="--", lw=1, label=None if lx is not None else "budget")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     ax.grid(alpha=0.3)
