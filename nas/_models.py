@@ -61,7 +61,8 @@ class BasicBlock(nn.Module):
         """(N, cin, H, W) -> (N, cout, H/stride, W/stride)."""
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
         out = out + self.shortcut(x)
-        return self.relu2(out)
+        result: torch.Tensor = self.relu2(out)
+        return result
 
 
 class ResNet(nn.Module):
@@ -107,7 +108,8 @@ class ResNet(nn.Module):
         x = self.stem(x)
         for i in range(self.num_layers):
             x = getattr(self, f"layer{i + 1}")(x)
-        return self.fc(self.flatten(self.pool(x)))
+        logits: torch.Tensor = self.fc(self.flatten(self.pool(x)))
+        return logits
 
 
 class InvertedResidual(nn.Module):
@@ -137,7 +139,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, cin, H, W) -> (N, cout, H/stride, W/stride)."""
-        out = self.conv(x)
+        out: torch.Tensor = self.conv(x)
         if self.use_residual:
             out = out + x
         return out
@@ -187,7 +189,8 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) images -> (N, num_classes) logits."""
         x = self.head(self.features(self.stem(x)))
-        return self.fc(self.flatten(self.pool(x)))
+        logits: torch.Tensor = self.fc(self.flatten(self.pool(x)))
+        return logits
 
 
 #: Model family name -> constructor (keyword arguments as in the class).

@@ -109,7 +109,8 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if not param.requires_grad:
             continue
@@ -145,7 +146,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfi
         optimizer,
         max_lr=config.lr,
         total_steps=config.epochs * steps_per_epoch,
-        pct_start=0.25,
+        pct_start=0.2,
     )
     model.train()
     for epoch in range(config.epochs):
@@ -157,7 +158,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfi
             xb = _random_shift(X[idx], config.max_shift, generator)
             loss = F.cross_entropy(model(xb), y[idx], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
             total_loss += loss.item()
@@ -339,7 +340,7 @@ def distill(
             if w > 0.0 and y is not None:
                 loss = loss + w * F.cross_entropy(s_logits, y[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     finally:
         teacher.train(teacher_was_training)
