@@ -157,6 +157,9 @@ def export(
         UsageError: ``out_dir`` exists and ``force`` is False.
         ExportError: Verification failed (nothing is written).
     """
+    from nas.logging import get_logger
+
+    get_logger("nas")  # the nas logger's handler, so that the choice of trial is shown
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)
     if finetune_steps < 0:
