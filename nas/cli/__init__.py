@@ -51,10 +51,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwnas`` console script."""
-    from latency_models import LatencyModelsError
-    from nas import NASError
-    from search_spaces import SearchSpaceError
-
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
@@ -73,12 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hwnas: error: {message}\n", file=sys.stderr)
         sub_parser.print_help(sys.stderr)
         return 1
-    except (NASError, LatencyModelsError, SearchSpaceError) as exc:
+    except Exception as exc:
+        if not _is_hwnas_error(exc):
+            raise
         print(f"hwnas: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)
         return 130
+
+
+def _is_hwnas_error(exc: BaseException) -> bool:
+    # Checked by the error modules' names, so that catching search_spaces' errors does not
+    # import search_spaces (and torch) for commands that never use it.
+    return any(cls.__module__ in _ERROR_MODULES for cls in type(exc).__mro__)
+
+
+_ERROR_MODULES = frozenset({"nas._errors", "latency_models._errors", "search_spaces._errors"})
 
 
 def _chosen_subcommand(args: argparse.Namespace) -> bool:
