@@ -16,10 +16,22 @@ Importance = Callable[[nn.Module], torch.Tensor]
 """Score each output channel of a Conv2d/Linear (higher = keep); shape ``(out_channels,)``."""
 
 
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """The ``weight`` tensor of a Conv2d/Linear/BatchNorm."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
+def _bias_of(module: nn.Module) -> torch.Tensor | None:
+    bias = getattr(module, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
 def l1_importance(module: nn.Module) -> torch.Tensor:
     """L1 norm of each output channel's weights (the default importance)."""
-    weight = module.weight.detach()
-    return weight.abs().flatten(1).sum(1).to(torch.float64)
+    return weight_of(module).detach().abs().flatten(1).sum(1).to(torch.float64)
 
 
 def kept_channels(
@@ -68,16 +80,18 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 
 def _slice_out(mod: nn.Module, idx: torch.Tensor) -> None:
-    mod.weight = _param(mod.weight[idx])
-    if getattr(mod, "bias", None) is not None:
-        mod.bias = _param(mod.bias[idx])
+    mod.weight = _param(weight_of(mod)[idx])
+    bias = _bias_of(mod)
+    if bias is not None:
+        mod.bias = _param(bias[idx])
 
 
 def _slice_bn(mod: nn.BatchNorm2d | nn.BatchNorm1d, idx: torch.Tensor) -> None:
     if mod.affine:
         _slice_out(mod, idx)
-    mod.running_mean = mod.running_mean[idx].clone()
-    mod.running_var = mod.running_var[idx].clone()
+    for name in ("running_mean", "running_var"):
+        stat = getattr(mod, name)
+        setattr(mod, name, stat[idx].clone())
     mod.num_features = len(idx)
 
 
@@ -87,9 +101,9 @@ def slice_layer(
     """Cut one layer's weights in place to the kept channels of its in and out dims."""
     out_idx = layout_indices(trace, info.out, kept)
     in_idx = layout_indices(trace, info.inp, kept)
-    is_bn = isinstance(mod, nn.BatchNorm2d | nn.BatchNorm1d)
-    if info.kind == "bn" and out_idx is not None and is_bn:
-        _slice_bn(mod, out_idx)
+    if info.kind == "bn" and out_idx is not None:
+        if isinstance(mod, nn.BatchNorm2d | nn.BatchNorm1d):
+            _slice_bn(mod, out_idx)
     elif info.kind == "dwconv" and out_idx is not None and isinstance(mod, nn.Conv2d):
         _slice_out(mod, out_idx)
         mod.in_channels = mod.out_channels = mod.groups = len(out_idx)
@@ -97,21 +111,23 @@ def slice_layer(
         if out_idx is not None:
             _slice_out(mod, out_idx)
         if in_idx is not None:
-            mod.weight = _param(mod.weight[:, in_idx])
+            mod.weight = _param(weight_of(mod)[:, in_idx])
         _set_dims(mod)
 
 
 def _set_dims(mod: nn.Module) -> None:
+    shape = weight_of(mod).shape
     if isinstance(mod, nn.Conv2d):
-        mod.out_channels = mod.weight.shape[0]
-        mod.in_channels = mod.weight.shape[1] * mod.groups
+        mod.out_channels = shape[0]
+        mod.in_channels = shape[1] * mod.groups
     elif isinstance(mod, nn.Linear):
-        mod.out_features, mod.in_features = mod.weight.shape
+        mod.out_features, mod.in_features = shape
 
 
 def saves_compute(rank: int, mod: nn.Module) -> bool:
     """True when a rank-``rank`` factorization of ``mod`` costs fewer MACs than ``mod``."""
-    out_dim, fan_in = mod.weight.shape[0], mod.weight[0].numel()
+    weight = weight_of(mod)
+    out_dim, fan_in = weight.shape[0], weight[0].numel()
     return 0 < rank <= min(out_dim, fan_in) and rank * (fan_in + out_dim) < fan_in * out_dim
 
 
@@ -129,25 +145,32 @@ def factorize(mod: nn.Module, rank: int) -> nn.Sequential:
     Linear(in, out) -> Linear(in, r, bias=False), Linear(r, out); Conv2d kxk -> kxk conv into r
     channels (same stride, padding, dilation) then a 1x1 conv.
     """
-    first_w, second_w = _svd(mod.weight, rank)
-    bias = mod.bias is not None
+    weight = weight_of(mod)
+    first_w, second_w = _svd(weight, rank)
+    bias = _bias_of(mod)
     if isinstance(mod, nn.Linear):
         first: nn.Module = nn.Linear(mod.in_features, rank, bias=False)
-        second: nn.Module = nn.Linear(rank, mod.out_features, bias=bias)
+        second: nn.Module = nn.Linear(rank, mod.out_features, bias=bias is not None)
         first.weight = _param(first_w)
         second.weight = _param(second_w)
     elif isinstance(mod, nn.Conv2d) and mod.groups == 1:
-        first = nn.Conv2d(
-            mod.in_channels, rank, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-            bias=False, padding_mode=mod.padding_mode,
-        )  # fmt: skip
-        second = nn.Conv2d(rank, mod.out_channels, 1, bias=bias)
-        first.weight = _param(first_w.reshape(rank, *mod.weight.shape[1:]))
+        first = nn.Conv2d(mod.in_channels, rank, 1, bias=False)
+        for attr in (
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "padding_mode",
+            "_reversed_padding_repeated_twice",
+        ):
+            setattr(first, attr, getattr(mod, attr))
+        second = nn.Conv2d(rank, mod.out_channels, 1, bias=bias is not None)
+        first.weight = _param(first_w.reshape(rank, *weight.shape[1:]))
         second.weight = _param(second_w[:, :, None, None])
     else:
         raise TypeError(f"cannot factorize {type(mod).__name__}; only Linear and Conv2d")
-    if bias:
-        second.bias = _param(mod.bias)
+    if bias is not None:
+        second.bias = _param(bias)
     return nn.Sequential(first, second).train(mod.training)
 
 

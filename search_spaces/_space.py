@@ -21,6 +21,7 @@ from search_spaces._apply import (
     replace_module,
     saves_compute,
     slice_layer,
+    weight_of,
 )
 from search_spaces._config import CompressionConfig
 from search_spaces._errors import InvalidConfigError
@@ -102,7 +103,7 @@ class CompressionSpace:
         self._full_ranks = {
             p: min(w.shape[0], w[0].numel())
             for p in self.ranks
-            if (w := model.get_submodule(p).weight) is not None
+            if (w := weight_of(model.get_submodule(p))) is not None
         }
         self.base_macs = sum(trace.layer_macs.values())
         self.base_params = sum(p.numel() for p in model.parameters())
@@ -259,7 +260,7 @@ class CompressionSpace:
             except AttributeError:
                 continue
             if isinstance(mod, nn.Sequential) and len(mod) == 2:
-                ranks[layer] = int(mod[0].weight.shape[0])
+                ranks[layer] = int(weight_of(mod[0]).shape[0])
         return ranks
 
     def size(self) -> int:
@@ -303,7 +304,7 @@ def _in_dropped(layer: str, dropped: frozenset[str]) -> bool:
 
 
 def _nearest(choices: Sequence[int], target: float) -> int:
-    return min(choices, key=lambda c: (abs(c - target), c))
+    return int(min(choices, key=lambda c: (abs(c - target), c)))
 
 
 def _rank_at(choices: Sequence[int | None], fraction: float | None, full: int) -> int | None:
@@ -355,7 +356,8 @@ def _rank_choices(trace: TraceResult, model: nn.Module, align: int) -> dict[str,
         mod = model.get_submodule(path)
         if isinstance(mod, nn.Conv2d) and mod.groups != 1:
             continue
-        out_dim, fan_in = mod.weight.shape[0], mod.weight[0].numel()
+        weight = weight_of(mod)
+        out_dim, fan_in = weight.shape[0], weight[0].numel()
         break_even = fan_in * out_dim / (fan_in + out_dim)
         offered = {int(break_even * f) // align * align for f in (0.25, 0.5)} - {0}
         offered = {r for r in offered if saves_compute(r, mod)}

@@ -187,8 +187,8 @@ def trace_graph(model: nn.Module, leaves: dict[str, str]) -> fx.GraphModule:
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else None
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return tuple(shape) if shape is not None else None
 
 
 class _Analyzer:
@@ -238,7 +238,8 @@ class _Analyzer:
 
     def _module(self, node: fx.Node, mod: nn.Module) -> Layout | None:
         path = str(node.target)
-        inp = self.layouts.get(node.args[0]) if node.args else None
+        first = node.args[0] if node.args else None
+        inp = self.layouts.get(first) if isinstance(first, fx.Node) else None
         if path in self.res.leaves:
             return self._freeze_op(node, f"untraceable module {type(mod).__name__}")
         if isinstance(mod, nn.Conv2d):
@@ -276,9 +277,9 @@ class _Analyzer:
     ) -> Layout | None:
         shape = _shape(node)
         self.res.layer_macs[path] = mod.in_features * mod.out_features * _rows(shape)
-        out = self._fresh(node, None)
-        if out is None or inp is None or shape is None or len(shape) != 2:
+        if inp is None or shape is None or len(shape) != 2:
             return self._freeze_op(node, "Linear on a non-2D input")
+        out = Layout((self.res.new_space(shape[1]),))
         self.res.layers[path] = LayerInfo(path, "linear", out, inp)
         return out
 
@@ -348,7 +349,7 @@ def _is_batch_flatten(node: fx.Node) -> bool:
     shape_args = node.args[1:]
     if len(shape_args) == 1 and isinstance(shape_args[0], list | tuple):
         shape_args = tuple(shape_args[0])
-    return len(shape_args) == 2 and shape_args[1] == -1
+    return len(shape_args) == 2 and isinstance(shape_args[1], int) and shape_args[1] == -1
 
 
 def _is_spatial_mean(node: fx.Node) -> bool:
