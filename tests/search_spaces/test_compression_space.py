@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import Built, built
 
-from search_spaces import CompressionConfig, InvalidConfigError
+from search_spaces import CompressionConfig, InvalidConfigError, analyze
 
 
 def test_identity_reproduces_base_outputs(arch: Built) -> None:
@@ -125,3 +125,26 @@ def test_describe_and_summarize() -> None:
     line = space.summarize(space.uniform(width=0.5, bits=8))
     assert line.startswith("width 0.5") and "21/21 layers int8" in line
     assert "5 blocks dropped" in space.summarize(space.smallest())
+
+
+@pytest.mark.parametrize("family", ["resnet", "mobilenetv2"])
+def test_bundled_model_families(family: str) -> None:
+    models = pytest.importorskip("nas._models")
+    torch.manual_seed(0)
+    model = models.build_model(family).eval()
+    x = torch.randn(2, 1, 28, 28)
+    space = analyze(model, x[:1])
+    assert space.groups and space.blocks
+    torch.testing.assert_close(
+        space.apply(model, space.identity())(x), model(x), atol=1e-6, rtol=0
+    )
+    assert space.apply(model, space.smallest())(x).shape == model(x).shape
+
+
+def test_factorized_conv_keeps_padding_mode() -> None:
+    from search_spaces._apply import factorize
+
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, padding_mode="reflect")
+    x = torch.randn(1, 8, 6, 6)
+    torch.testing.assert_close(factorize(conv, 8)(x).shape, conv(x).shape)
+    torch.testing.assert_close(factorize(conv, 16)(x), conv(x), atol=1e-5, rtol=1e-4)
