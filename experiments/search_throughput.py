@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--accuracy-drop", type=float, default=2.0)
     parser.add_argument("--profile-minutes", type=float, default=3.0)
     parser.add_argument("--fidelity-trials", type=int, default=8)
+    parser.add_argument("--fidelity-steps", type=int, default=300)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--out", default="experiments/results/search_throughput.json")
     args = parser.parse_args()
@@ -102,7 +103,9 @@ def main() -> None:
         print(json.dumps(results["runs"][str(workers)], indent=1)[:2000])
     if args.fidelity_trials:
         first = root / f"w{args.workers.split(',')[0]}"
-        results["fidelity"] = nas.fidelity(first, task=task, n_trials=args.fidelity_trials)
+        results["fidelity"] = nas.fidelity(
+            first, task=task, n_trials=args.fidelity_trials, steps=args.fidelity_steps
+        )
         print("kendall tau", results["fidelity"].get("kendall_tau"))
         from nas._verify import verify_front
 

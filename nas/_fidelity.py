@@ -61,23 +61,27 @@ def fidelity_check(
     if len(sample) < 3:
         _logger.warning("fidelity check needs at least 3 trained trials, found %d", len(sample))
         return {}
+    from nas._train import num_threads
+
     pairs: dict[str, dict[str, float]] = {}
-    for trial in sample:
-        config = CompressionConfig.from_dict(trial.user_attrs["config"])
-        model = ctx.space.apply(ctx.task.model, config)
-        with tempfile.TemporaryDirectory(prefix="hwnas-fidelity-") as tmp:
-            accuracy = recover_and_evaluate(
-                ctx, model, config, Path(tmp), steps=long_steps, timings={}
+    with num_threads(1):  # like the trials it re-runs: one core, no oversubscription
+        for trial in sample:
+            config = CompressionConfig.from_dict(trial.user_attrs["config"])
+            model = ctx.space.apply(ctx.task.model, config)
+            with tempfile.TemporaryDirectory(prefix="hwnas-fidelity-") as tmp:
+                accuracy = recover_and_evaluate(
+                    ctx, model, config, Path(tmp), steps=long_steps, timings={}
+                )
+            short_accuracy = float(trial.user_attrs["accuracy"])
+            pairs[str(trial.number)] = {"short": short_accuracy, "long": accuracy}
+            _logger.info(
+                "fidelity: trial %d top1 %.2f%% after %d steps, %.2f%% after %d",
+                trial.number,
+                short_accuracy,
+                ctx.recovery_steps,
+                accuracy,
+                long_steps,
             )
-        pairs[str(trial.number)] = {"short": trial.user_attrs["accuracy"], "long": accuracy}
-        _logger.info(
-            "fidelity: trial %d top1 %.2f%% after %d steps, %.2f%% after %d",
-            trial.number,
-            trial.user_attrs["accuracy"],
-            ctx.recovery_steps,
-            accuracy,
-            long_steps,
-        )
     short = [p["short"] for p in pairs.values()]
     long = [p["long"] for p in pairs.values()]
     tau, p_value = kendalltau(short, long)

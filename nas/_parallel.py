@@ -72,12 +72,29 @@ class SerialExecutor(Generic[K]):
         """Nothing to release."""
 
 
-def _run_in_worker(fn: TrialFn, context: Any, payload: Any) -> Any:
-    """Body of a Ray task: one thread for torch (Ray also sets OMP_NUM_THREADS=1)."""
+# Ray worker process -> the context it deserialized, by object id. Ray resolves an argument
+# ObjectRef anew for every task, so a context passed directly would be unpickled per trial
+# (the model, the data, and every cache hanging off them, such as the teacher's logits).
+_WORKER_CONTEXT: dict[str, Any] = {}
+
+
+def _run_in_worker(fn: TrialFn, context_box: list[Any], payload: Any) -> Any:
+    """Body of a Ray task: one torch thread (Ray also sets OMP_NUM_THREADS=1).
+
+    ``context_box`` holds the context's ObjectRef inside a list, so that Ray passes the
+    reference instead of the value; it is fetched once per worker process and kept.
+    """
+    import ray
     import torch
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+    ref = context_box[0]
+    key = ref.hex()
+    context = _WORKER_CONTEXT.get(key)
+    if context is None:
+        _WORKER_CONTEXT.clear()
+        context = _WORKER_CONTEXT[key] = ray.get(ref)
     return fn(context, payload)
 
 
@@ -126,7 +143,7 @@ class RayExecutor(Generic[K]):
 
     def submit(self, key: K, payload: Any) -> None:
         """Start a Ray task for ``payload``."""
-        ref = self._task.remote(self._fn_ref, self._context_ref, payload)
+        ref = self._task.remote(self._fn_ref, [self._context_ref], payload)
         self._pending[ref] = key
 
     def wait_one(self) -> tuple[K, Any]:
