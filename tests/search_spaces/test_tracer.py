@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from archs import randomize_bn
 from conftest import built
 from torch import nn
 
@@ -119,3 +120,41 @@ def test_grouped_conv_is_frozen() -> None:
     assert "0" not in space.groups and "1" not in space.groups
     assert "2" in space.groups
     assert any("grouped conv" in r for r in dict(space.frozen).values())
+
+
+class _DenseLayer(nn.Module):
+    """DenseNet layer (Huang et al. 2017): BN-ReLU-Conv, output concatenated to its input."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.conv(torch.relu(self.norm(x)))], 1)
+
+
+class _DenseNetBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.block = nn.Sequential(_DenseLayer(16, 16), _DenseLayer(32, 16))
+        self.norm = nn.BatchNorm2d(48)
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.block(self.stem(x)))).mean([2, 3]))
+
+
+def test_densenet_concat_through_batchnorm() -> None:
+    torch.manual_seed(0)
+    model = randomize_bn(_DenseNetBlock())
+    x = torch.randn(2, 3, 8, 8)
+    space = analyze(model, x[:1])
+    assert list(space.groups) == ["stem", "block.0.conv", "block.1.conv"]
+    torch.testing.assert_close(
+        space.apply(model, space.identity())(x), model(x), atol=1e-6, rtol=0
+    )
+    small = space.apply(model, space.uniform(width=0.5))
+    assert small.norm.num_features == small.fc.in_features == 24
+    assert small.block[1].norm.num_features == 16 and small(x).shape == (2, 10)
