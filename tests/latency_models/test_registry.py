@@ -7,7 +7,10 @@ def test_unknown_name_lists_registered_and_closest() -> None:
     reg: Registry[int] = Registry("device")
     reg.add("pixel7-cpu", 1)
     reg.add("jetson-orin", 2)
-    with pytest.raises(UnknownNameError, match=r"registered: \['jetson-orin', 'pixel7-cpu'\]\. Did you mean 'pixel7-cpu'"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"registered: \['jetson-orin', 'pixel7-cpu'\]\. Did you mean 'pixel7-cpu'",
+    ):
         reg.get("pixel-7")
     with pytest.raises(KeyError):
         reg.get("nothing-like-it")
