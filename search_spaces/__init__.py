@@ -6,7 +6,7 @@ from search_spaces._apply import Importance, l1_importance
 from search_spaces._config import CompressionConfig
 from search_spaces._errors import InvalidConfigError, SearchSpaceError, TraceError
 from search_spaces._export import ExportedGraph, export_onnx
-from search_spaces._space import ChannelGroup, CompressionSpace, LayerChoice, analyze
+from search_spaces._space import ChannelGroup, CompressionSpace, analyze
 
 __all__ = [
     "ChannelGroup",
@@ -15,7 +15,6 @@ __all__ = [
     "ExportedGraph",
     "Importance",
     "InvalidConfigError",
-    "LayerChoice",
     "SearchSpaceError",
     "TraceError",
     "analyze",

@@ -51,15 +51,6 @@ class ChannelGroup:
     choices: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class LayerChoice:
-    """A per-layer decision (rank or bits) and its choices; ``kind`` is conv, dwconv or linear."""
-
-    name: str
-    kind: str
-    choices: tuple[Any, ...]
-
-
 def _closest(name: str, names: Iterable[str]) -> str:
     near = difflib.get_close_matches(name, list(names), n=1)
     return f" Did you mean {near[0]!r}?" if near else ""
