@@ -107,14 +107,17 @@ def test_cli_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_two_ray_workers(home: Path, tmp_path: Path) -> None:
+def test_two_ray_workers_with_a_shared_storage(home: Path, tmp_path: Path) -> None:
+    # a storage outside the run folder is treated as shared: heartbeats, no folder-lock cleanup
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
     run = nas.search(
         "digits-resnet",
+        storage=shared,
         device="local-cpu",
         objectives=("accuracy", "latency_ms", "memory_mb"),
         n_trials=4,
         workers=2,
-        run_dir=tmp_path,
+        run_dir=tmp_path / "run",
         seed=2,
         recovery_steps=5,
         warm_start=False,
@@ -123,3 +126,4 @@ def test_two_ray_workers(home: Path, tmp_path: Path) -> None:
     assert len(run.trials(states=(TrialState.COMPLETE,))) == 4
     assert run.user_attrs["last_session"]["workers"] == 2
     assert run.pareto_trials()
+    assert not (run.path / "study.db").exists() and run.storage_url == shared
