@@ -18,6 +18,7 @@ from nas.cli._base import BaseCommand, _Parser, build_parser
 # Modules with commands; each keeps its heavy imports inside ``run``.
 _COMMAND_MODULES = (
     "nas.cli._tasks",
+    "nas.cli._demo",
     "nas.cli._device",
     "nas.cli._agent",
     "nas.cli._search",

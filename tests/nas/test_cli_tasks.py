@@ -43,17 +43,3 @@ def test_tasks_pattern(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "digits-resnet" in out and "mnist-resnet" not in out
     assert main(["tasks", "nothing-*"]) == 1
-
-
-def test_demo_prints_accuracy_params_latency(
-    home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["demo", "--task", "digits-resnet"]) == 0
-    out = capsys.readouterr().out
-    assert "top-1" in out and "parameters" in out and "latency" in out and " ms " in out
-
-
-def test_demo_unknown_task(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--task", "mnist-resnt"]) == 1
-    err = capsys.readouterr().err
-    assert "unknown task 'mnist-resnt'" in err and "Did you mean 'mnist-resnet'" in err
