@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -552,7 +553,9 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         with _progress(config, config.n_trials - n_new) as bar:
             while submitted < n_new or executor.pending:
                 while submitted < n_new and executor.pending < executor.capacity:
-                    trial = study.ask()
+                    with warnings.catch_warnings():  # heartbeats are ours (_Heartbeat)
+                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                        trial = study.ask()
                     in_flight[trial.number] = trial  # first, so that Ctrl-C fails it too
                     heartbeat.trial_ids.add(trial._trial_id)
                     candidate = ctx.space.sample(trial)
