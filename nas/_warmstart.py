@@ -123,23 +123,14 @@ def informed_configs(ctx: TrialContext, drops: Mapping[str, float]) -> list[Any]
         chosen = order[: max(1, round(fraction * len(order)))]
         config = ctx.space.identity()
         for point in chosen:
-            kind = point.partition(".")[0]
-            v = variants[point]
+            kind, _, key = point.partition(".")
+            variant = variants[point]
             if kind == "width":
-                config = replace(
-                    config,
-                    widths={
-                        **config.widths,
-                        **{
-                            k: v.widths[k] for k in v.widths if v.widths[k] != config.widths.get(k)
-                        },
-                    },
-                )
+                config = replace(config, widths={**config.widths, key: variant.widths[key]})
             elif kind == "drop":
-                config = replace(config, dropped_blocks=config.dropped_blocks | v.dropped_blocks)
+                config = replace(config, dropped_blocks=config.dropped_blocks | {key})
             else:
-                key = point.partition(".")[2]
-                config = replace(config, ranks={**config.ranks, key: v.ranks[key]})
+                config = replace(config, ranks={**config.ranks, key: variant.ranks[key]})
         if i > 0:
             config = replace(
                 config,
