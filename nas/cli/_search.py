@@ -133,6 +133,11 @@ class SearchCommand(BaseCommand):
             for trial in front:
                 values = "  ".join(f"{v:>11.4g}" for v in trial.values)
                 print(f"{trial.number:>5}  {values}  {trial.user_attrs.get('summary', '')}")
+        elif run.budget:
+            print(
+                "\nNo trial meets the budget yet: run more trials (the same command with a "
+                "larger --trials resumes), more --recovery-steps, or loosen the budget."
+            )
         print(f"\nInspect it: hwnas pareto {run.path}")
         return 0
 
