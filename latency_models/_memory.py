@@ -26,7 +26,9 @@ class MemoryFootprint:
         weight_bytes: All initializers (and ``Constant`` nodes) at their stored dtype: an
             int8 weight counts 1 byte per element, fp32 4.
         peak_activation_bytes: Largest total size of activations alive at once while the
-            nodes run in topological order (graph inputs included, weights excluded).
+            nodes run in topological order (graph inputs included, weights excluded); in an
+            int8 QDQ graph the activations between integer kernels count 1 byte per element,
+            as in the fused kernels that run.
     """
 
     weight_bytes: int
@@ -79,6 +81,11 @@ def memory_footprint(graph: GraphLike, *, batch_size: int = 1) -> MemoryFootprin
                 if a.name == "value":
                     weight_bytes += numpy_helper.to_array(a.t).nbytes
                     weights.add(node.output[0])
+    # Tensors computed from weights alone (the DequantizeLinear of an int8 weight, a
+    # reshaped constant) are folded or fused into the kernel by the runtime: they are
+    # weights at their stored dtype, not activations.
+    derived = _constant_derived(g, weights)
+    weights |= derived
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
     except Exception as exc:  # onnx raises InferenceError and C++ errors
@@ -97,11 +104,13 @@ def memory_footprint(graph: GraphLike, *, batch_size: int = 1) -> MemoryFootprin
             if name and name not in weights:
                 last_use[name] = idx
     outputs = {o.name for o in g.output}
+    for name in _fused_qdq(g) - outputs - {i.name for i in g.input}:
+        sizes[name] = 0.0
     live = {i.name for i in g.input if i.name not in weights}
     current = sum(sizes.get(n, 0.0) for n in live)
     peak = current
     for idx, node in enumerate(g.node):
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" or all(o in derived for o in node.output if o):
             continue
         for name in node.output:
             if name and name not in live:
@@ -113,3 +122,36 @@ def memory_footprint(graph: GraphLike, *, batch_size: int = 1) -> MemoryFootprin
                 live.discard(name)
                 current -= sizes.get(name, 0.0)
     return MemoryFootprint(weight_bytes=int(weight_bytes), peak_activation_bytes=int(peak))
+
+
+def _constant_derived(g: onnx.GraphProto, constants: set[str]) -> set[str]:
+    """Outputs of nodes (in topological order) whose inputs are all constants."""
+    known = set(constants)
+    derived: set[str] = set()
+    for node in g.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type != "Constant" and inputs and all(i in known for i in inputs):
+            outs = [o for o in node.output if o]
+            known.update(outs)
+            derived.update(outs)
+    return derived
+
+
+def _fused_qdq(g: onnx.GraphProto) -> set[str]:
+    """Float tensors that exist only in the QDQ file, not in the integer kernels that run.
+
+    onnxruntime fuses ``DequantizeLinear -> op -> QuantizeLinear`` into one integer kernel
+    (QLinearConv, QGemm, ...) that reads and writes the 1-byte tensors: the float output of a
+    DequantizeLinear, and a float tensor consumed only by QuantizeLinear, are never allocated.
+    """
+    consumers: dict[str, list[str]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    fused: set[str] = set()
+    for node in g.node:
+        for name in node.output:
+            ops = consumers.get(name, [])
+            if node.op_type == "DequantizeLinear" or (ops and set(ops) == {"QuantizeLinear"}):
+                fused.add(name)
+    return fused

@@ -44,3 +44,14 @@ def test_int8_weights_are_about_a_quarter() -> None:
     w8 = memory_footprint(int8).weight_bytes
     # BatchNorm folds into the convs before quantization; scales/zero points add a little
     assert 0.2 < w8 / w32 < 0.35
+
+
+def test_int8_activations_count_one_byte_and_weight_dequant_is_not_an_activation() -> None:
+    # In a QDQ graph the weights' DequantizeLinear outputs are folded into the integer
+    # kernels, and activations between int8 kernels are uint8: the int8 twin's peak must be
+    # well below the fp32 one (it was larger before, counting dequantized weights).
+    fp32 = random_network(3, size=32, width=32)
+    int8 = quantize_qdq(fp32)
+    peak32 = memory_footprint(fp32).peak_activation_bytes
+    peak8 = memory_footprint(int8).peak_activation_bytes
+    assert peak8 < 0.6 * peak32
