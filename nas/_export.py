@@ -220,7 +220,7 @@ def _rebuild_and_finetune(
 ) -> _Built:
     from latency_models import get_device
     from nas._tasks import load_task
-    from nas._train import recover
+    from nas._train import num_threads, recover
     from search_spaces import CompressionConfig
 
     settings = results.settings
@@ -234,15 +234,18 @@ def _rebuild_and_finetune(
     config = CompressionConfig.from_dict(row.config or {})
     space.validate(config)
     model = space.apply(task.model, config)
-    recover(
-        model,
-        task.model,
-        task,
-        steps=finetune_steps,
-        seed=seed,
-        batch_size=int(settings.get("recovery_batch_size", 64)),
-        lr=float(settings.get("recovery_lr", 1e-3)),
-    )
+    # one torch thread, as in the search's trials: small models gain nothing from two, and
+    # on a busy machine two threads oversubscribe the cores (10x slower, measured here)
+    with num_threads(1):
+        recover(
+            model,
+            task.model,
+            task,
+            steps=finetune_steps,
+            seed=seed,
+            batch_size=int(settings.get("recovery_batch_size", 64)),
+            lr=float(settings.get("recovery_lr", 1e-3)),
+        )
     return _Built(task=task, device=device, space=space, config=config, model=model)
 
 
