@@ -158,7 +158,10 @@ def test_unreachable_and_timeout(agent: AgentServer) -> None:
     with pytest.raises(AgentUnreachableError, match="cannot reach the agent"):
         measure(mlp(8, 1), dead, **FAST)
     with pytest.raises(AgentTimeoutError, match="did not answer"):
-        measure(conv_stack(8, 16, 1), _device(agent), max_seconds=1.0, timeout=0.3)
+        # target_rse this small is never met: the agent runs the full second, past the timeout
+        measure(
+            conv_stack(8, 16, 1), _device(agent), max_seconds=1.0, target_rse=1e-9, timeout=0.3
+        )
     assert _healthy(agent)
 
 
