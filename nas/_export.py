@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas._errors import NASError, RunError, UsageError
 from nas._pareto import RunResults, TrialRow, read_run
+from nas._trial import is_quantized
 
 if TYPE_CHECKING:
     from torch import nn
@@ -308,11 +309,6 @@ def _export_onnx(built: _Built, path: Path, *, calibration: Any) -> None:
             f"the ONNX export wrote external weights ({data_file.name}); model.onnx must be "
             "self-contained"
         )
-
-
-def is_quantized(config: Any) -> bool:
-    """Whether any layer of ``config`` runs below 32 bits."""
-    return any(int(b) < 32 for b in config.bits.values())
 
 
 def _verify(

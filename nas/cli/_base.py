@@ -35,6 +35,17 @@ class BaseCommand:
         raise NotImplementedError
 
 
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: a whole number >= 0, with a message naming the bad value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def build_parser(
     parser: argparse.ArgumentParser, commands: tuple[type[BaseCommand], ...], dest: str
 ) -> None:

@@ -6,17 +6,7 @@ import argparse
 import sys
 
 from nas._errors import UsageError
-from nas.cli._base import BaseCommand
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+from nas.cli._base import BaseCommand, non_negative_int
 
 
 class ParetoCommand(BaseCommand):
@@ -76,7 +66,7 @@ class ReportCommand(BaseCommand):
         parser.add_argument("--out", required=True, metavar="FILE", help="output .html file")
         parser.add_argument(
             "--trial",
-            type=_positive_int,
+            type=non_negative_int,
             metavar="N",
             help="trial whose per-layer policy to show (default: the most accurate trial "
             "that meets the budget)",
@@ -105,7 +95,7 @@ class ExportCommand(BaseCommand):
         parser.add_argument("run", metavar="RUN", help="run folder, e.g. runs/NAME")
         parser.add_argument(
             "--trial",
-            type=_positive_int,
+            type=non_negative_int,
             metavar="N",
             help="trial to export (default: the most accurate trial that meets the budget)",
         )
@@ -115,7 +105,7 @@ class ExportCommand(BaseCommand):
         )
         parser.add_argument(
             "--finetune-steps",
-            type=_positive_int,
+            type=non_negative_int,
             default=None,
             metavar="K",
             help="distillation steps before export (default: the export's default)",

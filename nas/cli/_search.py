@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.cli._base import BaseCommand
+from nas.cli._base import BaseCommand, non_negative_int
 
 
 def _positive_int(text: str) -> int:
@@ -15,16 +15,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
 
 
@@ -61,11 +51,11 @@ class SearchCommand(BaseCommand):
         )
         parser.add_argument("--run", help="run folder, e.g. runs/NAME (re-run to resume)")
         parser.add_argument("--sampler", help="tpe (default), nsga2, gp or random")
-        parser.add_argument("--seed", type=_non_negative_int, help="seed for reproducible runs")
+        parser.add_argument("--seed", type=non_negative_int, help="seed for reproducible runs")
         parser.add_argument("--config", help="TOML or YAML settings file (flags override it)")
         parser.add_argument("--ray-address", help="Ray cluster address (default: a local Ray)")
         parser.add_argument(
-            "--recovery-steps", type=_non_negative_int, help="distillation steps per candidate"
+            "--recovery-steps", type=non_negative_int, help="distillation steps per candidate"
         )
         parser.add_argument("--storage", help="Optuna storage URL (default: RUN/study.db)")
         parser.add_argument(
@@ -84,7 +74,7 @@ class SearchCommand(BaseCommand):
         )
         parser.add_argument(
             "--fidelity",
-            type=_non_negative_int,
+            type=non_negative_int,
             metavar="N",
             help="after the search, re-train N trials longer and report Kendall's tau",
         )
