@@ -55,7 +55,8 @@ def graph_bytes(graph: GraphLike) -> bytes:
         return bytes(graph)
     if isinstance(graph, (str, Path)):
         return Path(graph).read_bytes()
-    return load_graph(graph).SerializeToString()
+    data: bytes = load_graph(graph).SerializeToString()
+    return data
 
 
 def graph_hash(graph: GraphLike) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def home_dir() -> Path:
-    """The hwnas home folder: ``$HWNAS_HOME``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``.
+    """The hwnas home folder, created on first use.
 
-    The folder is created on first use.
+    ``$HWNAS_HOME``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``.
     """
     env = os.environ.get("HWNAS_HOME")
     if env:

@@ -26,7 +26,9 @@ def _configure_root() -> logging.Logger:
         root = logging.getLogger("nas")
         if _handler is None:
             _handler = logging.StreamHandler()
-            _handler.setFormatter(logging.Formatter("[hwnas %(levelname)s %(asctime)s] %(message)s", "%H:%M:%S"))
+            _handler.setFormatter(
+                logging.Formatter("[hwnas %(levelname)s %(asctime)s] %(message)s", "%H:%M:%S")
+            )
             root.addHandler(_handler)
             root.setLevel(logging.INFO)
             root.propagate = False
