@@ -1,0 +1,198 @@
+"""Print the Markdown tables of experiments 2-4 from their results files.
+
+    python experiments/tables.py [--results experiments/results]
+
+The tables in experiments/README.md sections 2-4 are this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def search_vs_baselines(d: dict[str, Any]) -> str:
+    out = []
+    for task, t in d["tasks"].items():
+        base_ms = t["base_latency_ms_interleaved"]
+        out.append(
+            f"**{task}** — base: top-1 {t['base']['accuracy']:.2f}%, {base_ms:.4f} ms measured "
+            f"(predicted {t['base']['latency_ms']:.4f} ms); search budget "
+            f"latency_ms <= {t['search_budget']['latency_ms']} (predicted).\n"
+        )
+        out.append(
+            "| budget (x base, ms) | uniform width | uniform int8 | uniform width+int8 | "
+            "random search | **hwnas** | hwnas target met |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for row in t["budgets"]:
+            cells = [f"{row['fraction']:g} ({row['limit_ms']:.4f})"]
+            for key in ("uniform width", "uniform int8", "uniform width+int8", "random", "hwnas"):
+                p = row.get(key)
+                if p is None:
+                    cells.append("none meets it")
+                else:
+                    label = p.get("name") or f"trial {p.get('trial')}"
+                    cells.append(
+                        f"{p['accuracy']:.1f}% @ {p['latency_ms']:.4f} ms "
+                        f"({base_ms / p['latency_ms']:.2f}x, {label})"
+                    )
+            cells.append("yes" if row.get("target_met") else "**no**")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("| uniform baseline | top-1 % (ONNX) | measured ms | speedup |")
+        out.append("|---|---|---|---|")
+        for b in sorted(t["baselines"], key=lambda b: b["latency_ms"]):
+            out.append(
+                f"| {b['name']} | {b['accuracy']:.1f} | {b['latency_ms']:.4f} | "
+                f"{base_ms / b['latency_ms']:.2f}x |"
+            )
+        out.append("")
+        out.append(
+            "| exported search trial | summary | search top-1 | ONNX top-1 | predicted ms "
+            "| measured ms | speedup |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for e in sorted(t["exports"].values(), key=lambda e: e.get("latency_ms", 9e9)):
+            if "error" in e:
+                out.append(f"| {e['method']} t{e['trial']} | export failed: {e['error'][:80]} |")
+                continue
+            flag = " (int8 check failed)" if e.get("verification_failed") else ""
+            out.append(
+                f"| {e['method']} t{e['trial']} | {e['summary']}{flag} | "
+                f"{e['search_accuracy']:.1f} | {e['accuracy']:.1f} | {e['predicted_ms']:.4f} | "
+                f"{e['latency_ms']:.4f} | {base_ms / e['latency_ms']:.2f}x |"
+            )
+        out.append("")
+        hv = {m: (h[-1][1] if h else 0.0) for m, h in t["hypervolume"].items()}
+        n = {m: len(h) for m, h in t["hypervolume"].items()}
+        out.append(
+            "Hypervolume of the feasible front (accuracy, predicted latency, memory; normalised "
+            "to the base model) after "
+            + ", ".join(f"{m} {n[m]} trials: **{hv[m]:.4f}**" for m in hv)
+            + "."
+        )
+        ver = t.get("hwnas_front_verification") or {}
+        if ver:
+            out.append(
+                f"Predictor on the hwnas front ({ver['n_trials']} trials, measured): "
+                f"latency MAPE {ver['latency_mape']:.1f}%, "
+                f"{100 * ver['within_10pct']:.0f}% within 10%."
+            )
+        out.append(f"Wall time by stage (s): {t['timings_s']}.")
+        out.append("")
+    out.append(f"Load (1-min average) during the run: {d.get('load')}; wall {d.get('wall_s')} s.")
+    return "\n".join(out)
+
+
+def speedup(d: dict[str, Any]) -> str:
+    b = d["base"]
+    out = [
+        "| model | summary | ONNX top-1 % | measured ms | speedup | ONNX bytes | weight bytes |",
+        "|---|---|---|---|---|---|---|",
+        f"| base | fp32 | {b['accuracy']:.1f} | {b['latency_ms']:.4f} | 1.00x | "
+        f"{b['onnx_bytes']} | {b['weight_bytes']} |",
+    ]
+    for c in sorted(d["candidates"], key=lambda c: c.get("latency_ms", 9e9)):
+        if "error" in c:
+            out.append(f"| t{c['trial']} | export failed: {c['error'][:90]} | | | | | |")
+            continue
+        mark = "**" if d["best"] and c["trial"] == d["best"]["trial"] else ""
+        within = "" if c["within"] else " (more than 1 point lost)"
+        out.append(
+            f"| {mark}t{c['trial']}{mark} | {c['summary']}{within} | {c['accuracy']:.1f} | "
+            f"{c['latency_ms']:.4f} | {c['speedup']:.2f}x | {c['onnx_bytes']} "
+            f"({c['onnx_size_reduction']:.1f}x smaller) | {c['weight_bytes']} "
+            f"({c['weight_size_reduction']:.1f}x smaller) |"
+        )
+    s = d["smallest_config"]
+    out.append("")
+    out.append(
+        f"Cheapest config of the space ({s['summary']}, untrained): {s['latency_ms']:.4f} ms, "
+        f"{s['speedup_ceiling']:.2f}x — the ceiling of any speedup in this space."
+    )
+    out.append(f"Target >= {d['target_speedup']:g}x: {'met' if d['target_met'] else 'MISSED'}.")
+    out.append(f"Load during the run: {d['load']}; wall {d['wall_s']} s.")
+    return "\n".join(out)
+
+
+def throughput(d: dict[str, Any]) -> str:
+    out = [
+        "| workers | trials | minutes | trials/min | load1 mean (min-max) during |",
+        "|---|---|---|---|---|",
+    ]
+    for w, r in d["runs"].items():
+        ld = r.get("load_during", {})
+        out.append(
+            f"| {w} | {r['trials']} | {r['minutes']} | {r['trials_per_min']} | "
+            f"{ld.get('load1_mean')} ({ld.get('load1_min')}-{ld.get('load1_max')}) |"
+        )
+    runs = list(d["runs"].values())
+    if len(runs) >= 2 and runs[0]["trials_per_min"]:
+        out.append("")
+        out.append(
+            f"Speedup with {runs[1]['workers']} workers: "
+            f"{runs[1]['trials_per_min'] / runs[0]['trials_per_min']:.2f}x."
+        )
+    out.append("")
+    out.append("| phase (1-worker run) | seconds, summed | per trial | share |")
+    out.append("|---|---|---|---|")
+    ph = runs[0]["phases_s"]
+    total = ph["sum_s"]["total"] or 1.0
+    for key in ("apply", "export", "predict", "train", "eval", "other"):
+        out.append(
+            f"| {key} | {ph['sum_s'][key]:.1f} | {ph['per_trial_s'][key]:.3f} | "
+            f"{100 * ph['sum_s'][key] / total:.0f}% |"
+        )
+    out.append(f"| all trials | {total:.1f} | {ph['per_trial_s']['total']:.3f} | 100% |")
+    ver = d.get("verification") or {}
+    if ver:
+        out.append(
+            f"| verification: export + measure {ver.get('n_trials')} front trials | "
+            f"{ver.get('seconds')} | | |"
+        )
+    fid = d.get("fidelity") or {}
+    if fid:
+        out.append(
+            f"| fidelity check ({len(fid.get('trials', {}))} trials x {fid.get('long_steps')} "
+            f"steps) | {fid.get('seconds')} | | |"
+        )
+        out.append("")
+        out.append(f"Fidelity: Kendall tau {fid.get('kendall_tau')} (short vs long recovery).")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    folder = Path(args.results)
+    for name, render in (
+        ("search_vs_baselines.json", search_vs_baselines),
+        ("speedup_at_accuracy.json", speedup),
+        ("search_throughput.json", throughput),
+    ):
+        path = folder / name
+        if path.is_file():
+            print(f"### {name}\n")
+            try:
+                print(render(json.loads(path.read_text())))
+            except KeyError as exc:
+                print(f"(not in this script's format: missing {exc})")
+            print()
+
+
+if __name__ == "__main__":
+    main()
