@@ -125,7 +125,6 @@ def test_reference_graphs_are_valid() -> None:
         onnx.checker.check_model(build())
 
 
-@pytest.mark.slow  # ray.init + task + shutdown took 12.6 s on the shared 2-core machine
 def test_ray_device_runs_on_the_resource_node() -> None:
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, resources={"bench": 1}, include_dashboard=False, log_to_driver=False)

@@ -106,7 +106,6 @@ def test_cli_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert "Did you mean 'tpe'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_two_ray_workers_with_a_shared_storage(home: Path, tmp_path: Path) -> None:
     # a storage outside the run folder is treated as shared: heartbeats, no folder-lock cleanup
     shared = f"sqlite:///{tmp_path / 'shared.db'}"
