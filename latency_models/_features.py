@@ -33,8 +33,14 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 1
-"""Version of the featurization; part of every saved predictor and stored feature record."""
+FEATURE_VERSION = 2
+"""Version of the featurization; part of every saved predictor and stored feature record.
+
+2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
+"""
+
+NCHWC_BLOCK = 16
+"""Channel block of onnxruntime's NCHWc layout on AVX-512 CPUs (8 on AVX2-only CPUs)."""
 
 _CONV_OPS = {"Conv", "ConvTranspose"}
 _GEMM_OPS = {"Gemm", "MatMul"}
@@ -75,7 +81,9 @@ _INT8_NAMES = {
 }  # fmt: skip
 _BYTES_PER_ELEM = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
 
-KINDS = ("conv", "dwconv", "conv1x1", "gemm", "pool", "eltwise", "memory", "reduce", "quant")
+KINDS = (
+    "conv", "dwconv", "conv1x1", "gemm", "pool", "eltwise", "memory", "reduce", "quant", "layout",
+)  # fmt: skip
 """Kernel kinds a predictor buckets kernels into; ``other`` holds ops none of them covers."""
 
 
@@ -321,6 +329,10 @@ class _Fuser:
             per = _BYTES_PER_ELEM.get(self.elem.get(name, 1), 4)
         return float(_numel(shape) * per)
 
+    def _channels(self, name: str) -> int:
+        shape = self.shapes.get(name, ())
+        return int(shape[1]) if len(shape) >= 2 else 0
+
     # --- main pass ----------------------------------------------------------------------
     def run(self) -> GraphFeatures:
         from onnx import helper
@@ -393,8 +405,19 @@ class _Fuser:
                     w_int8 = False
                 if op == "MatMul" and len(acts) == 2:
                     w_int8 = True  # activation x activation, both quantized
-                if w_int8 and (outs_to_q or op in _GEMM_OPS):
+                # Conv -> Relu/Clip -> Q: the activation folds into the quantization range.
+                act_to_q = None
+                cs = consumers.get(n["outputs"][0], [])
+                if len(cs) == 1 and nodes[cs[0]]["op"] in _QDQ_VANISH:
+                    qs = consumers.get(nodes[cs[0]]["outputs"][0], [])
+                    if qs and all(nodes[c]["op"] == "QuantizeLinear" for c in qs):
+                        act_to_q = cs[0]
+                # onnxruntime quantizes a float weight itself when the activations are QDQ
+                # on both sides (a conv left out by nodes_to_exclude still runs as integer).
+                if (outs_to_q or act_to_q is not None) or (w_int8 and op in _GEMM_OPS):
                     int8.add(idx)
+                    if act_to_q is not None:
+                        vanish.add(act_to_q)
             elif outs_to_q:
                 (vanish if op in _QDQ_VANISH else int8).add(idx)
         absorbed: set[int] = set(vanish)
@@ -418,6 +441,15 @@ class _Fuser:
         # 2. fp32 fusions onto conv / gemm.
         fused_into: dict[int, list[int]] = {}
         owner: dict[str, int] = {}  # tensor -> fused kernel that now produces it
+
+        def nchwc_made(t: str) -> bool:
+            """Whether an fp32 kernel that keeps the NCHWc layout produces ``t``."""
+            j = owner.get(t, producer.get(t))
+            if j is None or j in int8 or j in absorbed:
+                return False
+            op = nodes[j]["op"]
+            return op in _CONV_OPS or (op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0)
+
         for idx, n in enumerate(nodes):
             if idx in absorbed:
                 continue
@@ -443,8 +475,14 @@ class _Fuser:
                     or (op in _ACT_OPS and not has_act)
                     # bias / scale by a constant
                     or (op in ("Add", "Mul") and len(acts) == 1 and not chain)
-                    # residual sum (onnxruntime's NCHWc conv with Sum)
-                    or (op == "Add" and len(acts) == 2 and "Add" not in chain and not has_act)
+                    # residual sum (onnxruntime's NCHWc conv with Sum, whole channel blocks)
+                    or (
+                        op == "Add"
+                        and len(acts) == 2
+                        and "Add" not in chain
+                        and not has_act
+                        and nchwc_made(acts[1])
+                    )
                 )
             elif base in ("MatMul", "Gemm"):
                 fuse = not chain and (
@@ -462,6 +500,7 @@ class _Fuser:
                     and len(consumers.get(acts[1], [])) == 1
                     and not any(nodes[j]["op"] in ("Add",) for j in fused_into.get(src2, []))
                     and not any(nodes[j]["op"] in _ACT_OPS for j in fused_into.get(src2, []))
+                    and nchwc_made(acts[0])
                 ):
                     src, fuse = src2, True
             if fuse and src is not None:
@@ -470,9 +509,11 @@ class _Fuser:
                 for o in n["outputs"]:
                     owner[o] = src
 
-        # 3. Emit kernels.
+        # 3. Emit kernels, and where each kernel's activations come from.
         kernels: list[KernelFeatures] = []
         unknown: list[str] = []
+        made_by: dict[str, int] = {}  # tensor -> index in kernels of the kernel producing it
+        kernel_inputs: list[list[str]] = []
         for idx, n in enumerate(nodes):
             if idx in absorbed:
                 continue
@@ -481,10 +522,105 @@ class _Fuser:
             k = self._kernel(n, idx in int8, [nodes[j] for j in extra], out)
             if k.kind == "other" and k.source_op not in unknown:
                 unknown.append(k.source_op)
+            for o in [*n["outputs"], *(o for j in extra for o in nodes[j]["outputs"])]:
+                made_by[o] = len(kernels)
+            kernel_inputs.append(act_inputs(n))
             kernels.append(k)
+        # Absorbed Q/DQ and vanished Relu/Clip pass their input tensor through.
+        passthrough = {
+            nodes[i]["outputs"][0]: nodes[i]["inputs"][0]
+            for i in absorbed
+            if nodes[i]["op"] in _QUANT_OPS or i in vanish
+        }
+        kernels = self._layout_kernels(kernels, kernel_inputs, made_by, passthrough, graph_outputs)
         return GraphFeatures(
             kernels=tuple(kernels), totals=graph_totals(kernels), unknown_ops=tuple(unknown)
         )
+
+    def _layout_kernels(
+        self,
+        kernels: list[KernelFeatures],
+        kernel_inputs: list[list[str]],
+        made_by: dict[str, int],
+        passthrough: dict[str, str],
+        graph_outputs: set[str],
+    ) -> list[KernelFeatures]:
+        """Insert the layout conversions onnxruntime's CPU provider adds between kernels.
+
+        fp32 convs run in the blocked NCHWc layout (block :data:`NCHWC_BLOCK`), so do fp32
+        pools whose channels are a multiple of the block and element-wise ops between
+        NCHWc tensors; int8 QDQ kernels run channels-last (NHWC). A tensor crossing from one
+        layout to another costs a ``ReorderInput``/``ReorderOutput`` (fp32) or a
+        ``Transpose`` (int8) over the whole tensor. An fp32 conv with fewer than
+        :data:`NCHWC_BLOCK` input channels reads NCHW directly. Found by reading the
+        optimised graphs onnxruntime 1.32 writes (``optimized_model_filepath``).
+        """
+
+        def source(t: str) -> tuple[str, int | None]:
+            seen = 0
+            while t not in made_by and t in passthrough and seen < 64:
+                t, seen = passthrough[t], seen + 1
+            return t, made_by.get(t)
+
+        layouts: list[str] = []
+        for i, k in enumerate(kernels):
+            if len(k.input_shape) != 4:
+                layouts.append("any")
+            elif k.dtype == "int8" and k.kind not in ("quant", "memory"):
+                layouts.append("nhwc")
+            elif k.dtype == "fp32" and (
+                k.source_op in _CONV_OPS or (k.kind == "pool" and k.in_channels % NCHWC_BLOCK == 0)
+            ):
+                layouts.append("nchwc")
+            elif k.source_op in {"Add", "Sum", "Relu", "Clip"} and k.dtype == "fp32":
+                ins = [source(t)[1] for t in kernel_inputs[i]]
+                ok = all(j is not None and layouts[j] == "nchwc" for j in ins)
+                layouts.append("nchwc" if ok and ins else "nchw")
+            else:
+                layouts.append("nchw")
+        out: list[KernelFeatures] = []
+        done: set[tuple[str, str]] = set()
+
+        def convert(t: str, frm: str, to: str, consumer: KernelFeatures | None) -> None:
+            if (
+                to == "nchwc"
+                and consumer is not None
+                and consumer.source_op in _CONV_OPS
+                and consumer.kind != "dwconv"
+                and consumer.in_channels < NCHWC_BLOCK
+            ):
+                to = "nchw"  # the conv reads NCHW input directly
+            if frm == to or "any" in (frm, to) or (t, to) in done:
+                return
+            shape = self.shapes.get(t, ())
+            if len(shape) != 4:
+                return
+            done.add((t, to))
+            int8_edge = "nhwc" in (frm, to)
+            op = (
+                "Transpose"
+                if int8_edge
+                else ("ReorderInput" if to == "nchwc" else "ReorderOutput")
+            )
+            nbytes = float(_numel(shape) * (1 if int8_edge else 4))
+            out.append(
+                KernelFeatures(
+                    op=op, source_op=op, kind="layout", dtype="int8" if int8_edge else "fp32",
+                    input_shape=shape, output_shape=shape, in_channels=int(shape[1]),
+                    out_channels=int(shape[1]), macs=0.0, activation_bytes=2 * nbytes,
+                )
+            )  # fmt: skip
+
+        for i, k in enumerate(kernels):
+            for t in kernel_inputs[i]:
+                src, j = source(t)
+                convert(src, layouts[j] if j is not None else "nchw", layouts[i], k)
+            out.append(k)
+        for t in graph_outputs:
+            src, j = source(t)
+            if j is not None:
+                convert(src, layouts[j], "nchw", None)
+        return out
 
     def _kernel(
         self, n: dict[str, Any], is_int8: bool, extra: list[dict[str, Any]], out: str

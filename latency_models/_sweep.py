@@ -14,6 +14,7 @@ pipeline that gave real integer kernels in FIELD-NOTES.md).
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -289,35 +290,111 @@ def quantize_qdq(
 
 
 def sweep_graphs(
-    n: int, *, seed: int = 0, int8_share: float = 0.4, network_share: float = 0.5
+    n: int,
+    *,
+    seed: int = 0,
+    int8_share: float = 0.4,
+    network_share: float = 0.5,
+    wide: bool = False,
+    mixed_share: float = 0.15,
 ) -> Iterator[tuple[str, onnx.ModelProto]]:
     """``n`` named profiling graphs: single kernels at many shapes and random networks.
 
-    Deterministic for a given ``seed``; the i-th graph does not depend on ``n``, so a
-    longer sweep extends a shorter one (and a resumed profile finds its graphs stored).
+    Deterministic for a given ``seed`` (and ``wide``); the i-th graph does not depend on
+    ``n``, so a longer sweep extends a shorter one (and a resumed profile finds its graphs
+    stored).
 
     Args:
         n: Number of graphs.
         seed: Base seed.
         int8_share: Share of graphs quantized to int8 QDQ.
         network_share: Share of random networks (the rest are single kernels).
+        wide: Cover the shapes of ImageNet-size networks too: kernels and networks at up to
+            224 px and 960 channels (single kernels capped at ``_WIDE_MAX_MACS``), and
+            networks in mixed precision (some convs int8, the rest fp32).
+        mixed_share: With ``wide``, share of networks quantized with about half their
+            convs left in fp32 (int8/fp32 edges: Quantize/DequantizeLinear kernels).
 
     Yields:
         (name, graph) pairs; names are unique and stable.
     """
     for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        if rng.random() < network_share:
+        rng = np.random.default_rng([seed, i] if not wide else [seed, i, 1])
+        is_net = rng.random() < network_share
+        if is_net and wide:
+            name, graph = _wide_network(rng, i)
+        elif is_net:
             name, graph = f"net{i}", random_network(int(rng.integers(1 << 30)))
+        elif wide:
+            name, graph = _wide_kernel(rng, i)
         else:
             name, graph = _random_kernel(rng, i)
-        if rng.random() < int8_share:
+        u = rng.random()
+        if u < int8_share or (wide and is_net and u < int8_share + mixed_share):
+            exclude: list[str] = []
+            if u >= int8_share:
+                convs = [nd.name for nd in graph.graph.node if nd.op_type in ("Conv", "Gemm")]
+                exclude = [c for c in convs if rng.random() < 0.5]
             try:
-                graph = quantize_qdq(graph, seed=i)
-                name += "_int8"
+                graph = quantize_qdq(graph, seed=i, nodes_to_exclude=exclude)
+                name += "_mixed" if exclude else "_int8"
             except Exception:  # an exotic shape the quantizer refuses: keep fp32
                 pass
         yield name, graph
+
+
+_WIDE_MAX_MACS = 6e8
+"""MAC cap of one wide-sweep kernel or network (keeps each measurement near a second)."""
+
+
+def _conv_macs(op: str, cin: int, cout: int, size: int, kernel: int, stride: int) -> float:
+    out = math.ceil(size / stride) ** 2
+    if op == "dwconv":
+        return float(out * cin * kernel * kernel)
+    return float(out * cin * cout * kernel * kernel)
+
+
+def _wide_kernel(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
+    op = str(rng.choice(["conv", "conv", "dwconv", "conv1x1", "conv1x1", "linear"]))
+    chans = [8, 16, 24, 32, 40, 48, 64, 72, 96, 120, 128, 144, 160, 192, 240, 256, 320, 384, 512]
+    if op == "linear":
+        cin = int(rng.choice([64, 128, 256, 512, 1000, 1024, 1280, 2048, 4096]))
+        cout = int(rng.choice([10, 100, 256, 512, 1000, 1024, 4096]))
+        return f"w{i}_linear_{cin}x{cout}", kernel_graph("linear", cin=cin, cout=cout, seed=i)
+    for _ in range(100):
+        if op == "dwconv":
+            cin = int(rng.choice([*chans, 576, 672, 720, 960]))
+        else:
+            cin = int(rng.choice([3, *chans] if op == "conv" else chans))
+        cout = int(rng.choice([*chans, 1280] if op == "conv1x1" else chans))
+        size = int(rng.choice([4, 7, 8, 14, 16, 28, 32, 48, 56, 112, 224]))
+        kernel = (
+            int(rng.choice([3, 3, 3, 5, 7] if cin == 3 else [3, 3, 3, 5]))
+            if op != ("conv1x1")
+            else 1
+        )
+        stride = int(rng.choice([1, 1, 2]))
+        if _conv_macs(op, cin, cout, size, kernel, stride) <= _WIDE_MAX_MACS:
+            break
+    g = kernel_graph(
+        op, cin=cin, cout=cout, size=size, kernel=kernel, stride=stride, seed=i,
+        bn=bool(rng.random() < 0.7), act=str(rng.choice(["Relu", "Relu6"]))
+        if rng.random() < 0.75 else None,
+    )  # fmt: skip
+    return f"w{i}_{op}_{cin}x{cout}_{size}px_k{kernel}s{stride}", g
+
+
+def _wide_network(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
+    from latency_models._features import graph_features
+
+    for _ in range(50):
+        size = int(rng.choice([16, 32, 48, 64, 96, 128, 160, 224]))
+        width = int(rng.choice([8, 12, 16, 20, 24, 32, 40, 48, 64, 96]))
+        depth = int(rng.integers(2, 11))
+        g = random_network(int(rng.integers(1 << 30)), size=size, width=width, depth=depth)
+        if graph_features(g).totals["macs"] <= 2 * _WIDE_MAX_MACS:
+            break
+    return f"wnet{i}_{g.graph.name}", g
 
 
 def _random_kernel(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:

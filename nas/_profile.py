@@ -105,7 +105,12 @@ def task_variant_graphs(
 
     t = load_task(task)
     space = analyze(t.model, t.example_input, align=align, bits=tuple(b for b in bits if b >= 8))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     calibration = t.train[0][:16]
     with tempfile.TemporaryDirectory(prefix="hwnas-profile-") as tmp:
         for i in range(n):
