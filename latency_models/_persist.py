@@ -267,7 +267,7 @@ def fit_predictor(
         y: Measured values, shape (n,), in ms (latency) or mJ (energy).
         target: ``"latency_ms"`` or ``"energy_mj"``.
         device: Device name recorded with the predictor.
-        name: Registry name of the predictor class (default ``"additive-gbt"``).
+        name: Registry name of the predictor class (default ``DEFAULT_PREDICTOR``).
         holdout: Share of graphs for the held-out metrics (0 to skip).
         seed: Seed of the split.
 

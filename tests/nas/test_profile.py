@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,32 @@ def test_eval_without_profile_says_what_to_run(capsys: pytest.CaptureFixture[str
 def test_profile_rejects_bad_budget(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["device", "profile", "local-cpu", "--budget-minutes", "0"]) == 1
     assert "--budget-minutes must be > 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def _bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from _task_fixtures import bundled_home
+
+    for home in bundled_home(tmp_path_factory):
+        from nas import get_task
+
+        get_task("digits-resnet")  # train it first: profiling time is for measuring
+        yield home
+
+
+def test_profile_with_task_measures_its_variants(
+    _bundled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latency_models import DeviceSpec, MeasurementStore, add_device
+
+    monkeypatch.setenv("HWNAS_HOME", str(_bundled))  # digits-resnet trained once per run
+    add_device(DeviceSpec(name="profile-task-test", threads=1), save=False, replace=True)
+    argv = ["device", "profile", "profile-task-test", "--task", "digits-resnet"]
+    assert main([*argv, "--budget-minutes", "0.25", "--max-seconds", "0.05"]) == 0
+    assert "latency_ms predictor saved to" in capsys.readouterr().out
+    inputs = {
+        tuple(r.features["kernels"][0]["input_shape"])
+        for r in MeasurementStore("profile-task-test").records(with_onnx=False)
+        if r.features and r.features["kernels"]
+    }
+    assert (1, 1, 8, 8) in inputs  # a compressed digits-resnet (8x8 grey images) was measured
