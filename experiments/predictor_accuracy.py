@@ -169,8 +169,9 @@ def measure_all(graphs, device: str, max_seconds: float, pin: list[int] | None, 
             )  # fmt: skip
     sessions = _sessions(store)
     ys = np.array([min(sessions[h]) for h in hashes])
-    n_sessions = [len(sessions[h]) for h in hashes]
-    return feats, ys, n_sessions
+    # between-session spread: max/min - 1 of the session medians of each graph
+    spread = [max(sessions[h]) / min(sessions[h]) - 1 for h in hashes]
+    return feats, ys, spread
 
 
 def _sessions(store) -> dict[str, list[float]]:
@@ -245,7 +246,10 @@ def main() -> None:
         ftr, ytr, str_ = measure_all(train, spec.name, args.max_seconds, pin, args.passes)
         fte, yte, ste = measure_all(test, spec.name, args.max_seconds, pin, args.passes)
         res: dict = {"measure_s": time.time() - t0, "load_before": load0, "load_after": _load(),
-                     "pinned_cpus": pin, "sessions_per_graph_min": int(min(str_ + ste)),
+                     "pinned_cpus": pin, "session_spread": {
+                         "median_pct": 100 * float(np.median(str_ + ste)),
+                         "share_over_10pct": float(np.mean(np.array(str_ + ste) > 0.1)),
+                         "share_over_5pct": float(np.mean(np.array(str_ + ste) > 0.05))},
                      "predictors": {}}  # fmt: skip
         if args.measure_only:
             continue
