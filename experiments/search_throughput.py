@@ -111,6 +111,17 @@ def main() -> None:
             ],
             "counts": run.counts(),
         }
+        failed = run.counts().get("FAIL", 0)
+        if failed:
+            # a failed trial is fast: counting it would inflate trials/min
+            errors = sorted(
+                {str(t.user_attrs.get("error", ""))[:200] for t in run.failed_trials()}
+            )
+            results["runs"][str(workers)]["failed_errors"] = errors
+            print(f"WARNING: {failed} trial(s) failed with {workers} worker(s): {errors}")
+        results["runs"][str(workers)]["completed_per_min"] = round(
+            (session["trials"] - failed) / session["minutes"], 3
+        )
         print(json.dumps(results["runs"][str(workers)], indent=1)[:2000])
     if args.fidelity_trials:
         first = root / f"w{args.workers.split(',')[0]}"
@@ -165,12 +176,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, (ax_rate, ax_cost) = plt.subplots(1, 2, figsize=(11, 4.2))
     runs = results["runs"]
     names = list(runs)
-    rates = [runs[w]["trials_per_min"] or 0.0 for w in names]
+    rates = [runs[w].get("completed_per_min", runs[w]["trials_per_min"]) or 0.0 for w in names]
     ax_rate.bar([f"{w} worker(s)" for w in names], rates, color="tab:blue")
     for i, (w, r) in enumerate(zip(names, rates, strict=True)):
         load = runs[w].get("load_during", {}).get("load1_mean")
         ax_rate.annotate(f"{r:.1f}/min\nload {load}", (i, r), ha="center", va="bottom", fontsize=8)
-    ax_rate.set_ylabel("trials per minute")
+    ax_rate.set_ylim(0, 1.25 * max([*rates, 1.0]))
+    ax_rate.set_ylabel("completed trials per minute")
     ax_rate.set_title(f"{results['task']}: search throughput")
     first = runs[names[0]]["phases_s"]["sum_s"]
     bars = [(p, first.get(p, 0.0)) for p in (*PHASES, "other")]

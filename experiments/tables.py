@@ -130,13 +130,14 @@ def speedup(d: dict[str, Any]) -> str:
 
 def throughput(d: dict[str, Any]) -> str:
     out = [
-        "| workers | trials | minutes | trials/min | load1 mean (min-max) during |",
-        "|---|---|---|---|---|",
+        "| workers | trials | failed | minutes | completed trials/min | load1 mean (min-max) |",
+        "|---|---|---|---|---|---|",
     ]
     for w, r in d["runs"].items():
         ld = r.get("load_during", {})
         out.append(
-            f"| {w} | {r['trials']} | {r['minutes']} | {r['trials_per_min']} | "
+            f"| {w} | {r['trials']} | {r['counts'].get('FAIL', 0)} | {r['minutes']} | "
+            f"{r.get('completed_per_min', r['trials_per_min'])} | "
             f"{ld.get('load1_mean')} ({ld.get('load1_min')}-{ld.get('load1_max')}) |"
         )
     runs = list(d["runs"].values())
