@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from latency_models._errors import IncompatibleArtifactError
 from latency_models._features import (
     FEATURE_VERSION,
     GraphFeatures,
@@ -126,6 +127,14 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "n_train_")
         if not features:
             return np.zeros(0)
+        versions = {f.feature_version for f in features}
+        if versions != {self.feature_version_}:
+            raise IncompatibleArtifactError(
+                f"this predictor was fit on graph features version {self.feature_version_}, "
+                f"got features version {sorted(versions)}: the running hwnas computes features "
+                f"differently from the one that fit it. Refit it (`hwnas device profile "
+                f"DEVICE`) or run the hwnas version that wrote it."
+            )
         pred = self._predict_features(list(features))
         return np.maximum(np.nan_to_num(pred, nan=0.0, posinf=0.0), 0.0)
 

@@ -548,7 +548,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     started = time.perf_counter()
     heartbeat = _Heartbeat(study)
     in_flight: dict[int, optuna.Trial] = {}
-    submitted = finished = rejected = 0
+    submitted = finished = rejected = failed = 0
     try:
         with _progress(config, config.n_trials - n_new) as bar:
             while submitted < n_new or executor.pending:
@@ -568,6 +568,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                 number, outcome = executor.wait_one()
                 trial = in_flight.pop(number)
                 heartbeat.trial_ids.discard(trial._trial_id)
+                failed += int(isinstance(outcome, BaseException) or "error" in outcome)
                 rejected += record(study, trial, outcome, ctx)
                 finished += 1
                 if bar is not None:
@@ -590,20 +591,25 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         heartbeat.stop()
         executor.shutdown()
     minutes = (time.perf_counter() - started) / 60
+    completed = finished - failed  # a trial failing at once must not inflate the rate
     _logger.info(
-        "%d trials in %.1f min (%.1f trials/min, %d worker(s)); %d rejected before training",
+        "%d trials in %.1f min (%d completed: %.1f trials/min, %d worker(s)); %d failed; "
+        "%d rejected before training",
         finished,
         minutes,
-        finished / minutes if minutes > 0 else float("nan"),
+        completed,
+        completed / minutes if minutes > 0 else float("nan"),
         config.workers,
+        failed,
         rejected,
     )
     study.set_user_attr(
         "last_session",
         {
             "trials": finished,
+            "failed": failed,
             "minutes": round(minutes, 3),
-            "trials_per_min": round(finished / minutes, 3) if minutes > 0 else None,
+            "trials_per_min": round(completed / minutes, 3) if minutes > 0 else None,
             "workers": config.workers,
             "executor_start_s": round(executor_start_s, 2),
             "rejected_before_training": rejected,

@@ -269,3 +269,15 @@ def test_predictor_from_imported_jsonl_predicts_held_out(tmp_path: Path) -> None
     # loose bounds: the test machine is shared and sub-ms timings are noisy
     assert m["spearman"] > 0.7, m
     assert m["mape"] < 40, m
+
+
+def test_features_of_another_version_are_refused_with_the_fix() -> None:
+    import dataclasses
+
+    from latency_models import IncompatibleArtifactError, fit_predictor, graph_features
+
+    graphs = [random_network(seed, size=16, width=8) for seed in range(6)]
+    predictor = fit_predictor(graphs, [0.1 * (i + 1) for i in range(6)], holdout=0.0)
+    old = dataclasses.replace(graph_features(graphs[0]), feature_version=0)
+    with pytest.raises(IncompatibleArtifactError, match="features version \\[0\\].*Refit it"):
+        predictor.predict_features([old])
