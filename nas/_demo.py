@@ -9,6 +9,7 @@ model side by side.
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -244,42 +245,25 @@ def _compare(
     from latency_models import measure
     from nas._onnx_eval import evaluate_onnx
 
-    base_top1 = evaluate_onnx(str(base_graph), *_numpy(task.val))
-    base_ms, new_ms, new_top1, new_size, export_dir = _side_by_side(
-        base_graph, exported, spec, measure, evaluate_onnx, task
-    )
+    graphs = [base_graph] if exported is None else [base_graph, exported.out_dir / "model.onnx"]
+    runs: dict[Path, list[float]] = {graph: [] for graph in graphs}
+    for _ in range(3):  # interleaved, so drift on a shared machine hits both alike
+        for graph in graphs:
+            runs[graph].append(float(measure(str(graph), spec).latency_ms))
     result = DemoResult(
         run_dir=run_dir,
-        export_dir=export_dir,
-        base_latency_ms=base_ms,
-        latency_ms=new_ms,
-        base_top1=base_top1,
-        top1=new_top1,
+        export_dir=None if exported is None else exported.out_dir,
+        base_latency_ms=statistics.median(runs[base_graph]),
+        latency_ms=None if exported is None else statistics.median(runs[graphs[1]]),
+        base_top1=evaluate_onnx(str(base_graph), *_numpy(task.val)),
+        # the export's report holds its ONNX top-1 on the same validation data
+        top1=None if exported is None else float(exported.report["accuracy"]["onnx_top1"]),
         base_size_bytes=base_graph.stat().st_size,
-        size_bytes=new_size,
+        size_bytes=None if exported is None else graphs[1].stat().st_size,
         seconds=time.perf_counter() - start,
     )
     echo(_summary(result, spec.name))
     return result
-
-
-def _side_by_side(
-    base_graph: Path, exported: Any, spec: Any, measure: Any, evaluate_onnx: Any, task: Any
-) -> tuple[float, float | None, float | None, int | None, Path | None]:
-    if exported is None:
-        return float(measure(str(base_graph), spec).latency_ms), None, None, None, None
-    model = exported.out_dir / "model.onnx"
-    base_runs, new_runs = [], []
-    for _ in range(3):  # interleaved, so drift on a shared machine hits both alike
-        base_runs.append(float(measure(str(base_graph), spec).latency_ms))
-        new_runs.append(float(measure(str(model), spec).latency_ms))
-    top1 = evaluate_onnx(str(model), *_numpy(task.val))
-    return _median(base_runs), _median(new_runs), top1, model.stat().st_size, exported.out_dir
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def _numpy(split: Any) -> tuple[Any, Any]:
