@@ -80,13 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _is_hwnas_error(exc: BaseException) -> bool:
-    # Checked by the error modules' names, so that catching search_spaces' errors does not
-    # import search_spaces (and torch) for commands that never use it.
-    return any(cls.__module__ in _ERROR_MODULES for cls in type(exc).__mro__)
-
-
+# Errors are recognised by their modules' names, so that catching search_spaces' errors does
+# not import search_spaces (and torch) for commands that never use it.
 _ERROR_MODULES = frozenset({"nas._errors", "latency_models._errors", "search_spaces._errors"})
+
+
+def _is_hwnas_error(exc: BaseException) -> bool:
+    return any(cls.__module__ in _ERROR_MODULES for cls in type(exc).__mro__)
 
 
 def _chosen_subcommand(args: argparse.Namespace) -> bool:
