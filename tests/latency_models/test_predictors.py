@@ -279,5 +279,5 @@ def test_features_of_another_version_are_refused_with_the_fix() -> None:
     graphs = [random_network(seed, size=16, width=8) for seed in range(6)]
     predictor = fit_predictor(graphs, [0.1 * (i + 1) for i in range(6)], holdout=0.0)
     old = dataclasses.replace(graph_features(graphs[0]), feature_version=0)
-    with pytest.raises(IncompatibleArtifactError, match="features version \\[0\\].*Refit it"):
+    with pytest.raises(IncompatibleArtifactError, match=r"features version \[0\].*Refit it"):
         predictor.predict_features([old])
