@@ -39,6 +39,7 @@ import platform
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -270,9 +271,19 @@ def _session(model: bytes, providers: Sequence[str], threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
+        session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise GraphRejected(f"onnxruntime rejected the graph: {exc}") from exc
+    # A provider that fails to initialise (a CUDA provider without its libraries, say) is
+    # dropped with only a log line, and the session runs on the next one: a measurement
+    # labelled with the device would then be of another processor.
+    if providers and providers[0] not in session.get_providers():
+        raise ValueError(
+            f"onnxruntime could not start {providers[0]} (the session got "
+            f"{session.get_providers()}); check its libraries (for CUDA: the CUDA and cuDNN "
+            f"versions this onnxruntime build needs), or measure on another device."
+        )
+    return session
 
 
 def benchmark(
@@ -289,6 +300,7 @@ def benchmark(
     energy_meter: str = "none",
     pin_cpus: Sequence[int] | None = None,
     seed: int = 0,
+    kernel_times_s: float = 0.0,
 ) -> dict[str, Any]:
     """Time ``model`` in a fresh onnxruntime session (see the module docstring for how).
 
@@ -306,13 +318,15 @@ def benchmark(
             ``energy_source == "not measured"`` and the reason in ``energy_note``.
         pin_cpus: CPUs to pin the measuring thread and its session's threads to.
         seed: Seed of the random inputs.
+        kernel_times_s: When > 0, also time each kernel with onnxruntime's profiler for
+            about this long, in a second session (:func:`profile_kernels`).
 
     Returns:
         A JSON-able dict: ``latency_ms`` (median per run), ``p10_ms``, ``p90_ms``, ``cv``,
         ``rse``, ``n_runs``, ``n_samples``, ``runs_per_sample``, ``timed_s``, ``energy_mj``
         (per run, or None), ``energy_source``, ``energy_note``, ``peak_memory_bytes``,
         ``memory_source``, ``runtime_version``, ``host``, ``host_info``, ``threads``,
-        ``batch_size``, ``providers``, ``notes``.
+        ``batch_size``, ``providers``, ``notes``, ``kernel_times`` (None unless asked for).
 
     Raises:
         GraphRejected: onnxruntime cannot load or run the graph.
@@ -356,6 +370,11 @@ def benchmark(
             run, feeds, k, max_seconds, target_rse, min_samples, min_timed_s, meter
         )
         peak = memory.stop()
+        kernels = (
+            profile_kernels(model, providers, threads, feeds, per_run_ms, kernel_times_s)
+            if kernel_times_s > 0
+            else None
+        )
     times, timed_s, energy_j = samples
     n_runs = len(times) * k
     arr = np.asarray(times)
@@ -383,7 +402,95 @@ def benchmark(
         "batch_size": batch_size,
         "providers": list(providers),
         "notes": notes,
+        "kernel_times": kernels,
     }
+
+
+KERNEL_TIME_RUNS = (20, 400)
+"""Fewest and most profiled runs of :func:`profile_kernels`."""
+
+
+def profile_kernels(
+    model: bytes,
+    providers: Sequence[str],
+    threads: int,
+    feeds: dict[str, np.ndarray],
+    per_run_ms: float,
+    budget_s: float,
+) -> list[dict[str, Any]]:
+    """Time of each kernel onnxruntime runs, from its profiler, in a second session.
+
+    The profiler records every node of every run (microsecond resolution) and adds a few
+    microseconds of its own per node, so these are measured *in context* (the caches hold
+    what the graph's other kernels left) but are not the latency: the sum of the kernels is
+    a little above the unprofiled run time on small graphs. Predictors use them as
+    per-kernel targets and calibrate the sum against the measured latency.
+
+    Args:
+        model: The serialized ONNX model.
+        providers: Execution providers, as for the timed session.
+        threads: Intra-op threads.
+        feeds: Inputs to run with.
+        per_run_ms: Time of one unprofiled run (ms), to size the number of runs.
+        budget_s: Time to spend profiling (s); between 20 and 400 runs are made.
+
+    Returns:
+        One dict per kernel in execution order: ``name`` (onnxruntime's node name),
+        ``op`` (the kernel's op type after fusion), ``ms`` (median over the runs),
+        ``output_shape`` and ``input_shape`` (first output and input, as onnxruntime
+        reports them; channels-last for int8 kernels).
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    lo, hi = KERNEL_TIME_RUNS
+    runs = int(min(hi, max(lo, budget_s * 1e3 / max(per_run_ms, 1e-3))))
+    with tempfile.TemporaryDirectory(prefix="hwnas-prof-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
+        warm = 2
+        for _ in range(warm + runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_node: dict[tuple[str, int], list[float]] = {}
+    first: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        args = e.get("args", {})
+        key = (name[: -len("_kernel_time")], int(args.get("node_index", -1)))
+        per_node.setdefault(key, []).append(float(e["dur"]) / 1e3)
+        first.setdefault(key, args)
+    out = []
+    for key, durs in per_node.items():
+        args = first[key]
+        out.append(
+            {
+                "name": key[0],
+                "op": str(args.get("op_name", "")),
+                "ms": float(np.median(durs[warm:] if len(durs) > warm else durs)),
+                "output_shape": _first_shape(args.get("output_type_shape")),
+                "input_shape": _first_shape(args.get("input_type_shape")),
+            }
+        )
+    return out
+
+
+def _first_shape(shapes: Any) -> list[int]:
+    """``[{"float": [1, 3, 8, 8]}, ...]`` (onnxruntime's profile format) -> ``[1, 3, 8, 8]``."""
+    if not shapes or not isinstance(shapes[0], dict) or not shapes[0]:
+        return []
+    return [int(d) for d in next(iter(shapes[0].values()))]
 
 
 def _timed_loop(

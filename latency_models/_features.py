@@ -107,6 +107,9 @@ class KernelFeatures:
         weight_bytes: Bytes of the constant weights it reads, at their dtype.
         activation_bytes: Bytes of activations read and written, at their dtype.
         fused: Op types absorbed into this kernel.
+        nodes: Names of the ONNX nodes this kernel runs (the main one first), to line it up
+            with onnxruntime's per-node profile; empty for inserted layout kernels. Not
+            a predictor input.
     """
 
     op: str
@@ -124,6 +127,7 @@ class KernelFeatures:
     weight_bytes: float = 0.0
     activation_bytes: float = 0.0
     fused: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
@@ -180,7 +184,9 @@ class GraphFeatures:
         kernels = []
         for k in data["kernels"]:
             k = dict(k)
-            for name in ("input_shape", "output_shape", "kernel_size", "stride", "fused"):
+            for name in ("input_shape", "output_shape", "kernel_size", "stride", "fused", "nodes"):
+                if name not in k:
+                    continue
                 k[name] = tuple(k[name])
             kernels.append(KernelFeatures(**k))
         return cls(
@@ -361,7 +367,13 @@ class _Fuser:
                 continue
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             nodes.append(
-                {"op": op, "inputs": inputs, "outputs": list(node.output), "attrs": attrs}
+                {
+                    "op": op,
+                    "name": node.name,
+                    "inputs": inputs,
+                    "outputs": list(node.output),
+                    "attrs": attrs,
+                }
             )
         return self._fuse(nodes)
 
@@ -726,4 +738,5 @@ class _Fuser:
             weight_bytes=float(weight_bytes),
             activation_bytes=float(act_bytes),
             fused=tuple(e["op"] for e in extra),
+            nodes=(n["name"], *(e["name"] for e in extra)),
         )

@@ -77,6 +77,9 @@ class Measurement:
         runs_per_sample: Back-to-back runs per timed sample.
         energy_note: Why energy was not measured, when it was not.
         host_info: CPU model, cores, runtime, hostname hash and the like.
+        kernel_times: When asked for (``measure(..., kernel_times_s=...)``), each kernel's
+            time from onnxruntime's profiler: dicts with ``name``, ``op``, ``ms``,
+            ``output_shape``, ``input_shape`` (see :func:`~latency_models._bench.profile_kernels`).
     """
 
     latency_ms: float
@@ -98,6 +101,7 @@ class Measurement:
     runs_per_sample: int = 1
     energy_note: str = ""
     host_info: dict[str, str] = field(default_factory=dict, compare=False)
+    kernel_times: list[dict[str, Any]] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN and infinity become None) with ``_type`` and ``version`` keys."""
@@ -164,6 +168,7 @@ def _options(
     window_ms: float,
     pin_cpus: Sequence[int] | None,
     seed: int,
+    kernel_times_s: float = 0.0,
 ) -> dict[str, Any]:
     checks = {
         "max_seconds": max_seconds > 0,
@@ -171,13 +176,14 @@ def _options(
         "min_samples": isinstance(min_samples, int) and min_samples >= 3,
         "warmup_s": warmup_s >= 0,
         "window_ms": window_ms > 0,
+        "kernel_times_s": kernel_times_s >= 0,
     }
     for name, ok in checks.items():
         if not ok:
             value = locals()[name]
             raise ValueError(
                 f"measure({name}={value!r}) is invalid: max_seconds, target_rse, window_ms must "
-                "be > 0, warmup_s >= 0, min_samples an integer >= 3."
+                "be > 0, warmup_s and kernel_times_s >= 0, min_samples an integer >= 3."
             )
     return {
         "max_seconds": float(max_seconds),
@@ -187,6 +193,7 @@ def _options(
         "window_ms": float(window_ms),
         "pin_cpus": list(pin_cpus) if pin_cpus else None,
         "seed": int(seed),
+        **({"kernel_times_s": float(kernel_times_s)} if kernel_times_s > 0 else {}),
     }
 
 
@@ -202,6 +209,7 @@ def measure(
     pin_cpus: Sequence[int] | None = None,
     seed: int = 0,
     timeout: float | None = None,
+    kernel_times_s: float = 0.0,
 ) -> Measurement:
     """Measure ``graph`` on ``device`` (here, through its agent, or in a Ray task).
 
@@ -219,6 +227,9 @@ def measure(
         seed: Seed of the random inputs.
         timeout: Remote devices: how long to wait for a result, queueing included (s);
             default ``max_seconds + 120``.
+        kernel_times_s: When > 0, also time each kernel with onnxruntime's profiler for
+            about this long (s), into :attr:`Measurement.kernel_times`: the per-kernel
+            targets of the ``kernel`` predictor.
 
     Returns:
         The measurement; ``energy_source == "not measured"`` when the device has no
@@ -233,7 +244,9 @@ def measure(
         UnknownNameError: ``device`` is not a registered name.
     """
     spec = get_device(device)
-    opts = _options(max_seconds, target_rse, min_samples, warmup_s, window_ms, pin_cpus, seed)
+    opts = _options(
+        max_seconds, target_rse, min_samples, warmup_s, window_ms, pin_cpus, seed, kernel_times_s
+    )
     try:
         data = graph_bytes(graph)
         # parse the path when one is given, so that errors name the file

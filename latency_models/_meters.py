@@ -162,8 +162,11 @@ class RaplMeter(EnergyMeter):
 class NvmlMeter(EnergyMeter):
     """NVIDIA GPU board energy from ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since load).
 
-    The counter updates slowly (tens of milliseconds), so a measured loop must run for at
-    least ``min_window_s``.
+    The counter updates slowly: every 108 ms on an H200 (driver 580, measured by
+    ``experiments/gpu_device_check.py``), in steps of that period's energy, so a window of
+    ``min_window_s`` = 2 s reads within one step (about 5%) of the true energy; 1 s would
+    allow 11%. On that GPU the meter agreed with NVML's sampled power within 0.5% at idle
+    (80 W) and 0.05% under a bf16 matmul load (692 W).
 
     Args:
         index: The GPU's NVML index.
@@ -175,7 +178,7 @@ class NvmlMeter(EnergyMeter):
     """
 
     name = "nvml"
-    min_window_s = 1.0
+    min_window_s = 2.0
     _MAX = 2**64 - 1  # unsigned long long; in practice it never wraps
 
     def __init__(self, index: int = 0, *, read_mj: Callable[[], int] | None = None) -> None:

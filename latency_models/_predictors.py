@@ -84,14 +84,24 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """
 
     name: ClassVar[str] = ""
+    uses_kernel_times: ClassVar[bool] = False
+    """Whether :meth:`fit` learns from per-kernel times (others ignore them)."""
 
     # --- public API -------------------------------------------------------------------
-    def fit(self, X: Sequence[GraphLike | GraphFeatures], y: Any) -> Self:
+    def fit(
+        self,
+        X: Sequence[GraphLike | GraphFeatures],
+        y: Any,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
+    ) -> Self:
         """Fit to measured values.
 
         Args:
             X: Graphs (or their features), length n.
             y: Measured values, shape (n,), in ms (latency) or mJ (energy), all > 0.
+            kernel_times: Optional, per graph: :attr:`Measurement.kernel_times` (each
+                kernel's time from onnxruntime's profiler) or None. Used by predictors
+                with ``uses_kernel_times``; the others ignore it.
 
         Returns:
             self, fitted.
@@ -111,7 +121,15 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
                 f"target values must be finite and > 0, got {bad.tolist()}. Drop failed or "
                 f"zero measurements before fitting."
             )
-        self._fit_features(feats, target)
+        if kernel_times is not None and len(kernel_times) != len(feats):
+            raise ValueError(
+                f"got {len(feats)} graphs but {len(kernel_times)} kernel_times entries; pass "
+                f"one per graph (None where a graph has none)."
+            )
+        if self.uses_kernel_times:
+            self._fit_kernel_times(feats, target, kernel_times)
+        else:
+            self._fit_features(feats, target)
         self.n_train_ = int(target.size)
         self.feature_version_ = FEATURE_VERSION
         self.runtime_version_ = _runtime_version()
@@ -175,6 +193,15 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
 
     # --- subclass hooks ---------------------------------------------------------------
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        raise NotImplementedError
+
+    def _fit_kernel_times(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
+    ) -> None:
+        """:meth:`_fit_features` of a predictor with ``uses_kernel_times``."""
         raise NotImplementedError
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
@@ -651,4 +678,7 @@ class HybridPredictor(BaseLatencyPredictor):
 
 
 DEFAULT_PREDICTOR = "additive"
-"""Registry name of the predictor :func:`fit_predictor` fits (chosen by held-out accuracy)."""
+"""Registry name of the predictor :func:`fit_predictor` fits without per-kernel times."""
+
+# Registers "kernel" and "combined" (they build on the classes above).
+from latency_models import _kernel_predictor  # noqa: E402, F401

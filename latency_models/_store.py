@@ -261,6 +261,10 @@ class MeasurementStore:
         found = self._query(where, tuple(params), with_onnx)
         return found[-1] if found else None
 
+    def history(self, graph_hash: str) -> list[StoredRecord]:
+        """Every record of ``graph_hash``, oldest first, without the ONNX bytes."""
+        return self._query("WHERE m.graph_hash = ?", (graph_hash,), False)
+
     def records(self, *, with_onnx: bool = True) -> list[StoredRecord]:
         """All records, oldest first (with the ONNX bytes unless ``with_onnx=False``)."""
         return self._query("", (), with_onnx)
@@ -400,6 +404,9 @@ def measure_cached(
 ) -> Measurement:
     """Measure ``graph`` on ``device`` unless the store already holds it for this runtime and host.
 
+    With ``kernel_times_s > 0`` among the options, a stored record counts only if it has
+    per-kernel times.
+
     The target's runtime version and host come from this machine (local devices), the
     agent's ``/health`` (HTTP devices) or are not known beforehand (Ray devices: the newest
     record of the graph from any host counts).
@@ -421,6 +428,17 @@ def measure_cached(
     if not remeasure:
         runtime, host = _target_identity(spec)
         found = store.get(digest, runtime_version=runtime, host=host)
+        if found is not None and measure_options.get("kernel_times_s", 0) > 0:
+            found = next(
+                (
+                    r
+                    for r in reversed(store.history(digest))
+                    if r.measurement.kernel_times
+                    and (runtime is None or r.measurement.runtime_version == runtime)
+                    and (host is None or r.measurement.host == host)
+                ),
+                None,
+            )
         if found is not None:
             if features is not None:
                 store.set_features(digest, features)

@@ -94,7 +94,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 2**20
 DEFAULT_QUEUE_TIMEOUT_S = 30.0
 DEFAULT_MAX_SECONDS_LIMIT = 60.0
 
-_FLOAT_OPTS = ("max_seconds", "target_rse", "warmup_s", "window_ms")
+_FLOAT_OPTS = ("max_seconds", "target_rse", "warmup_s", "window_ms", "kernel_times_s")
 _INT_OPTS = ("threads", "batch_size", "min_samples", "seed")
 
 

@@ -1,0 +1,352 @@
+"""Kernel-level latency predictor, learned from each kernel's time in onnxruntime's profile.
+
+``"kernel"`` (:class:`KernelPredictor`) follows nn-Meter: predict every fused kernel, then
+sum. Its per-kernel targets are the times onnxruntime's profiler records for each node of
+the profiled training graphs (:func:`latency_models._bench.profile_kernels`), lined up with
+the feature kernels by :func:`~latency_models._kernel_times.align_kernel_times`. A graph
+of 40 kernels gives 40 targets, so 300 profiled graphs give thousands, measured in context:
+the caches hold what the graph's other kernels left there.
+
+Per kernel kind and dtype (``conv.fp32``...), a kernel costs
+
+    t = c0 + work * exp(z(kernel, graph))
+
+``work`` is what the kernel must do at full speed: effective MACs for compute kernels (the
+channels padded to onnxruntime's NCHWc block, the taps that fall in the zero padding
+skipped, as MLAS skips them), megabytes moved for the others. ``z`` is the log of the time
+per unit of work, learned by gradient boosted trees on the kernel's shape and the graph's
+total weight and activation bytes (whether its weights are still cached when it runs). Trees
+do not extrapolate; a kernel bigger than any in training gets the speed of the biggest
+ones, which is the physically right limit (throughput saturates), where a tree on the time
+itself would cap the time. ``c0`` is a fixed launch cost. The graph's latency is then
+``a * sum(t) + b + c * n_kernels``, fit on the measured latencies: the profiler adds a
+couple of microseconds to every kernel it times (``c`` comes out negative) and the run has
+a fixed overhead.
+
+``"combined"`` (:class:`CombinedPredictor`) is the geometric mean of this predictor and the
+kernel-additive one (fit on whole-graph latencies). Their errors differ in kind (the
+additive model is robust on small graphs, the kernel model on big and int8 kernels), and
+the mean beat both on held-out graphs of other families (experiments/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._kernel_times import align_kernel_times
+from latency_models._predictors import (
+    BaseLatencyPredictor,
+    FloatArray,
+    KernelAdditivePredictor,
+    _fallback_key,
+    _fit_trees,
+    _register,
+    _tree_arrays,
+    predict_trees,
+)
+
+_COMPUTE = ("conv", "conv1x1", "dwconv", "gemm")
+_POST_ACTIVATIONS = {"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"}
+MIN_TREE_SAMPLES = 8
+"""Kernel kinds with fewer measured kernels get one throughput, not trees."""
+
+
+def _c16(c: float) -> float:
+    return math.ceil(c / NCHWC_BLOCK) * NCHWC_BLOCK
+
+
+def _valid_taps(n_in: int, n_out: int, k: int, s: int) -> float:
+    """Share of a kernel's taps along one axis that land inside the input (same padding)."""
+    if k <= 1 or n_out <= 0:
+        return 1.0
+    pad = max(0, ((n_out - 1) * s + k - n_in) // 2)
+    inside = sum(max(0, min(n_in, o * s - pad + k) - max(0, o * s - pad)) for o in range(n_out))
+    return inside / (n_out * k)
+
+
+def valid_tap_fraction(k: KernelFeatures) -> float:
+    """Share of a convolution's multiply-adds that read the input rather than its padding."""
+    if len(k.input_shape) < 4 or len(k.output_shape) < 4:
+        return 1.0
+    return _valid_taps(
+        k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0]
+    ) * _valid_taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])
+
+
+def effective_mmacs(k: KernelFeatures) -> float:
+    """Millions of MACs the runtime computes: channels padded to the block, padding skipped."""
+    taps = k.kernel_size[0] * k.kernel_size[1]
+    if k.kind == "gemm":
+        return _c16(k.in_channels) * _c16(k.out_channels) / 1e6
+    if k.kind == "dwconv":
+        return _c16(k.out_channels) * taps * k.output_pixels * valid_tap_fraction(k) / 1e6
+    groups = max(k.groups, 1)
+    cin = k.in_channels / groups
+    cin_p = _c16(cin) if cin > 4 else cin  # a 3-channel first conv reads NCHW directly
+    per_group = cin_p * _c16(k.out_channels / groups)
+    return per_group * groups * taps * k.output_pixels * valid_tap_fraction(k) / 1e6
+
+
+def kernel_work(k: KernelFeatures) -> float:
+    """Work unit of a kernel's throughput: effective MMACs (compute) or MB moved (others)."""
+    if k.kind in _COMPUTE:
+        return effective_mmacs(k) + 1e-3
+    return (k.activation_bytes + k.weight_bytes) / 1e6 + 1e-3
+
+
+def kernel_row(k: KernelFeatures, graph_weight_bytes: float, graph_bytes: float) -> list[float]:
+    """Tree inputs of one kernel in its graph (sizes on a log scale)."""
+    h_out = k.output_shape[2] if len(k.output_shape) >= 4 else 1
+    h_in = k.input_shape[2] if len(k.input_shape) >= 4 else 1
+    taps = k.kernel_size[0] * k.kernel_size[1]
+    im2col = 0.0
+    if k.kind in ("conv", "conv1x1") and k.dtype == "int8" and (taps > 1 or k.stride[0] > 1):
+        im2col = taps * k.in_channels * k.output_pixels
+    log = math.log1p
+    return [
+        log(k.macs), log(k.activation_bytes), log(k.weight_bytes), log(k.in_channels),
+        log(k.out_channels), float(k.kernel_size[0]), float(k.stride[0]), log(k.groups),
+        log(k.output_pixels), log(h_out), log(h_in),
+        float(k.in_channels % 8 == 0), float(k.out_channels % 8 == 0),
+        float(k.in_channels % 16 == 0), float(k.out_channels % 16 == 0),
+        log(math.prod(k.output_shape) if k.output_shape else 1), float(len(k.fused)),
+        log(effective_mmacs(k) * 1e6 if k.kind in _COMPUTE else 0.0), log(im2col),
+        log(h_out * _c16(k.out_channels) / NCHWC_BLOCK),
+        float(any(f in _POST_ACTIVATIONS for f in k.fused)), float("Add" in k.fused),
+        log(graph_weight_bytes), log(graph_bytes),
+    ]  # fmt: skip
+
+
+def _graph_rows(features: Sequence[GraphFeatures]) -> dict[str, tuple[list[int], list[int]]]:
+    """Kernel positions by key: key -> (graph indices, kernel indices)."""
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    for g, f in enumerate(features):
+        for i, k in enumerate(f.kernels):
+            gi, ki = out.setdefault(k.key, ([], []))
+            gi.append(g)
+            ki.append(i)
+    return out
+
+
+@_register
+class KernelPredictor(BaseLatencyPredictor):
+    """Sum of per-kernel times, each learned from onnxruntime's per-kernel profile.
+
+    See the module docstring. Fit with ``kernel_times`` (one
+    :attr:`Measurement.kernel_times` per graph, from ``measure(..., kernel_times_s=...)``);
+    without them the per-kernel targets come from a kernel-additive fit to the totals,
+    which makes this a slower copy of ``"additive"``.
+
+    Args:
+        n_estimators: Trees per kernel kind.
+        max_depth: Depth of each tree.
+        learning_rate: Shrinkage.
+        seed: Seed of the trees' row subsampling.
+    """
+
+    name = "kernel"
+    uses_kernel_times = True
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 300,
+        max_depth: int = 4,
+        learning_rate: float = 0.05,
+        seed: int | None = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        self._fit_kernel_times(features, y, None)
+
+    def _fit_kernel_times(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
+    ) -> None:
+        targets = self._kernel_targets(features, y, kernel_times)
+        by_key: dict[str, tuple[list[list[float]], list[float], list[float]]] = {}
+        for f, ts in zip(features, targets, strict=True):
+            wb, gb = f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)
+            for k, t in zip(f.kernels, ts, strict=True):
+                if t is None:
+                    continue
+                rows, works, times = by_key.setdefault(k.key, ([], [], []))
+                rows.append(kernel_row(k, wb, gb))
+                works.append(kernel_work(k))
+                times.append(max(float(t), 1e-4))
+        if not by_key:
+            raise ValueError("no kernel of the training graphs has a time to learn from.")
+        self.models_: dict[str, dict[str, Any]] = {}
+        for key, (rows, works, times) in sorted(by_key.items()):
+            t_ms, work = np.asarray(times), np.asarray(works)
+            if len(t_ms) < MIN_TREE_SAMPLES:
+                z_mid = float(np.median(np.log(t_ms / work)))
+                self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None}
+                continue
+            c0 = 0.9 * float(np.percentile(t_ms, 5))
+            z = np.log(np.maximum(t_ms - c0, 2e-4)) - np.log(work)
+            forest, _ = _fit_trees(
+                np.asarray(rows), z, n_estimators=self.n_estimators, max_depth=self.max_depth,
+                learning_rate=self.learning_rate, seed=self.seed,
+            )  # fmt: skip
+            self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest}
+        self.keys_ = sorted(self.models_)
+        sums = self._kernel_sums(features)
+        n = np.array([len(f.kernels) for f in features], dtype=np.float64)
+        self.calibration_ = _calibrate(sums, n, y)
+
+    def _kernel_targets(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
+    ) -> list[list[float | None]]:
+        if kernel_times is not None and any(kt for kt in kernel_times):
+            return [
+                align_kernel_times(f, kt) if kt else [None] * len(f.kernels)
+                for f, kt in zip(features, kernel_times, strict=True)
+            ]
+        additive = KernelAdditivePredictor()._fit_then(features, y)
+        additive.n_train_ = len(features)
+        return [[c for _, c in additive.kernel_costs(f)] for f in features]
+
+    def _kernel_sums(self, features: Sequence[GraphFeatures]) -> FloatArray:
+        """Sum of the predicted kernel times of each graph (ms), vectorised per kernel kind."""
+        sums = np.zeros(len(features))
+        for key, (gi, ki) in _graph_rows(features).items():
+            model = self.models_[key if key in self.models_ else _fallback_key(key, self.keys_)]
+            kernels = [features[g].kernels[i] for g, i in zip(gi, ki, strict=True)]
+            work = np.array([kernel_work(k) for k in kernels])
+            if model["forest"] is None:
+                z = np.full(len(kernels), model["z"])
+            else:
+                rows = np.array(
+                    [
+                        kernel_row(
+                            k,
+                            features[g].totals.get("weight_bytes", 0.0),
+                            features[g].totals.get("bytes", 0.0),
+                        )
+                        for g, k in zip(gi, kernels, strict=True)
+                    ]
+                )
+                z = predict_trees(model["forest"], rows)
+            np.add.at(sums, np.asarray(gi), model["c0"] + work * np.exp(np.clip(z, -20, 20)))
+        return sums
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        a, b, c = self.calibration_
+        n = np.array([len(f.kernels) for f in features], dtype=np.float64)
+        return np.asarray(a * self._kernel_sums(features) + b + c * n, dtype=np.float64)
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        models = {}
+        for key, m in self.models_.items():
+            forest = None
+            if m["forest"] is not None:
+                forest = {k: v for k, v in m["forest"].items() if k != "_arrays"}
+            models[key] = {"c0": m["c0"], "z": m["z"], "forest": forest}
+        return {"models": models, "calibration": list(self.calibration_)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        self.models_ = {}
+        for key, m in state["models"].items():
+            forest = None
+            if m["forest"] is not None:
+                forest = dict(m["forest"])
+                forest["_arrays"] = _tree_arrays(forest)
+            self.models_[key] = {"c0": float(m["c0"]), "z": float(m["z"]), "forest": forest}
+        self.keys_ = sorted(self.models_)
+        a, b, c = (float(v) for v in state["calibration"])
+        self.calibration_ = (a, b, c)
+
+
+def _calibrate(sums: FloatArray, n: FloatArray, y: FloatArray) -> tuple[float, float, float]:
+    """``y ~ a * sums + b + c * n`` by least squares on relative error (a > 0)."""
+    a = np.stack([sums, np.ones_like(sums), n], axis=1) / y[:, None]
+    coef = np.linalg.lstsq(a, np.ones_like(y), rcond=None)[0]
+    if not coef[0] > 0:  # degenerate data: keep the sum as it is
+        coef = np.array([1.0, 0.0, 0.0])
+    return float(coef[0]), float(coef[1]), float(coef[2])
+
+
+@_register
+class CombinedPredictor(BaseLatencyPredictor):
+    """Geometric mean of the ``"kernel"`` and ``"additive"`` predictors.
+
+    Args:
+        alpha: Ridge strength of the additive part.
+        n_estimators: Trees per kernel kind of the kernel part.
+        max_depth: Depth of those trees.
+        learning_rate: Their shrinkage.
+        seed: Their seed.
+    """
+
+    name = "combined"
+    uses_kernel_times = True
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1e-4,
+        n_estimators: int = 300,
+        max_depth: int = 4,
+        learning_rate: float = 0.05,
+        seed: int | None = 0,
+    ) -> None:
+        self.alpha = alpha
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _parts(self) -> tuple[KernelAdditivePredictor, KernelPredictor]:
+        return KernelAdditivePredictor(alpha=self.alpha), KernelPredictor(
+            n_estimators=self.n_estimators, max_depth=self.max_depth,
+            learning_rate=self.learning_rate, seed=self.seed,
+        )  # fmt: skip
+
+    def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
+        self._fit_kernel_times(features, y, None)
+
+    def _fit_kernel_times(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
+    ) -> None:
+        self.additive_, self.kernel_ = self._parts()
+        self.additive_._fit_features(features, y)
+        self.kernel_._fit_kernel_times(features, y, kernel_times)
+        for part in (self.additive_, self.kernel_):
+            part.n_train_ = len(features)
+
+    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        a = np.maximum(self.additive_._predict_features(features), 1e-9)
+        k = np.maximum(self.kernel_._predict_features(features), 1e-9)
+        return np.asarray(np.sqrt(a * k), dtype=np.float64)
+
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+        return {"additive": self.additive_.get_state(), "kernel": self.kernel_.get_state()}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted state."""
+        self.additive_, self.kernel_ = self._parts()
+        self.additive_.set_state(state["additive"])
+        self.kernel_.set_state(state["kernel"])
+        for part in (self.additive_, self.kernel_):
+            part.n_train_ = 0
