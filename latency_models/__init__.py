@@ -29,6 +29,8 @@ if TYPE_CHECKING:
         KernelFeatures,
         graph_features,
     )
+    from latency_models._kernel_predictor import CombinedPredictor, KernelPredictor
+    from latency_models._kernel_times import align_kernel_times
     from latency_models._measure import (
         AgentAuthError,
         AgentBusyError,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         load_predictor,
         predictor_path,
         training_data,
+        training_kernel_times,
     )
     from latency_models._predictors import (
         PREDICTORS,
@@ -126,6 +129,10 @@ _LAZY: dict[str, str] = {
     "remove_device": "latency_models.devices",
     "sweep_graphs": "latency_models._sweep",
     "training_data": "latency_models._persist",
+    "training_kernel_times": "latency_models._persist",
+    "KernelPredictor": "latency_models._kernel_predictor",
+    "CombinedPredictor": "latency_models._kernel_predictor",
+    "align_kernel_times": "latency_models._kernel_times",
 }
 
 __all__ = [
@@ -141,6 +148,7 @@ __all__ = [
     "AgentUnreachableError",
     "BaseLatencyPredictor",
     "CheckResult",
+    "CombinedPredictor",
     "DeviceSpec",
     "DuplicateNameError",
     "EnergyMeter",
@@ -153,6 +161,7 @@ __all__ = [
     "IncompatibleArtifactError",
     "KernelAdditivePredictor",
     "KernelFeatures",
+    "KernelPredictor",
     "LatencyModelsError",
     "Measurement",
     "MeasurementError",
@@ -166,6 +175,7 @@ __all__ = [
     "StoredRecord",
     "UnknownNameError",
     "add_device",
+    "align_kernel_times",
     "check_device",
     "device_predictor",
     "estimate_energy_mj",
@@ -189,6 +199,7 @@ __all__ = [
     "remove_device",
     "sweep_graphs",
     "training_data",
+    "training_kernel_times",
 ]
 
 

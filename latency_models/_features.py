@@ -33,10 +33,11 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
+3: kernels name the ONNX nodes they run (to line them up with onnxruntime's profile).
 """
 
 NCHWC_BLOCK = 16

@@ -31,6 +31,7 @@ from latency_models._home import home_dir
 from latency_models._metrics import prediction_metrics
 from latency_models._predictors import (
     DEFAULT_PREDICTOR,
+    KERNEL_PREDICTOR,
     PREDICTORS,
     TARGETS,
     BaseLatencyPredictor,
@@ -252,11 +253,16 @@ def fit_predictor(
     *,
     target: str = "latency_ms",
     device: str | None = None,
-    name: str = DEFAULT_PREDICTOR,
+    name: str | None = None,
     holdout: float = 0.2,
     seed: int = 0,
+    kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
 ) -> BaseLatencyPredictor:
     """Fit the default predictor, recording its held-out accuracy.
+
+    The default is ``"combined"`` (kernel-level and kernel-additive models averaged) when
+    per-kernel times are given for a latency target, else ``"additive"``: see
+    ``experiments/README.md`` for how each did on held-out graphs of other families.
 
     With at least 10 graphs, ``holdout`` of them are kept aside first to measure the
     accuracy (stored as ``metrics_``, written into ``meta.json`` on save); the returned
@@ -267,9 +273,11 @@ def fit_predictor(
         y: Measured values, shape (n,), in ms (latency) or mJ (energy).
         target: ``"latency_ms"`` or ``"energy_mj"``.
         device: Device name recorded with the predictor.
-        name: Registry name of the predictor class (default ``DEFAULT_PREDICTOR``).
+        name: Registry name of the predictor class (default: see above).
         holdout: Share of graphs for the held-out metrics (0 to skip).
         seed: Seed of the split.
+        kernel_times: Per graph, its :attr:`Measurement.kernel_times` or None
+            (:func:`training_kernel_times` reads them from a store).
 
     Returns:
         The fitted predictor, with ``device_``, ``target_`` and ``metrics_`` set.
@@ -283,6 +291,14 @@ def fit_predictor(
         raise ValueError(f"holdout must be in [0, 1), got {holdout!r}. Try 0.2.")
     feats = featurize(graphs)
     y_arr = np.asarray(y, dtype=np.float64).ravel()
+    if kernel_times is not None and len(kernel_times) != len(feats):
+        raise ValueError(
+            f"got {len(feats)} graphs but {len(kernel_times)} kernel_times entries; pass one "
+            f"per graph (None where a graph has none)."
+        )
+    if name is None:
+        with_times = kernel_times is not None and any(kernel_times)
+        name = KERNEL_PREDICTOR if with_times and target == "latency_ms" else DEFAULT_PREDICTOR
     cls = PREDICTORS.get(name)
     metrics: dict[str, float] = {}
     n_test = round(holdout * len(feats))
@@ -291,14 +307,18 @@ def fit_predictor(
         test, train = order[:n_test], order[n_test:]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            held = cls().fit([feats[i] for i in train], y_arr[train])
+            held = cls().fit(
+                [feats[i] for i in train],
+                y_arr[train],
+                kernel_times=None if kernel_times is None else [kernel_times[i] for i in train],
+            )
             pred = held.predict_features([feats[i] for i in test])
         metrics = prediction_metrics(y_arr[test], pred)
         _logger.info(
             "%s held-out on %d graphs: within_10=%.2f mape=%.1f%% kendall=%.3f",
             name, n_test, metrics["within_10"], metrics["mape"], metrics["kendall"],
         )  # fmt: skip
-    predictor = cls().fit(feats, y_arr)
+    predictor = cls().fit(feats, y_arr, kernel_times=kernel_times)
     predictor.device_ = device
     predictor.target_ = target
     predictor.metrics_ = metrics
@@ -355,3 +375,24 @@ def training_data(
         ys.append(float(value))
         hashes.append(rec.graph_hash)
     return feats, np.asarray(ys, dtype=np.float64), hashes
+
+
+def training_kernel_times(
+    records: Any, hashes: Sequence[str]
+) -> list[list[dict[str, Any]] | None]:
+    """The newest per-kernel times stored for each graph of ``hashes`` (None where none).
+
+    Args:
+        records: A ``MeasurementStore`` (its ``records()``) or an iterable of its records.
+        hashes: Graph hashes, as :func:`training_data` returns them.
+
+    Returns:
+        One :attr:`Measurement.kernel_times` (or None) per hash, in the order of ``hashes``.
+    """
+    if hasattr(records, "records"):
+        records = records.records(with_onnx=False)
+    newest: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:  # oldest first: later records overwrite
+        if rec.measurement.kernel_times:
+            newest[rec.graph_hash] = rec.measurement.kernel_times
+    return [newest.get(h) for h in hashes]

@@ -679,6 +679,8 @@ class HybridPredictor(BaseLatencyPredictor):
 
 DEFAULT_PREDICTOR = "additive"
 """Registry name of the predictor :func:`fit_predictor` fits without per-kernel times."""
+KERNEL_PREDICTOR = "combined"
+"""Registry name of the predictor :func:`fit_predictor` fits with per-kernel times."""
 
 # Registers "kernel" and "combined" (they build on the classes above).
 from latency_models import _kernel_predictor  # noqa: E402, F401

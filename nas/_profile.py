@@ -41,6 +41,8 @@ _logger = logging.getLogger(__name__)
 
 MIN_ENERGY_RECORDS = 20
 """Measured-energy records needed before an energy predictor is fit."""
+KERNEL_TIMES_S = 0.3
+"""Seconds of profiled runs per graph for its per-kernel times."""
 
 
 @dataclass
@@ -232,6 +234,7 @@ def profile_device(
         get_device,
         predictor_path,
         training_data,
+        training_kernel_times,
     )
 
     if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
@@ -241,7 +244,9 @@ def profile_device(
     store = MeasurementStore(spec.name)
     clock = _Clock(budget_minutes)
     result = ProfileResult(device=spec.name)
-    options = {"max_seconds": max_seconds_per_graph}
+    # each graph's kernels are timed too (onnxruntime's profiler): the kernel-level
+    # predictor's targets, for about a third more measuring time per graph
+    options = {"max_seconds": max_seconds_per_graph, "kernel_times_s": KERNEL_TIMES_S}
     known = len(store)
     say(f"profiling {spec.name}: {known} graphs already in the store, budget {budget_minutes} min")
 
@@ -290,14 +295,15 @@ def profile_device(
 
     # 5. final fit and save
     for target in ("latency_ms", "energy_mj"):
-        t_feats, t_y, _ = training_data(store, target=target)
+        t_feats, t_y, hashes = training_data(store, target=target)
         if target == "energy_mj" and len(t_feats) < MIN_ENERGY_RECORDS:
             say(f"  energy: {len(t_feats)} measured-energy records, no energy predictor fit")
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            times = training_kernel_times(store, hashes) if target == "latency_ms" else None
             predictor: BaseLatencyPredictor = fit_predictor(
-                t_feats, t_y, target=target, device=spec.name, seed=seed
+                t_feats, t_y, target=target, device=spec.name, seed=seed, kernel_times=times
             )
         path = predictor.save(
             predictor_path(spec.name, target),
@@ -349,6 +355,7 @@ def evaluate_device(
         device_predictor,
         prediction_metrics,
         training_data,
+        training_kernel_times,
     )
 
     saved = device_predictor(device, target)
@@ -363,11 +370,16 @@ def evaluate_device(
     n_test = max(2, round(holdout * len(feats)))
     te, tr = order[:n_test], order[n_test:]
     out: dict[str, Any] = {"predictor": saved.name, "n_train": len(tr), "n_test": len(te)}
+    times = training_kernel_times(store, hashes) if target == "latency_ms" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for key, name in (("metrics", saved.name), ("baseline", "flops")):
             p = PREDICTORS.get(name)(**(saved.get_params() if name == saved.name else {}))
-            p.fit([feats[i] for i in tr], y[tr])
+            p.fit(
+                [feats[i] for i in tr],
+                y[tr],
+                kernel_times=None if times is None else [times[i] for i in tr],
+            )
             out[key] = prediction_metrics(y[te], p.predict_features([feats[i] for i in te]))
     rse = []
     by_hash = {r.graph_hash: r.measurement for r in store.records(with_onnx=False)}

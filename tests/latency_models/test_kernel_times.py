@@ -1,0 +1,143 @@
+"""Per-kernel times from onnxruntime's profiler, their alignment, and the kernel predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency_models import (
+    CombinedPredictor,
+    GraphFeatures,
+    KernelPredictor,
+    Measurement,
+    MeasurementStore,
+    align_kernel_times,
+    fit_predictor,
+    graph_features,
+    kernel_graph,
+    load_predictor,
+    measure,
+    measure_cached,
+    prediction_metrics,
+    quantize_qdq,
+    random_network,
+    training_data,
+    training_kernel_times,
+)
+from latency_models._kernel_predictor import effective_mmacs, valid_tap_fraction
+
+FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def profiled() -> tuple[list[GraphFeatures], np.ndarray, list[list[dict]]]:
+    """Small graphs measured for real, each with its per-kernel times."""
+    graphs = [random_network(s, size=16) for s in range(16)]
+    graphs += [quantize_qdq(random_network(s, size=16)) for s in range(100, 108)]
+    graphs += [kernel_graph("conv", cin=c, cout=2 * c, size=8) for c in (8, 16, 24, 32)]
+    feats, ys, times = [], [], []
+    for g in graphs:
+        m = measure(g, "local-cpu", **FAST)
+        assert m.kernel_times
+        feats.append(graph_features(g))
+        ys.append(m.latency_ms)
+        times.append(m.kernel_times)
+    return feats, np.array(ys), times
+
+
+def test_kernel_times_are_measured_and_line_up_with_the_features() -> None:
+    g = quantize_qdq(random_network(3, size=16))
+    m = measure(g, "local-cpu", **FAST)
+    assert m.kernel_times is not None
+    for entry in m.kernel_times:
+        assert entry["ms"] >= 0 and entry["op"] and entry["name"]
+    feats = graph_features(g)
+    times = align_kernel_times(feats, m.kernel_times)
+    assert len(times) == len(feats.kernels)
+    matched = [t for t in times if t is not None]
+    assert len(matched) >= 0.8 * len(times)
+    compute = [t for k, t in zip(feats.kernels, times, strict=True) if k.kind.startswith("conv")]
+    assert compute and all(t is not None for t in compute)  # every conv found by name
+    # the kernels are what a run is made of: their sum is of the order of the latency
+    assert 0.2 * m.latency_ms < sum(matched) < 5 * m.latency_ms
+    # without the option there are none, and the dict round-trips either way
+    plain = measure(g, "local-cpu", max_seconds=0.05, min_samples=3, warmup_s=0.0)
+    assert plain.kernel_times is None
+    assert Measurement.from_dict(m.to_dict()).kernel_times == m.kernel_times
+
+
+def test_alignment_by_name_survives_a_reordered_profile() -> None:
+    feats = graph_features(random_network(5, size=16))
+    names = [k.nodes[0] for k in feats.kernels if k.nodes]
+    entries = [
+        {"name": f"{n}_nchwc", "op": "Conv" if "conv" in n else "Relu", "ms": 0.01 * (i + 1),
+         "output_shape": [], "input_shape": []}
+        for i, n in enumerate(names)
+    ][::-1]  # fmt: skip
+    times = align_kernel_times(feats, entries)
+    by_name = {e["name"][: -len("_nchwc")]: e["ms"] for e in entries}
+    for k, t in zip(feats.kernels, times, strict=True):
+        if k.nodes and k.kind.startswith("conv"):
+            assert t == by_name[k.nodes[0]]
+
+
+def test_measure_cached_remeasures_for_kernel_times() -> None:
+    g = random_network(7, size=16)
+    store = MeasurementStore("local-cpu")
+    fast = {k: v for k, v in FAST.items() if k != "kernel_times_s"}
+    first = measure_cached(g, "local-cpu", store=store, **fast)
+    assert first.kernel_times is None and len(store) == 1
+    second = measure_cached(g, "local-cpu", store=store, **FAST)
+    assert second.kernel_times and len(store) == 2
+    third = measure_cached(g, "local-cpu", store=store, **FAST)
+    assert third.kernel_times == second.kernel_times and len(store) == 2
+    _, _, hashes = training_data(store)
+    assert training_kernel_times(store, hashes) == [second.kernel_times]
+
+
+def test_effective_macs_skip_padding_and_pad_channels() -> None:
+    feats = graph_features(kernel_graph("conv", cin=16, cout=16, size=1, kernel=3))
+    conv = next(k for k in feats.kernels if k.kind == "conv")
+    assert valid_tap_fraction(conv) == pytest.approx(1 / 9)  # only the centre tap is inside
+    assert effective_mmacs(conv) == pytest.approx(16 * 16 * 1 / 1e6)
+    wide = graph_features(kernel_graph("conv1x1", cin=20, cout=20, size=8))
+    k = next(k for k in wide.kernels if k.kind == "conv1x1")
+    assert effective_mmacs(k) == pytest.approx(32 * 32 * 64 / 1e6)  # channels to 2 blocks
+
+
+@pytest.mark.parametrize("cls", [KernelPredictor, CombinedPredictor])
+def test_kernel_predictors_learn_from_kernel_times(
+    cls: type, profiled: tuple[list[GraphFeatures], np.ndarray, list[list[dict]]], tmp_path: Path
+) -> None:
+    feats, y, times = profiled
+    train = np.arange(len(feats)) % 4 != 0
+    est = cls().fit(
+        [f for f, t in zip(feats, train, strict=True) if t],
+        y[train],
+        kernel_times=[k for k, t in zip(times, train, strict=True) if t],
+    )
+    held = [f for f, t in zip(feats, train, strict=True) if not t]
+    pred = est.predict_features(held)
+    assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+    assert prediction_metrics(y[~train], pred)["mape"] < 60  # tiny, noisy graphs
+    est.save(tmp_path / "p", device="local-cpu")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "p").predict_features(held), pred)
+
+
+def test_fit_predictor_picks_by_what_was_measured(
+    profiled: tuple[list[GraphFeatures], np.ndarray, list[list[dict]]],
+) -> None:
+    feats, y, times = profiled
+    assert fit_predictor(feats, y, kernel_times=times).name == "combined"
+    assert fit_predictor(feats, y).name == "additive"
+    with pytest.raises(ValueError, match="kernel_times"):
+        fit_predictor(feats, y, kernel_times=times[:3])
+    with pytest.raises(ValueError, match="kernel_times"):
+        KernelPredictor().fit(feats, y, kernel_times=times[:3])
