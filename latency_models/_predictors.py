@@ -1,6 +1,6 @@
 """Learned latency / energy predictors over graph features (scikit-learn contract).
 
-Three predictors, registered in :data:`PREDICTORS` under their ``name``:
+Four predictors here, registered in :data:`PREDICTORS` under their ``name``:
 
 - ``"flops"`` (:class:`FlopsPredictor`): latency proportional to MACs plus a constant. The
   baseline every report compares against.
@@ -14,14 +14,16 @@ Three predictors, registered in :data:`PREDICTORS` under their ``name``:
   additive model's out-of-fold log error.
 - ``"graph-gbt"`` (:class:`GraphBoostPredictor`): boosted trees on graph totals alone.
 
-The default (:data:`DEFAULT_PREDICTOR`, what :func:`fit_predictor` fits) is ``"additive"``:
-in ``experiments/predictor_accuracy.py`` on ``local-cpu`` (fit on 300 sweep graphs, 120
-held out, 72 of them ResNet-18/MobileNetV2/VGG-11 at 224/96/32 px) it was the best or tied
-outside the training families: with best-of-3-session labels 47% within 10% and MAPE 12%
-(``additive-gbt`` 46% / 13%, ``graph-gbt`` 35% / 22%), with best-of-2 labels 36% / 15% vs
-28% / 19% and 19% / 27%; Kendall tau 0.93-0.96 for all three. The tree correction learns
-sweep-specific residuals that transfer poorly and degrade most on noisy labels; trees alone
-cannot extrapolate. The machine was loaded; see experiments/README.md for the noise floor.
+Two more, learned from per-kernel times (``measure(..., kernel_times_s=...)``), live in
+:mod:`latency_models._kernel_predictor`: ``"kernel"`` and ``"combined"``.
+
+What :func:`fit_predictor` fits: ``"combined"`` (:data:`KERNEL_PREDICTOR`) when kernel times
+are given for a latency target, else ``"additive"`` (:data:`DEFAULT_PREDICTOR`). In
+``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs; 108 held-out graphs of
+ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` was the most
+accurate on both CPU devices (local-cpu: 82-83% within 10%, MAPE 6-8%; ``additive``
+53-81%, ``kernel`` 36-54%, ``additive-gbt`` 47-75%, ``graph-gbt`` 38-39%). Trees alone
+do not extrapolate; the tree correction of ``additive-gbt`` learns sweep-specific residuals.
 
 Every predictor predicts with numpy only: boosted trees are exported to arrays right after
 fitting and traversed here, so a saved predictor gives bit-identical predictions in a process
@@ -486,31 +488,38 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
     x32 = np.asarray(x, dtype=np.float32)  # sklearn compares in float32
     total = np.zeros(x.shape[0])
     rows = np.arange(x.shape[0])
-    for t in forest["_arrays"] if "_arrays" in forest else _tree_arrays(forest):
-        left, right, feat, thr, val = t
+    for left, right, feat, thr, val, depth in (
+        forest["_arrays"] if "_arrays" in forest else _tree_arrays(forest)
+    ):
         node = np.zeros(x.shape[0], dtype=np.int64)
-        while True:
-            inner = left[node] != -1
-            if not inner.any():
-                break
-            f = np.where(inner, feat[node], 0)
-            go_left = x32[rows, f] <= thr[node]
-            node = np.where(inner, np.where(go_left, left[node], right[node]), node)
+        for _ in range(depth):  # a leaf points to itself, so every row takes `depth` steps
+            node = np.where(x32[rows, feat[node]] <= thr[node], left[node], right[node])
         total += val[node]
     return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
 
 
 def _tree_arrays(forest: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            np.asarray(t["left"], dtype=np.int64),
-            np.asarray(t["right"], dtype=np.int64),
-            np.asarray(t["feature"], dtype=np.int64),
-            np.asarray(t["threshold"], dtype=np.float64),
-            np.asarray(t["value"], dtype=np.float64),
-        )
-        for t in forest["trees"]
-    ]
+    """Each tree as (left, right, feature, threshold, value, depth) arrays for traversal.
+
+    Leaves (``left == -1`` in sklearn's arrays) become self-loops with an infinite
+    threshold, so a traversal needs no test for having reached one.
+    """
+    out = []
+    for t in forest["trees"]:
+        left = np.asarray(t["left"], dtype=np.int64)
+        right = np.asarray(t["right"], dtype=np.int64)
+        feat = np.asarray(t["feature"], dtype=np.int64)
+        thr = np.asarray(t["threshold"], dtype=np.float64)
+        leaf = left == -1
+        idx = np.flatnonzero(leaf)
+        left, right, feat, thr = left.copy(), right.copy(), feat.copy(), thr.copy()
+        left[idx], right[idx], feat[idx], thr[idx] = idx, idx, 0, np.inf
+        depth, level = 0, np.array([0])
+        while level.size:  # breadth-first: the longest root-to-leaf path
+            level = np.concatenate([left[level], right[level]])[~np.tile(leaf[level], 2)]
+            depth += 1 if level.size else 0
+        out.append((left, right, feat, thr, np.asarray(t["value"], dtype=np.float64), depth))
+    return out
 
 
 def _fit_trees(

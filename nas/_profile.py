@@ -6,9 +6,12 @@
    at many shapes, small random CNNs; fp32 and int8 QDQ) and, with a task, compressed
    variants of the task's model (random configs of its compression space, plus the
    identity and the smallest config), exported as the search will export them.
-2. **Measure** each through :func:`latency_models.measure_cached`, so every measurement lands
-   in the device's store and a stopped profile resumes where it stopped.
-3. **Fit** the default predictor and record its held-out accuracy.
+2. **Measure** each through :func:`latency_models.measure_cached`, latency and each kernel's
+   time (onnxruntime's profiler, :data:`KERNEL_TIMES_S` per graph), so every measurement
+   lands in the device's store and a stopped profile resumes where it stopped.
+3. **Fit** the default predictor (``combined`` with kernel times) and record its held-out
+   accuracy. Adaptive sampling ranks graphs by the additive model's out-of-fold error,
+   which is cheap to refit five times a round.
 4. **Adaptive sampling** (as nn-Meter does): find the measured graphs with the worst
    out-of-fold error, generate a pool of new candidate graphs, and measure the candidates
    whose graph totals are nearest to those; refit; repeat until the budget is spent.
