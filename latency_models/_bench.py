@@ -253,6 +253,19 @@ def _pinned(cpus: Sequence[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+def _session_options(threads: int) -> Any:
+    """The session options of every measurement (the profiled session's too)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
 def _session(model: bytes, providers: Sequence[str], threads: int) -> Any:
     import onnxruntime as ort
 
@@ -264,14 +277,10 @@ def _session(model: bytes, providers: Sequence[str], threads: int) -> Any:
             f"available: {available}. Install the matching onnxruntime build or change the "
             "device's providers."
         )
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
+        session = ort.InferenceSession(
+            model, sess_options=_session_options(threads), providers=list(providers)
+        )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise GraphRejected(f"onnxruntime rejected the graph: {exc}") from exc
     # A provider that fails to initialise (a CUDA provider without its libraries, say) is
@@ -448,12 +457,7 @@ def profile_kernels(
     lo, hi = KERNEL_TIME_RUNS
     runs = int(min(hi, max(lo, budget_s * 1e3 / max(per_run_ms, 1e-3))))
     with tempfile.TemporaryDirectory(prefix="hwnas-prof-") as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts = _session_options(threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))

@@ -83,6 +83,28 @@ def test_unavailable_provider_is_clear() -> None:
         measure(mlp(8, 1), spec, **FAST)
 
 
+def test_provider_that_falls_back_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime drops a provider that fails to start and runs on the next: refuse that."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    class FellBack:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._s = real(*args, **kwargs)
+
+        def get_providers(self) -> list[str]:
+            return ["FallbackExecutionProvider"]  # not the one asked for
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._s, name)
+
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    spec = DeviceSpec("cpu-asked", providers=("CPUExecutionProvider",))
+    with pytest.raises(MeasurementError, match="could not start CPUExecutionProvider"):
+        measure(mlp(8, 1), spec, **FAST)
+
+
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="max_seconds"):
         measure(mlp(8, 1), "local-cpu", max_seconds=0)
