@@ -256,10 +256,15 @@ def quantize_qdq(
         quantize_static,
     )
 
-    inp = graph.graph.input[0]
-    shape = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
     rng = np.random.default_rng(seed)
-    data = [{inp.name: rng.normal(size=shape).astype(np.float32)} for _ in range(n_calibration)]
+    shapes = {
+        inp.name: [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+        for inp in graph.graph.input
+    }
+    data = [
+        {name: rng.normal(size=shape).astype(np.float32) for name, shape in shapes.items()}
+        for _ in range(n_calibration)
+    ]
 
     class _Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
