@@ -178,3 +178,25 @@ def test_unknown_op_is_bucketed_as_other() -> None:
     f = graph_features(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert f.unknown_ops == ("Einsum",)
     assert f.kernels[0].kind == "other"
+
+
+def test_quantize_qdq_calibrates_every_input() -> None:
+    """Two convs on two graph inputs: both become integer kernels (each input calibrated)."""
+    b = _Builder(np.random.default_rng(0))
+    y1 = b.conv("input", 8, 16, 3)
+    y2 = b.conv("input_1", 4, 8, 1)
+    graph = helper.make_graph(
+        b.nodes,
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 8, 8]),
+            helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, 4, 6, 6]),
+        ],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, None) for y in (y1, y2)],
+        b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feats = graph_features(quantize_qdq(model))
+    convs = [k for k in feats.kernels if k.source_op == "Conv"]
+    assert len(convs) == 2 and all(k.dtype == "int8" for k in convs)
