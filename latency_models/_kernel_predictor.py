@@ -11,17 +11,17 @@ Per kernel kind and dtype (``conv.fp32``...), a kernel costs
 
     t = c0 + work * exp(z(kernel, graph))
 
-``work`` is what the kernel must do at full speed: effective MACs for compute kernels (the
-channels padded to onnxruntime's NCHWc block, the taps that fall in the zero padding
-skipped, as MLAS skips them), megabytes moved for the others. ``z`` is the log of the time
-per unit of work, learned by gradient boosted trees on the kernel's shape and the graph's
-total weight and activation bytes (whether its weights are still cached when it runs). Trees
-do not extrapolate; a kernel bigger than any in training gets the speed of the biggest
-ones, which is the physically right limit (throughput saturates), where a tree on the time
-itself would cap the time. ``c0`` is a fixed launch cost. The graph's latency is then
-``a * sum(t) + b + c * n_kernels``, fit on the measured latencies: the profiler adds a
-couple of microseconds to every kernel it times (``c`` comes out negative) and the run has
-a fixed overhead.
+``work`` (:func:`row_work`) is what the kernel must do at full speed: effective MACs for
+compute kernels (the channels padded to onnxruntime's NCHWc block, the taps that fall in
+the zero padding skipped, as MLAS skips them), megabytes moved for the others. ``z`` is
+the log of the time per unit of work, learned by gradient boosted trees on the kernel's
+shape and the graph's total weight and activation bytes (whether its weights are still
+cached when it runs). Trees do not extrapolate; a kernel bigger than any in training gets
+the speed of the biggest ones, which is the physically right limit (throughput
+saturates), where a tree on the time itself would cap the time. ``c0`` is a fixed launch
+cost. The graph's latency is then ``a * sum(t) + b + c * n_kernels``, fit on the measured
+latencies: the profiler adds a couple of microseconds to every kernel it times (``c``
+comes out negative) and the run has a fixed overhead.
 
 ``"combined"`` (:class:`CombinedPredictor`) is a weighted geometric mean of this predictor
 (weight 0.25) and the kernel-additive one (0.75, fit on whole-graph latencies). Their errors
@@ -99,11 +99,14 @@ def effective_mmacs(k: KernelFeatures) -> float:
     return per_group * groups * taps * k.output_pixels * valid_tap_fraction(k) / 1e6
 
 
-def kernel_work(k: KernelFeatures) -> float:
-    """Work unit of a kernel's throughput: effective MMACs (compute) or MB moved (others)."""
-    if k.kind in _COMPUTE:
-        return effective_mmacs(k) + 1e-3
-    return (k.activation_bytes + k.weight_bytes) / 1e6 + 1e-3
+def row_work(raw: FloatArray, key: str) -> FloatArray:
+    """Work unit of the throughput of kernels of ``key``, from their raw rows.
+
+    Effective MMACs for compute kernels, MB moved (activations and weights) for the others;
+    ``raw`` is :func:`kernel_row` output, before :func:`kernel_rows` logs it.
+    """
+    compute = key.split(".")[0] in _COMPUTE
+    return np.asarray((raw[:, 17] if compute else raw[:, 1] + raw[:, 2]) / 1e6 + 1e-3)
 
 
 _LOGGED = np.array([True] * 5 + [False] * 2 + [True] * 4 + [False] * 4 + [True, False] + [True] * 3
@@ -197,21 +200,21 @@ class KernelPredictor(BaseLatencyPredictor):
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> None:
         targets = self._kernel_targets(features, y, kernel_times)
-        by_key: dict[str, tuple[list[list[float]], list[float], list[float]]] = {}
+        by_key: dict[str, tuple[list[list[float]], list[float]]] = {}
         for f, ts in zip(features, targets, strict=True):
             wb, gb = f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)
             for k, t in zip(f.kernels, ts, strict=True):
                 if t is None:
                     continue
-                rows, works, times = by_key.setdefault(k.key, ([], [], []))
+                rows, times = by_key.setdefault(k.key, ([], []))
                 rows.append(kernel_row(k, wb, gb))
-                works.append(kernel_work(k))
                 times.append(max(float(t), 1e-4))
         if not by_key:
             raise ValueError("no kernel of the training graphs has a time to learn from.")
         self.models_: dict[str, dict[str, Any]] = {}
-        for key, (rows, works, times) in sorted(by_key.items()):
-            t_ms, work = np.asarray(times), np.asarray(works)
+        for key, (rows, times) in sorted(by_key.items()):
+            raw = np.array(rows, dtype=np.float64)
+            t_ms, work = np.asarray(times), row_work(raw, key)
             if len(t_ms) < MIN_TREE_SAMPLES:
                 z_mid = float(np.median(np.log(t_ms / work)))
                 self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None}
@@ -219,7 +222,7 @@ class KernelPredictor(BaseLatencyPredictor):
             c0 = 0.9 * float(np.percentile(t_ms, 5))
             z = np.log(np.maximum(t_ms - c0, 2e-4)) - np.log(work)
             forest, _ = _fit_trees(
-                kernel_rows(rows), z, n_estimators=self.n_estimators, max_depth=self.max_depth,
+                kernel_rows(raw), z, n_estimators=self.n_estimators, max_depth=self.max_depth,
                 learning_rate=self.learning_rate, seed=self.seed,
             )  # fmt: skip
             self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest}
@@ -259,9 +262,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 ],
                 dtype=np.float64,
             )
-            # kernel_work() from the row: effective MACs, or activation + weight bytes
-            compute = key.split(".")[0] in _COMPUTE
-            work = (raw[:, 17] if compute else raw[:, 1] + raw[:, 2]) / 1e6 + 1e-3
+            work = row_work(raw, key)
             rows = kernel_rows(raw)
             if model["forest"] is None:
                 z = np.full(len(gi), model["z"])
