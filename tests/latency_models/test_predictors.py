@@ -203,11 +203,12 @@ def test_device_predictor_roundtrip(dataset: tuple[list[GraphFeatures], np.ndarr
     assert loaded.metrics_["within_10"] == p.metrics_["within_10"]
 
 
+@pytest.mark.parametrize("name", ["additive", "combined"])
 def test_loads_without_torch_in_subprocess(
-    dataset: tuple[list[GraphFeatures], np.ndarray], tmp_path: Path
+    name: str, dataset: tuple[list[GraphFeatures], np.ndarray], tmp_path: Path
 ) -> None:
     feats, y = dataset
-    est = fit_predictor(feats, y)
+    est = fit_predictor(feats, y, name=name)
     est.save(tmp_path / "p")
     graphs = [random_network(s, size=32) for s in (500, 501)]
     paths = []
