@@ -21,7 +21,7 @@ What :func:`fit_predictor` fits: ``"combined"`` (:data:`KERNEL_PREDICTOR`) when 
 are given for a latency target, else ``"additive"`` (:data:`DEFAULT_PREDICTOR`). In
 ``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs; 108 held-out graphs of
 ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` was the most
-accurate on both CPU devices (local-cpu: 82-83% within 10%, MAPE 6-8%; ``additive``
+accurate on both CPU devices (local-cpu: 69-86% within 10%, MAPE 6-9%; ``additive``
 53-81%, ``kernel`` 36-54%, ``additive-gbt`` 47-75%, ``graph-gbt`` 38-39%). Trees alone
 do not extrapolate; the tree correction of ``additive-gbt`` learns sweep-specific residuals.
 
