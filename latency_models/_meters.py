@@ -169,19 +169,25 @@ class NvmlMeter(EnergyMeter):
     (80 W) and 0.05% under a bf16 matmul load (692 W).
 
     Args:
-        index: The GPU's NVML index.
+        index: The GPU: its NVML index, or its UUID (``"GPU-..."``, as
+            ``CUDA_VISIBLE_DEVICES`` may name it). NVML numbers GPUs in PCI bus order; CUDA
+            does too only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, so on a host with several
+            GPUs name them by UUID or set that variable.
         read_mj: Returns the counter in mJ (tests inject recorded readings); by default
             ``pynvml`` is imported and the GPU queried.
 
     Raises:
-        MeterUnavailableError: ``pynvml`` is missing, or NVML or the GPU has no counter.
+        MeterUnavailableError: ``pynvml`` is missing, or NVML or the GPU has no counter (a
+            MIG instance has none of its own).
     """
 
     name = "nvml"
     min_window_s = 2.0
     _MAX = 2**64 - 1  # unsigned long long; in practice it never wraps
 
-    def __init__(self, index: int = 0, *, read_mj: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, index: int | str = 0, *, read_mj: Callable[[], int] | None = None
+    ) -> None:
         if read_mj is None:
             read_mj = _nvml_reader(index)
         self._read_mj = read_mj
@@ -201,7 +207,7 @@ class NvmlMeter(EnergyMeter):
         return counter_delta(start[0], end[0], self._MAX) / 1e3
 
 
-def _nvml_reader(index: int) -> Callable[[], int]:
+def _nvml_reader(index: int | str) -> Callable[[], int]:
     try:
         import pynvml
     except ImportError as exc:
@@ -210,7 +216,10 @@ def _nvml_reader(index: int) -> Callable[[], int]:
         ) from exc
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        if isinstance(index, str):
+            handle = pynvml.nvmlDeviceGetHandleByUUID(index)
+        else:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception as exc:  # NVMLError: no driver, no GPU, counter not supported (pre-Volta)
         raise MeterUnavailableError(
@@ -221,6 +230,17 @@ def _nvml_reader(index: int) -> Callable[[], int]:
         return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
 
     return read_mj
+
+
+def visible_gpu() -> int | str:
+    """The GPU this process runs on, as NVML names it: ``CUDA_VISIBLE_DEVICES``'s first entry.
+
+    An index, or a ``GPU-``/``MIG-`` UUID passed through as a string; 0 when unset or empty.
+    """
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if first.isdigit():
+        return int(first)
+    return first if first.startswith(("GPU-", "MIG-")) else 0
 
 
 def open_meter(kind: str) -> tuple[EnergyMeter | None, str]:
@@ -242,8 +262,7 @@ def open_meter(kind: str) -> tuple[EnergyMeter | None, str]:
     try:
         if kind == "rapl":
             return RaplMeter(), ""
-        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-        return NvmlMeter(int(gpu) if gpu.isdigit() else 0), ""
+        return NvmlMeter(visible_gpu()), ""
     except MeterUnavailableError as exc:
         return None, str(exc)
 

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,33 @@ def test_nvml_reader_failure_is_unavailable() -> None:
 
     with pytest.raises(MeterUnavailableError, match="NOT_SUPPORTED"):
         NvmlMeter(read_mj=broken)
+
+
+@pytest.mark.parametrize(
+    ("visible", "handle"), [("GPU-1a2b,0", "uuid:GPU-1a2b"), ("3", "index:3"), ("", "index:0")]
+)
+def test_nvml_meter_reads_the_visible_gpu(
+    visible: str, handle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA_VISIBLE_DEVICES may name the GPU by index or UUID; NVML is asked for that one.
+
+    NVML itself is faked (no GPU here); the real counter was checked on an H200
+    (experiments/gpu_device_check.py).
+    """
+    import types
+
+    counters = {"uuid:GPU-1a2b": 7_000, "index:3": 3_000, "index:0": 1_000}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: f"index:{i}",
+        nvmlDeviceGetHandleByUUID=lambda u: f"uuid:{u}",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counters[h],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    meter, reason = open_meter("nvml")
+    assert meter is not None, reason
+    assert meter.read() == (counters[handle],)
 
 
 def test_open_meter_reasons() -> None:
