@@ -51,7 +51,8 @@ from latency_models._predictors import (
     _fallback_key,
     _fit_trees,
     _register,
-    _tree_arrays,
+    forest_from_state,
+    forest_state,
     predict_trees,
 )
 
@@ -281,23 +282,26 @@ class KernelPredictor(BaseLatencyPredictor):
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
-        models = {}
-        for key, m in self.models_.items():
-            forest = None
-            if m["forest"] is not None:
-                forest = {k: v for k, v in m["forest"].items() if k != "_arrays"}
-            models[key] = {"c0": m["c0"], "z": m["z"], "forest": forest}
+        models = {
+            key: {
+                "c0": m["c0"],
+                "z": m["z"],
+                "forest": None if m["forest"] is None else forest_state(m["forest"]),
+            }
+            for key, m in self.models_.items()
+        }
         return {"models": models, "calibration": list(self.calibration_)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore fitted state."""
-        self.models_ = {}
-        for key, m in state["models"].items():
-            forest = None
-            if m["forest"] is not None:
-                forest = dict(m["forest"])
-                forest["_arrays"] = _tree_arrays(forest)
-            self.models_[key] = {"c0": float(m["c0"]), "z": float(m["z"]), "forest": forest}
+        self.models_ = {
+            key: {
+                "c0": float(m["c0"]),
+                "z": float(m["z"]),
+                "forest": None if m["forest"] is None else forest_from_state(m["forest"]),
+            }
+            for key, m in state["models"].items()
+        }
         self.keys_ = sorted(self.models_)
         a, b, c = (float(v) for v in state["calibration"])
         self.calibration_ = (a, b, c)

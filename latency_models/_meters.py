@@ -185,9 +185,7 @@ class NvmlMeter(EnergyMeter):
     min_window_s = 2.0
     _MAX = 2**64 - 1  # unsigned long long; in practice it never wraps
 
-    def __init__(
-        self, index: int | str = 0, *, read_mj: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, index: int | str = 0, *, read_mj: Callable[[], int] | None = None) -> None:
         if read_mj is None:
             read_mj = _nvml_reader(index)
         self._read_mj = read_mj

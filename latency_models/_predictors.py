@@ -498,6 +498,18 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
     return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
 
 
+def forest_state(forest: Mapping[str, Any]) -> dict[str, Any]:
+    """A fitted forest as JSON-able data (without its traversal arrays)."""
+    return {k: v for k, v in forest.items() if k != "_arrays"}
+
+
+def forest_from_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`forest_state`: the forest with its traversal arrays rebuilt."""
+    forest = dict(state)
+    forest["_arrays"] = _tree_arrays(forest)
+    return forest
+
+
 def _tree_arrays(forest: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Each tree as (left, right, feature, threshold, value, depth) arrays for traversal.
 
@@ -538,9 +550,7 @@ def _fit_trees(
         loss="huber",
         random_state=seed,
     ).fit(x, r)
-    forest = export_trees(gbr)
-    forest["_arrays"] = _tree_arrays(forest)
-    return forest, gbr
+    return forest_from_state(export_trees(gbr)), gbr
 
 
 @_register
@@ -591,14 +601,12 @@ class GraphBoostPredictor(BaseLatencyPredictor):
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
-        forest = {k: v for k, v in self.forest_.items() if k != "_arrays"}
-        return {"base_coef": self.base_coef_.tolist(), "forest": forest}
+        return {"base_coef": self.base_coef_.tolist(), "forest": forest_state(self.forest_)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore fitted state."""
         self.base_coef_ = np.asarray(state["base_coef"], dtype=np.float64)
-        self.forest_ = dict(state["forest"])
-        self.forest_["_arrays"] = _tree_arrays(self.forest_)
+        self.forest_ = forest_from_state(state["forest"])
 
 
 @_register
@@ -674,16 +682,14 @@ class HybridPredictor(BaseLatencyPredictor):
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
-        forest = {k: v for k, v in self.forest_.items() if k != "_arrays"}
-        return {"additive": self.additive_.get_state(), "forest": forest}
+        return {"additive": self.additive_.get_state(), "forest": forest_state(self.forest_)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore fitted state."""
         self.additive_ = KernelAdditivePredictor(alpha=self.alpha)
         self.additive_.set_state(state["additive"])
         self.additive_.n_train_ = 0
-        self.forest_ = dict(state["forest"])
-        self.forest_["_arrays"] = _tree_arrays(self.forest_)
+        self.forest_ = forest_from_state(state["forest"])
 
 
 DEFAULT_PREDICTOR = "additive"
