@@ -67,7 +67,13 @@ if TYPE_CHECKING:
         StoredRecord,
         measure_cached,
     )
-    from latency_models._sweep import kernel_graph, quantize_qdq, random_network, sweep_graphs
+    from latency_models._sweep import (
+        kernel_graph,
+        quantize_qdq,
+        random_network,
+        staged_network,
+        sweep_graphs,
+    )
     from latency_models.devices import (
         DEVICES,
         DeviceSpec,
@@ -127,6 +133,7 @@ _LAZY: dict[str, str] = {
     "quantize_qdq": "latency_models._sweep",
     "random_network": "latency_models._sweep",
     "remove_device": "latency_models.devices",
+    "staged_network": "latency_models._sweep",
     "sweep_graphs": "latency_models._sweep",
     "training_data": "latency_models._persist",
     "training_kernel_times": "latency_models._persist",
@@ -197,6 +204,7 @@ __all__ = [
     "quantize_qdq",
     "random_network",
     "remove_device",
+    "staged_network",
     "sweep_graphs",
     "training_data",
     "training_kernel_times",

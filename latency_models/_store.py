@@ -132,6 +132,8 @@ class MeasurementStore:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise
+            if isinstance(exc, sqlite3.DataError):  # a value the store refused, not corruption
+                raise ValueError(f"measurement store {self.path} refused a value: {exc}") from exc
             raise StoreCorruptedError(
                 f"measurement store {self.path} is corrupted or not a store ({exc}). Move it "
                 "away to start a new one; export what is readable first if you need it."
@@ -186,6 +188,7 @@ class MeasurementStore:
 
         data = graph_bytes(graph)
         digest = graph_hash or hashlib.sha256(data).hexdigest()
+        keep_path = keep_path or _too_big_to_keep(graph, len(data))
         if keep_path and not isinstance(graph, (str, Path)):
             raise ValueError("put(keep_path=True) needs the graph as a file path.")
         onnx = None if keep_path else data
@@ -443,9 +446,32 @@ def measure_cached(
             if features is not None:
                 store.set_features(digest, features)
             return found.measurement
+    by_path = _too_big_to_keep(graph, len(data))  # refused here, before measuring
     result = measure(graph if isinstance(graph, (str, Path)) else data, spec, **measure_options)
-    store.put(data, result, features=features, graph_hash=digest)
+    store.put(
+        graph if by_path else data, result, features=features, graph_hash=digest,
+        keep_path=by_path,
+    )  # fmt: skip
     return result
+
+
+MAX_STORED_GRAPH_BYTES = 900_000_000
+"""Largest graph a store keeps inside itself (SQLite refuses values over 1e9 bytes); a
+bigger one given as a file path is kept by its path."""
+
+
+def _too_big_to_keep(graph: GraphLike, n_bytes: int) -> bool:
+    """Whether ``graph`` must be stored by path; raises if it is too big and has none."""
+    if n_bytes <= MAX_STORED_GRAPH_BYTES:
+        return False
+    if isinstance(graph, (str, Path)):
+        return True
+    raise ValueError(
+        f"this graph is {n_bytes / 1e6:.0f} MB, more than the "
+        f"{MAX_STORED_GRAPH_BYTES / 1e6:.0f} MB a measurement store keeps inside itself "
+        "(SQLite's limit on one value). Save it to a file and pass the path: the store then "
+        "keeps the path."
+    )
 
 
 def _target_identity(spec: DeviceSpec) -> tuple[str | None, str | None]:

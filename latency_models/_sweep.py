@@ -227,6 +227,121 @@ def random_network(
     return b.model([1, 3, size, size], y, f"rand{seed}_{style}_{size}px_w{width}_d{depth}")
 
 
+_STAGED_BLOCKS = ("basic", "bottleneck", "inverted", "plain", "separable")
+
+
+def staged_network(
+    seed: int,
+    *,
+    size: int | None = None,
+    block: str | None = None,
+    max_mmacs: float = 3000.0,
+    max_weight_mb: float = 64.0,
+) -> onnx.ModelProto:
+    """A random ImageNet-shaped CNN: a stem, 3-5 stages of widening blocks, a classifier.
+
+    Covers what :func:`random_network`'s few shallow blocks do not: the macro structure of
+    classification networks. A 3x3/7x7 stride-2 stem (often followed by a padded 3x3
+    max pool), stages that halve the map and multiply the width by 1.5-2.5 (so weights reach
+    tens of MB and late convs run on 1x1-7x7 maps), 1-4 blocks a stage, and a 10-1000-class
+    head, sometimes behind a wide 1x1 conv. One block kind per network: ``"basic"`` and
+    ``"bottleneck"`` residual blocks, ``"inverted"`` residuals (expansion 3-6, 3x3 or 5x5
+    depthwise), ``"plain"`` conv stacks with max-pool downsampling, ``"separable"``
+    depthwise-separable blocks.
+
+    Args:
+        seed: Drives every unset choice and the weights.
+        size: Input resolution, pixels (default: random in 32..224).
+        block: One of the kinds above (default: random).
+        max_mmacs: The width is scaled down until the network has at most this many
+            million MACs (keeps each measurement near a second)...
+        max_weight_mb: ...and at most this many MB of fp32 weights (ResNet-18 has 47).
+
+    Returns:
+        ModelProto with input ``input`` of shape (1, 3, size, size).
+
+    Raises:
+        ValueError: ``block`` is not one of the kinds above.
+    """
+    from latency_models._features import graph_features
+
+    rng = np.random.default_rng(seed)
+    size = size or int(rng.choice([32, 48, 64, 96, 112, 128, 160, 192, 224]))
+    block = block or str(rng.choice(_STAGED_BLOCKS))
+    if block not in _STAGED_BLOCKS:
+        raise ValueError(f"staged_network block must be one of {_STAGED_BLOCKS}, got {block!r}.")
+    n_stages = int(rng.integers(3, 6))
+    growth = float(rng.choice([1.5, 2.0, 2.0, 2.5]))
+    stem = int(rng.choice([16, 24, 32, 48, 64]))
+    depths = [int(rng.integers(1, 5)) for _ in range(n_stages)]
+    big = size >= 64
+    stem_k = int(rng.choice([3, 7])) if big else 3
+    pool_stem = big and block != "plain" and rng.random() < 0.6
+    expansion = int(rng.choice([3, 4, 6]))
+    dw_k = int(rng.choice([3, 3, 5]))
+    head = int(rng.choice([0, 1024, 1280])) if block in ("inverted", "separable") else 0
+    classes = int(rng.choice([10, 100, 1000, 1000]))
+    align = rng.random() < 0.8  # else odd channel counts (misaligned to the 8/16 blocks)
+    weights_seed = int(rng.integers(1 << 30))
+
+    def ch(c: float) -> int:
+        return max(8, round(c / 8) * 8) if align else max(4, round(c))
+
+    width = 1.0
+    for _ in range(40):
+        b = _Builder(np.random.default_rng(weights_seed))
+        c = ch(stem * width)
+        y = b.conv("input", 3, c, stem_k, stride=2 if big else 1)
+        if pool_stem:
+            y = b.node("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+        for s, depth in enumerate(depths):
+            cout = ch(stem * width * growth ** (s + (block == "bottleneck")))
+            for j in range(depth):
+                stride = 2 if (j == 0 and s > 0) else 1
+                y = _staged_block(b, block, y, c, cout, stride, expansion, dw_k)
+                c = cout
+        if head:
+            y = b.conv(y, c, head, 1, act="Relu6")
+            c = head
+        y = b.node("Flatten", [b.node("GlobalAveragePool", [y])], axis=1)
+        g = b.model([1, 3, size, size], b.linear(y, c, classes), "")
+        totals = graph_features(g).totals
+        small = totals["macs"] <= max_mmacs * 1e6 and totals["weight_bytes"] <= max_weight_mb * 1e6
+        if small or width < 0.05:
+            break
+        width *= 0.8
+    g.graph.name = f"staged{seed}_{block}_{size}px_s{stem}x{growth}_d{''.join(map(str, depths))}"
+    return g
+
+
+def _staged_block(
+    b: _Builder, block: str, y: str, c: int, cout: int, stride: int, expansion: int, dw_k: int
+) -> str:
+    if block == "plain":
+        if stride == 2:
+            y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        return b.conv(y, c, cout, 3)
+    if block == "separable":
+        z = b.conv(y, c, c, dw_k, stride=stride, groups=c)
+        return b.conv(z, c, cout, 1)
+    if block == "inverted":
+        mid = c * expansion
+        z = b.conv(y, c, mid, 1, act="Relu6")
+        z = b.conv(z, mid, mid, dw_k, stride=stride, groups=mid, act="Relu6")
+        z = b.conv(z, mid, cout, 1, act=None)
+        return b.node("Add", [y, z]) if (stride == 1 and c == cout) else z
+    if block == "basic":
+        z = b.conv(y, c, cout, 3, stride=stride)
+        z = b.conv(z, cout, cout, 3, act=None)
+    else:  # bottleneck: 1x1 down to a quarter, 3x3, 1x1 up
+        mid = max(8, cout // 4)
+        z = b.conv(y, c, mid, 1)
+        z = b.conv(z, mid, mid, 3, stride=stride)
+        z = b.conv(z, mid, cout, 1, act=None)
+    short = y if (stride == 1 and c == cout) else b.conv(y, c, cout, 1, stride=stride, act=None)
+    return b.node("Relu", [b.node("Add", [short, z])])
+
+
 def quantize_qdq(
     graph: onnx.ModelProto,
     *,
@@ -302,6 +417,7 @@ def sweep_graphs(
     network_share: float = 0.5,
     wide: bool = False,
     mixed_share: float = 0.15,
+    staged_share: float = 0.5,
 ) -> Iterator[tuple[str, onnx.ModelProto]]:
     """``n`` named profiling graphs: single kernels at many shapes and random networks.
 
@@ -319,6 +435,9 @@ def sweep_graphs(
             networks in mixed precision (some convs int8, the rest fp32).
         mixed_share: With ``wide``, share of networks quantized with about half their
             convs left in fp32 (int8/fp32 edges: Quantize/DequantizeLinear kernels).
+        staged_share: With ``wide``, share of the networks that are ImageNet-shaped
+            (:func:`staged_network`: stem, stages of widening blocks, up to 3 GMACs) rather
+            than :func:`random_network`'s few shallow blocks.
 
     Yields:
         (name, graph) pairs; names are unique and stable.
@@ -327,7 +446,13 @@ def sweep_graphs(
         rng = np.random.default_rng([seed, i] if not wide else [seed, i, 1])
         is_net = rng.random() < network_share
         if is_net and wide:
-            name, graph = _wide_network(rng, i)
+            staged = np.random.default_rng([seed, i, 2])
+            if staged.random() < staged_share:
+                rng = staged  # its own stream: the other graphs stay as they were
+                graph = staged_network(int(rng.integers(1 << 30)))
+                name = f"w{graph.graph.name}"
+            else:
+                name, graph = _wide_network(rng, i)
         elif is_net:
             name, graph = f"net{i}", random_network(int(rng.integers(1 << 30)))
         elif wide:

@@ -170,3 +170,39 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
         p.join(60)
         assert p.exitcode == 0
     assert len(MeasurementStore("dev", path=path)) == 30
+
+
+def test_graph_too_big_for_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph over SQLite's value limit is kept by path, or refused before it is measured."""
+    g = mlp(8, 1)
+    n = len(g.SerializeToString())
+    monkeypatch.setattr(store_mod, "MAX_STORED_GRAPH_BYTES", n - 1)
+    store = MeasurementStore("local-cpu")
+    calls = []
+    monkeypatch.setattr(store_mod, "measure", lambda *a, **k: calls.append(1) or _fake(1.0))
+    with pytest.raises(ValueError, match=r"pass the path"):
+        measure_cached(g, "local-cpu", store=store)
+    assert calls == [] and len(store) == 0  # refused before measuring
+    path = tmp_path / "g.onnx"
+    path.write_bytes(g.SerializeToString())
+    measure_cached(str(path), "local-cpu", store=store)
+    (rec,) = store.records()
+    assert calls == [1] and rec.graph() == g.SerializeToString()
+    with sqlite3.connect(store.path) as conn:  # the path, not the bytes
+        assert conn.execute("SELECT onnx, onnx_path FROM graphs").fetchone() == (None, str(path))
+
+
+def test_store_refusing_a_value_is_not_called_corruption(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MeasurementStore("local-cpu")
+    monkeypatch.setattr(store_mod, "MAX_STORED_GRAPH_BYTES", 2_000_000_000)
+    real = sqlite3.connect
+
+    def small_limit(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)  # type: ignore[arg-type]
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        return conn
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", small_limit)
+    with pytest.raises(ValueError, match="refused a value") as info:
+        store.put(conv_stack(16, 8, 2), _fake(1.0))
+    assert not isinstance(info.value, StoreCorruptedError)
