@@ -232,6 +232,26 @@ def noise_floor(device: str, max_seconds: float, pin: list[int] | None) -> dict:
             for r in res}  # fmt: skip
 
 
+def repeat_sessions(graphs, labels: np.ndarray, device: str, max_seconds: float, pin) -> dict:
+    """The noise floor in the target's own terms: one more fresh session of every held-out
+    graph, scored against its label as if it were a prediction.
+
+    ``hwnas device check`` measures the spread of three small reference graphs; this shows
+    what run-to-run variation does to the share within +-10% on the graphs actually
+    evaluated (large memory-bound graphs vary the most). The session is stored, so a rerun
+    of this script counts it in the labels.
+    """
+    store = MeasurementStore(device)
+    fresh = np.array([
+        measure_cached(
+            str(path), device, store=store, remeasure=True, max_seconds=max_seconds,
+            pin_cpus=pin,
+        ).latency_ms
+        for _, path in graphs
+    ])  # fmt: skip
+    return {"metrics": prediction_metrics(labels, fresh), "load_after": _load()}
+
+
 def speed_ratio(
     predictor, feats, distinct, measure_ms: np.ndarray, graphs, device: str, pin,
     n: int = 10_000,
@@ -323,6 +343,16 @@ def main() -> None:
         if args.measure_only:
             continue
         res["noise_floor"] = noise_floor(spec.name, args.max_seconds, pin)
+        res["repeat_session"] = {
+            "first_set": repeat_sessions(test, yte, spec.name, args.max_seconds, pin),
+            "second_set": repeat_sessions(second, y2, spec.name, args.max_seconds, pin),
+        }
+        for part, r in res["repeat_session"].items():
+            m = r["metrics"]
+            print(
+                f"{device:13s} {'fresh session':13s} {part:21s} w5 {100 * m['within_5']:5.1f}% "
+                f"w10 {100 * m['within_10']:5.1f}% mape {m['mape']:5.1f}% tau {m['kendall']:.3f}"
+            )
         for name in PREDICTORS.names():
             t1 = time.time()
             p = PREDICTORS.get(name)().fit(ftr, ytr, kernel_times=ktr)

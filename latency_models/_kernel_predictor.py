@@ -24,13 +24,14 @@ latencies: the profiler adds a couple of microseconds to every kernel it times (
 comes out negative) and the run has a fixed overhead.
 
 ``"combined"`` (:class:`CombinedPredictor`) is a weighted geometric mean of this predictor
-(weight 0.25) and the kernel-additive one (0.75, fit on whole-graph latencies). Their errors
-differ in kind: the kernel model gets big, int8 and memory-bound kernels right (VGG, the
-1000-class heads) but is noisy and biased high on deep nets of small kernels; the additive
-model is the reverse. In ``experiments/predictor_accuracy.py`` the 0.25 mix was at least as
-accurate as the additive model on every held-out set of both CPU devices, and the kernel
-model alone was the worst of the three outside the training families (experiments/README.md
-has the numbers and how the weight was chosen).
+and the kernel-additive one (fit on whole-graph latencies). Their errors differ in kind: the
+kernel model gets big, int8 and memory-bound kernels right (VGG, the 1000-class heads) but
+is noisy on deep nets of small kernels; the additive model is the reverse. Which mix is best
+differs by device, so the weight is chosen per device, on the device's own profile: the
+weight in :data:`WEIGHT_GRID` whose 5-fold out-of-fold predictions of the training graphs
+have the most within +-10% (ties: lowest MAPE). In ``experiments/predictor_accuracy.py``
+that picked 0.5 on ``local-cpu`` and 0.25 on ``local-cpu-2t``, the best weights on the
+held-out sets too (experiments/README.md has the numbers).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ from latency_models._predictors import (
 )
 
 _COMPUTE = ("conv", "conv1x1", "dwconv", "gemm")
+WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Kernel weights :class:`CombinedPredictor` chooses from with ``kernel_weight="auto"``."""
+MIN_WEIGHT_CV_GRAPHS = 40
+"""With fewer training graphs (or no kernel times) ``"auto"`` takes :data:`FALLBACK_WEIGHT`."""
+FALLBACK_WEIGHT = 0.25
 _POST_ACTIVATIONS = {"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"}
 MIN_TREE_SAMPLES = 8
 """Kernel kinds with fewer measured kernels get one throughput, not trees."""
@@ -321,7 +327,11 @@ class CombinedPredictor(BaseLatencyPredictor):
     """Weighted geometric mean of the ``"kernel"`` and ``"additive"`` predictors.
 
     Args:
-        kernel_weight: Weight of the kernel predictor's log-prediction, in [0, 1].
+        kernel_weight: Weight of the kernel predictor's log-prediction, in [0, 1], or
+            ``"auto"``: chosen from :data:`WEIGHT_GRID` by 5-fold out-of-fold accuracy on the
+            training graphs (``kernel_weight_`` holds the choice; five more fits of both
+            parts). Without kernel times, or with fewer than :data:`MIN_WEIGHT_CV_GRAPHS`
+            graphs, ``"auto"`` is :data:`FALLBACK_WEIGHT`.
         alpha: Ridge strength of the additive part.
         n_estimators: Trees per kernel kind of the kernel part.
         max_depth: Depth of those trees.
@@ -335,7 +345,7 @@ class CombinedPredictor(BaseLatencyPredictor):
     def __init__(
         self,
         *,
-        kernel_weight: float = 0.25,
+        kernel_weight: float | str = "auto",
         alpha: float = 1e-4,
         n_estimators: int = 300,
         max_depth: int = 4,
@@ -364,30 +374,85 @@ class CombinedPredictor(BaseLatencyPredictor):
         y: FloatArray,
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> None:
-        if not (isinstance(self.kernel_weight, (int, float)) and 0 <= self.kernel_weight <= 1):
+        w = self.kernel_weight
+        auto = w == "auto"
+        if not (auto or (isinstance(w, (int, float)) and 0 <= w <= 1)):
             raise ValueError(
-                f"kernel_weight must be a number in [0, 1], got {self.kernel_weight!r}. Try 0.25."
+                f"kernel_weight must be a number in [0, 1] or 'auto', got {w!r}. Try 'auto'."
             )
-        self.additive_, self.kernel_ = self._parts()
-        self.additive_._fit_features(features, y)
-        self.kernel_._fit_kernel_times(features, y, kernel_times)
-        for part in (self.additive_, self.kernel_):
+        timed = kernel_times is not None and any(kernel_times)
+        if auto:
+            enough = len(features) >= MIN_WEIGHT_CV_GRAPHS
+            w = FALLBACK_WEIGHT
+            if kernel_times is not None and timed and enough:
+                w = self._cv_weight(features, y, kernel_times)
+        self.kernel_weight_ = float(w)
+        self.additive_, self.kernel_ = self._fit_parts(features, y, kernel_times)
+
+    def _fit_parts(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
+    ) -> tuple[KernelAdditivePredictor, KernelPredictor]:
+        additive, kernel = self._parts()
+        additive._fit_features(features, y)
+        kernel._fit_kernel_times(features, y, kernel_times)
+        for part in (additive, kernel):
             part.n_train_ = len(features)
+        return additive, kernel
+
+    def _cv_weight(
+        self,
+        features: list[GraphFeatures],
+        y: FloatArray,
+        kernel_times: Sequence[Sequence[Mapping[str, Any]] | None],
+        folds: int = 5,
+    ) -> float:
+        """The :data:`WEIGHT_GRID` weight with the best out-of-fold accuracy."""
+        from latency_models._metrics import prediction_metrics
+
+        fold = (
+            np.random.default_rng(0 if self.seed is None else self.seed).permutation(len(features))
+            % folds
+        )
+        logs = np.zeros((2, len(features)))
+        for f in range(folds):
+            tr, te = np.flatnonzero(fold != f).tolist(), np.flatnonzero(fold == f).tolist()
+            additive, kernel = self._fit_parts(
+                [features[i] for i in tr], y[tr], [kernel_times[i] for i in tr]
+            )
+            held = [features[i] for i in te]
+            logs[0, te] = np.log(np.maximum(additive._predict_features(held), 1e-9))
+            logs[1, te] = np.log(np.maximum(kernel._predict_features(held), 1e-9))
+        scores = []
+        for w in WEIGHT_GRID:
+            m = prediction_metrics(y, np.exp(w * logs[1] + (1 - w) * logs[0]))
+            scores.append((-m["within_10"], m["mape"]))
+        self.weight_scores_ = {w: -s[0] for w, s in zip(WEIGHT_GRID, scores, strict=True)}
+        return float(WEIGHT_GRID[scores.index(min(scores))])
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+        w = self.kernel_weight_
         a = np.log(np.maximum(self.additive_._predict_features(features), 1e-9))
+        if w == 0:
+            return np.asarray(np.exp(a), dtype=np.float64)
         k = np.log(np.maximum(self.kernel_._predict_features(features), 1e-9))
-        w = float(self.kernel_weight)
         return np.asarray(np.exp(w * k + (1 - w) * a), dtype=np.float64)
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
-        return {"additive": self.additive_.get_state(), "kernel": self.kernel_.get_state()}
+        return {
+            "additive": self.additive_.get_state(),
+            "kernel": self.kernel_.get_state(),
+            "kernel_weight": self.kernel_weight_,
+        }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore fitted state."""
         self.additive_, self.kernel_ = self._parts()
         self.additive_.set_state(state["additive"])
         self.kernel_.set_state(state["kernel"])
+        self.kernel_weight_ = float(state["kernel_weight"])
         for part in (self.additive_, self.kernel_):
             part.n_train_ = 0

@@ -134,12 +134,38 @@ def task_variant_graphs(
             yield f"{t.name}:{name}", onnx.load(str(path))
 
 
-def _candidates(task: str | None, *, seed: int, start: int, spec: Any) -> Iterator[Any]:
+SWEEPS = ("auto", "small", "wide")
+"""``profile_device(sweep=...)`` choices: ``small`` kernels and CNNs up to 128 px, ``wide``
+ImageNet-size kernels and networks (:func:`latency_models.sweep_graphs` ``wide=True``), or
+``auto``: wide when the task's input is at least :data:`WIDE_FROM_PX` pixels, else small."""
+WIDE_FROM_PX = 64
+
+
+def _resolve_sweep(sweep: str, task: str | None) -> bool:
+    """Whether the profile measures the wide sweep."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}.")
+    if sweep != "auto":
+        return sweep == "wide"
+    if task is None:
+        return False
+    from nas._tasks import load_task
+
+    shape = tuple(load_task(task).example_input.shape)
+    return len(shape) >= 4 and min(shape[-2:]) >= WIDE_FROM_PX
+
+
+def _candidates(
+    task: str | None, *, seed: int, start: int, spec: Any, wide: bool = False
+) -> Iterator[Any]:
     """Endless stream of (name, graph): sweep and task variants interleaved."""
     from latency_models import sweep_graphs
 
     int8 = 8 in tuple(spec.precisions)
-    sweep = sweep_graphs(10**9, seed=seed, int8_share=0.4 if int8 else 0.0)
+    sweep = sweep_graphs(
+        10**9, seed=seed, int8_share=0.4 if int8 else 0.0, wide=wide,
+        mixed_share=0.15 if int8 else 0.0,
+    )  # fmt: skip
     for _ in range(start):
         next(sweep)
     variants: Iterator[tuple[str, Any]] | None = None
@@ -209,6 +235,7 @@ def profile_device(
     round_size: int = 8,
     seed: int = 0,
     max_seconds_per_graph: float = 1.0,
+    sweep: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> ProfileResult:
     """Measure ``device`` and fit its predictors within a time budget (see module docs).
@@ -222,6 +249,10 @@ def profile_device(
         seed: Seed of the sweep, the configs and the splits; the same seed lists the same
             graphs, so a rerun finds the earlier ones in the store.
         max_seconds_per_graph: Cap of one graph's timed loop, seconds.
+        sweep: The generic graphs measured: ``"small"`` (kernels and CNNs up to 128 px),
+            ``"wide"`` (ImageNet-size kernels and networks, up to 224 px and 3 GMACs, a
+            second or more each) or ``"auto"`` (wide when the task's input is at least
+            64 px, else small). See :data:`SWEEPS`.
         progress: Called with one line per step (the CLI prints them).
 
     Returns:
@@ -242,6 +273,7 @@ def profile_device(
 
     if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise BudgetError(f"budget_minutes must be > 0, got {budget_minutes!r}. Try 10.")
+    wide = _resolve_sweep(sweep, task)
     say = progress or (lambda msg: None)
     spec = get_device(device)
     store = MeasurementStore(spec.name)
@@ -251,10 +283,13 @@ def profile_device(
     # predictor's targets, for about a third more measuring time per graph
     options = {"max_seconds": max_seconds_per_graph, "kernel_times_s": KERNEL_TIMES_S}
     known = len(store)
-    say(f"profiling {spec.name}: {known} graphs already in the store, budget {budget_minutes} min")
+    say(
+        f"profiling {spec.name}: {known} graphs already in the store, budget {budget_minutes} "
+        f"min, {'wide' if wide else 'small'} sweep"
+    )
 
     # 1-2. initial set, resumable through the store
-    stream = _candidates(task, seed=seed, start=0, spec=spec)
+    stream = _candidates(task, seed=seed, start=0, spec=spec, wide=wide)
     measured = 0
     while clock.elapsed() < clock.budget_s * initial_share:
         name, graph = next(stream)
@@ -273,7 +308,7 @@ def profile_device(
             f"only {len(feats)} graphs measured on {spec.name} within {budget_minutes} min; "
             f"a predictor needs at least 10. Give a larger --budget-minutes."
         )
-    pool_stream = _candidates(task, seed=seed + 1, start=0, spec=spec)
+    pool_stream = _candidates(task, seed=seed + 1, start=0, spec=spec, wide=wide)
     while clock.left() > 0:
         err = _oof_errors(feats, y, seed + result.rounds)
         worst = [feats[i] for i in np.argsort(err)[::-1][:round_size]]

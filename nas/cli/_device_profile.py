@@ -29,6 +29,13 @@ class DeviceProfileCommand(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of the graphs chosen")
         parser.add_argument(
+            "--sweep",
+            choices=("auto", "small", "wide"),
+            default="auto",
+            help="generic graphs to measure: small (up to 128 px), wide (ImageNet-size, up to "
+            "224 px and 3 GMACs) or auto (wide when --task's input is >= 64 px; default)",
+        )
+        parser.add_argument(
             "--max-seconds",
             type=float,
             default=1.0,
@@ -47,6 +54,7 @@ class DeviceProfileCommand(BaseCommand):
             budget_minutes=args.budget_minutes,
             seed=args.seed,
             max_seconds_per_graph=args.max_seconds,
+            sweep=args.sweep,
             progress=lambda line: print(line, flush=True),
         )
         print(

@@ -141,3 +141,28 @@ def test_fit_predictor_picks_by_what_was_measured(
         fit_predictor(feats, y, kernel_times=times[:3])
     with pytest.raises(ValueError, match="kernel_times"):
         KernelPredictor().fit(feats, y, kernel_times=times[:3])
+
+
+def test_combined_chooses_its_kernel_weight_out_of_fold(
+    profiled: tuple[list[GraphFeatures], np.ndarray, list[list[dict]]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import latency_models._kernel_predictor as kp
+
+    feats, y, times = profiled
+    monkeypatch.setattr(kp, "MIN_WEIGHT_CV_GRAPHS", 20)  # the fixture has 28 graphs
+    auto = CombinedPredictor(n_estimators=20).fit(feats, y, kernel_times=times)
+    assert auto.kernel_weight_ in kp.WEIGHT_GRID
+    assert set(auto.weight_scores_) == set(kp.WEIGHT_GRID)
+    best = max(auto.weight_scores_.values())
+    assert auto.weight_scores_[auto.kernel_weight_] == best
+    auto.save(tmp_path / "p", device="local-cpu")
+    assert load_predictor(tmp_path / "p").kernel_weight_ == auto.kernel_weight_
+    # fixed, or too little to cross-validate: no choice made
+    fixed = CombinedPredictor(kernel_weight=0.5, n_estimators=20).fit(feats, y, kernel_times=times)
+    assert fixed.kernel_weight_ == 0.5 and not hasattr(fixed, "weight_scores_")
+    untimed = CombinedPredictor(n_estimators=20).fit(feats, y)
+    assert untimed.kernel_weight_ == kp.FALLBACK_WEIGHT
+    with pytest.raises(ValueError, match="'auto'"):
+        CombinedPredictor(kernel_weight=2).fit(feats, y, kernel_times=times)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +77,20 @@ def test_profile_with_task_measures_its_variants(
         if r.features and r.features["kernels"]
     }
     assert (1, 1, 8, 8) in inputs  # a compressed digits-resnet (8x8 grey images) was measured
+
+
+def test_profile_sweep_choice() -> None:
+    """--sweep picks the generic graphs; a bad value is refused before anything is measured."""
+    from latency_models import get_device
+    from nas._profile import _candidates, _resolve_sweep, profile_device
+
+    assert _resolve_sweep("auto", None) is False
+    assert _resolve_sweep("auto", "digits-resnet") is False  # 8x8 px digits
+    assert _resolve_sweep("wide", "digits-resnet") is True
+    with pytest.raises(ValueError, match="sweep must be one of"):
+        profile_device("local-cpu", sweep="huge", budget_minutes=1)
+    spec = get_device("local-cpu")
+    names = [
+        n for n, _ in itertools.islice(_candidates(None, seed=0, start=0, spec=spec, wide=True), 6)
+    ]
+    assert all(n.startswith("w") for n in names)  # the wide sweep's graphs
