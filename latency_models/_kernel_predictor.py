@@ -154,15 +154,33 @@ def kernel_rows(rows: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
     return x
 
 
-def _graph_rows(features: Sequence[GraphFeatures]) -> dict[str, tuple[list[int], list[int]]]:
-    """Kernel positions by key: key -> (graph indices, kernel indices)."""
-    out: dict[str, tuple[list[int], list[int]]] = {}
+def _kernel_table(
+    features: Sequence[GraphFeatures],
+) -> tuple[np.ndarray, FloatArray, dict[str, np.ndarray]]:
+    """All kernels of ``features`` at once: graph index, raw rows, kernel positions by key.
+
+    One pass over the kernels; a kernel seen before (a search repeats layers) costs a cache
+    lookup. Rows are :func:`kernel_row` outputs.
+    """
+    gi: list[int] = []
+    own: list[tuple[float, ...]] = []
+    keys: list[str] = []
     for g, f in enumerate(features):
-        for i, k in enumerate(f.kernels):
-            gi, ki = out.setdefault(k.key, ([], []))
-            gi.append(g)
-            ki.append(i)
-    return out
+        gi.extend([g] * len(f.kernels))
+        for k in f.kernels:
+            own.append(_own_row(k))
+            keys.append(k.key)
+    graph = np.asarray(gi, dtype=np.int64)
+    context = np.array(
+        [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
+        dtype=np.float64,
+    ).reshape(len(features), 2)
+    raw = np.hstack([np.array(own, dtype=np.float64).reshape(len(own), -1), context[graph]])
+    names, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    by_key = {str(name): order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
+    return graph, raw, by_key
 
 
 @_register
@@ -187,9 +205,9 @@ class KernelPredictor(BaseLatencyPredictor):
     def __init__(
         self,
         *,
-        n_estimators: int = 300,
+        n_estimators: int = 150,
         max_depth: int = 4,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.1,
         seed: int | None = 0,
     ) -> None:
         self.n_estimators = n_estimators
@@ -256,29 +274,22 @@ class KernelPredictor(BaseLatencyPredictor):
     def _kernel_sums(self, features: Sequence[GraphFeatures]) -> FloatArray:
         """Sum of the predicted kernel times of each graph (ms), vectorised per kernel kind."""
         sums = np.zeros(len(features))
-        for key, (gi, ki) in _graph_rows(features).items():
+        if not any(f.kernels for f in features):
+            return sums
+        graph, raw_all, by_key = _kernel_table(features)
+        for key, idx in by_key.items():
             model = self.models_[key if key in self.models_ else _fallback_key(key, self.keys_)]
-            raw = np.array(
-                [
-                    kernel_row(
-                        features[g].kernels[i],
-                        features[g].totals.get("weight_bytes", 0.0),
-                        features[g].totals.get("bytes", 0.0),
-                    )
-                    for g, i in zip(gi, ki, strict=True)
-                ],
-                dtype=np.float64,
-            )
+            raw = raw_all[idx]
             work = row_work(raw, key)
-            rows = kernel_rows(raw)
             if model["forest"] is None:
-                z = np.full(len(gi), model["z"])
+                z = np.full(len(idx), model["z"])
             else:
+                rows = kernel_rows(raw)
                 # identical kernels in identical graphs (a search repeats them) are
                 # traversed once
                 uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
                 z = predict_trees(model["forest"], uniq)[inverse.ravel()]
-            np.add.at(sums, np.asarray(gi), model["c0"] + work * np.exp(np.clip(z, -20, 20)))
+            np.add.at(sums, graph[idx], model["c0"] + work * np.exp(np.clip(z, -20, 20)))
         return sums
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
@@ -347,9 +358,9 @@ class CombinedPredictor(BaseLatencyPredictor):
         *,
         kernel_weight: float | str = "auto",
         alpha: float = 1e-4,
-        n_estimators: int = 300,
+        n_estimators: int = 150,
         max_depth: int = 4,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.1,
         seed: int | None = 0,
     ) -> None:
         self.kernel_weight = kernel_weight

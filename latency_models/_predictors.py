@@ -32,6 +32,7 @@ without scikit-learn's estimators, torch or the training data.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -311,6 +312,12 @@ def _kernel_basis(k: KernelFeatures) -> list[float]:
     ]
 
 
+@functools.lru_cache(maxsize=65536)
+def _basis_row(k: KernelFeatures) -> tuple[float, ...]:
+    """:func:`_kernel_basis` of ``k``, cached (a search repeats layers)."""
+    return tuple(_kernel_basis(k))
+
+
 def _fallback_key(key: str, known: Sequence[str]) -> str:
     """The closest known kernel key for an unseen one: same kind, then related kinds."""
     kind, dtype = key.split(".")
@@ -357,19 +364,34 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
     def _design(self, features: Sequence[GraphFeatures], *, warn: bool) -> FloatArray:
         keys: list[str] = self.keys_
         index = {k: i for i, k in enumerate(keys)}
+        ops = set(self.ops_)
         nb = len(_BASIS)
-        a = np.zeros((len(features), len(keys) * nb + 1))
-        a[:, -1] = 1.0
-        for row, f in enumerate(features):
+        graphs: list[int] = []
+        blocks: list[int] = []
+        rows: list[tuple[float, ...]] = []
+        for g, f in enumerate(features):
             for k in f.kernels:
                 key = k.key
-                unseen = key not in index or (k.kind == "other" and k.op not in self.ops_)
-                if warn and unseen:
-                    self._warn_unknown(k, key if key in index else None)
-                if key not in index:
-                    key = _fallback_key(key, keys)
-                col = index[key] * nb
-                a[row, col : col + nb] += _kernel_basis(k)
+                block = index.get(key)
+                if block is None or (k.kind == "other" and k.op not in ops):
+                    if warn:
+                        self._warn_unknown(k, key if block is not None else None)
+                    if block is None:
+                        block = index[_fallback_key(key, keys)]
+                graphs.append(g)
+                blocks.append(block)
+                rows.append(_basis_row(k))
+        width = len(keys) * nb + 1
+        cells = np.asarray(graphs, dtype=np.int64)[:, None] * width + (
+            np.asarray(blocks, dtype=np.int64)[:, None] * nb + np.arange(nb)
+        )
+        counts = np.bincount(
+            cells.ravel(),
+            weights=np.array(rows, dtype=np.float64).reshape(-1),
+            minlength=len(features) * width,
+        )
+        a = np.asarray(counts, dtype=np.float64).reshape(len(features), width)
+        a[:, -1] = 1.0
         return a
 
     def _warn_unknown(self, k: KernelFeatures, key: str | None) -> None:
@@ -483,19 +505,29 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
     """Sum of tree outputs times the learning rate, by numpy traversal; shape (n,).
 
     Matches sklearn's ``predict`` for ``init="zero"`` (a sample goes left when
-    ``x[feature] <= threshold``, as in sklearn's ``Tree.apply``).
+    ``x[feature] <= threshold``, as in sklearn's ``Tree.apply``). All trees are traversed
+    at once, a level at a time (:func:`_tree_arrays`), in chunks of rows.
     """
-    x32 = np.asarray(x, dtype=np.float32)  # sklearn compares in float32
-    total = np.zeros(x.shape[0])
-    rows = np.arange(x.shape[0])
-    for left, right, feat, thr, val, depth in (
+    left, right, feat, thr, val, depth, n_nodes = (
         forest["_arrays"] if "_arrays" in forest else _tree_arrays(forest)
-    ):
-        node = np.zeros(x.shape[0], dtype=np.int64)
+    )
+    x32 = np.asarray(x, dtype=np.float32)  # sklearn compares in float32
+    n_trees = len(forest["trees"])
+    roots = np.arange(n_trees, dtype=np.int64) * n_nodes
+    total = np.zeros(x.shape[0])
+    chunk = max(1, _TRAVERSAL_ELEMENTS // max(n_trees, 1))
+    for lo in range(0, x.shape[0], chunk):
+        rows = x32[lo : lo + chunk]
+        node = np.broadcast_to(roots, (rows.shape[0], n_trees))
+        picked = np.arange(rows.shape[0])[:, None]
         for _ in range(depth):  # a leaf points to itself, so every row takes `depth` steps
-            node = np.where(x32[rows, feat[node]] <= thr[node], left[node], right[node])
-        total += val[node]
+            node = np.where(rows[picked, feat[node]] <= thr[node], left[node], right[node])
+        total[lo : lo + chunk] = val[node].sum(axis=1)
     return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
+
+
+_TRAVERSAL_ELEMENTS = 1 << 20
+"""Rows x trees traversed at once by :func:`predict_trees` (bounds its memory)."""
 
 
 def forest_state(forest: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,28 +542,39 @@ def forest_from_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return forest
 
 
-def _tree_arrays(forest: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Each tree as (left, right, feature, threshold, value, depth) arrays for traversal.
+def _tree_arrays(forest: Mapping[str, Any]) -> tuple[Any, ...]:
+    """All trees stacked for traversal: (left, right, feature, threshold, value, depth, n).
 
+    Tree ``t``'s node ``i`` is entry ``t * n + i`` of the flat arrays (``n``: the largest
+    tree's node count; smaller trees are padded), and children are flat indices too.
     Leaves (``left == -1`` in sklearn's arrays) become self-loops with an infinite
-    threshold, so a traversal needs no test for having reached one.
+    threshold, so a traversal needs no test for having reached one; ``depth`` is the
+    longest root-to-leaf path of any tree.
     """
-    out = []
-    for t in forest["trees"]:
-        left = np.asarray(t["left"], dtype=np.int64)
-        right = np.asarray(t["right"], dtype=np.int64)
-        feat = np.asarray(t["feature"], dtype=np.int64)
-        thr = np.asarray(t["threshold"], dtype=np.float64)
-        leaf = left == -1
-        idx = np.flatnonzero(leaf)
-        left, right, feat, thr = left.copy(), right.copy(), feat.copy(), thr.copy()
-        left[idx], right[idx], feat[idx], thr[idx] = idx, idx, 0, np.inf
-        depth, level = 0, np.array([0])
+    trees = forest["trees"]
+    n = max((len(t["left"]) for t in trees), default=1)
+    size = max(len(trees), 1) * n
+    left = np.arange(size, dtype=np.int64)  # padding: self-loops too
+    right, feat = left.copy(), np.zeros(size, dtype=np.int64)
+    thr, val = np.full(size, np.inf), np.zeros(size)
+    depth = 0
+    for i, t in enumerate(trees):
+        lt = np.asarray(t["left"], dtype=np.int64)
+        rt = np.asarray(t["right"], dtype=np.int64)
+        leaf = lt == -1
+        m, base = lt.size, i * n
+        own = np.arange(m, dtype=np.int64)
+        left[base : base + m] = base + np.where(leaf, own, lt)
+        right[base : base + m] = base + np.where(leaf, own, rt)
+        feat[base : base + m] = np.where(leaf, 0, np.asarray(t["feature"], dtype=np.int64))
+        thr[base : base + m] = np.where(leaf, np.inf, np.asarray(t["threshold"], dtype=np.float64))
+        val[base : base + m] = np.asarray(t["value"], dtype=np.float64)
+        d, level = 0, np.array([0])
         while level.size:  # breadth-first: the longest root-to-leaf path
-            level = np.concatenate([left[level], right[level]])[~np.tile(leaf[level], 2)]
-            depth += 1 if level.size else 0
-        out.append((left, right, feat, thr, np.asarray(t["value"], dtype=np.float64), depth))
-    return out
+            level = np.concatenate([lt[level], rt[level]])[~np.tile(leaf[level], 2)]
+            d += 1 if level.size else 0
+        depth = max(depth, d)
+    return left, right, feat, thr, val, depth, n
 
 
 def _fit_trees(
