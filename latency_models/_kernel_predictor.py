@@ -156,31 +156,42 @@ def kernel_rows(rows: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
 
 def _kernel_table(
     features: Sequence[GraphFeatures],
-) -> tuple[np.ndarray, FloatArray, dict[str, np.ndarray]]:
-    """All kernels of ``features`` at once: graph index, raw rows, kernel positions by key.
+) -> tuple[np.ndarray, np.ndarray, FloatArray, dict[str, np.ndarray]]:
+    """All kernels of ``features`` at once, each distinct (kernel, graph) pair once.
 
-    One pass over the kernels; a kernel seen before (a search repeats layers) costs a cache
-    lookup. Rows are :func:`kernel_row` outputs.
+    Returns each kernel's graph index and row index, the distinct raw rows
+    (:func:`kernel_row` outputs) and the rows' indices by kernel key. Identical kernels in
+    one graph (repeated blocks) share a row; a kernel seen before in another graph costs a
+    cache lookup (:func:`_own_row`).
     """
-    gi: list[int] = []
+    graph_of: list[int] = []
+    row_of: list[int] = []
     own: list[tuple[float, ...]] = []
+    own_graph: list[int] = []
     keys: list[str] = []
+    seen: dict[tuple[int, int], int] = {}
     for g, f in enumerate(features):
-        gi.extend([g] * len(f.kernels))
         for k in f.kernels:
-            own.append(_own_row(k))
-            keys.append(k.key)
-    graph = np.asarray(gi, dtype=np.int64)
+            row = _own_row(k)  # equal kernels get the same cached tuple
+            r = seen.setdefault((id(row), g), len(own))
+            if r == len(own):
+                own.append(row)
+                own_graph.append(g)
+                keys.append(k.key)
+            graph_of.append(g)
+            row_of.append(r)
     context = np.array(
         [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
         dtype=np.float64,
     ).reshape(len(features), 2)
-    raw = np.hstack([np.array(own, dtype=np.float64).reshape(len(own), -1), context[graph]])
+    raw = np.hstack(
+        [np.array(own, dtype=np.float64).reshape(len(own), -1), context[np.asarray(own_graph)]]
+    )
     names, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
     by_key = {str(name): order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
-    return graph, raw, by_key
+    return np.asarray(graph_of, dtype=np.int64), np.asarray(row_of, dtype=np.int64), raw, by_key
 
 
 @_register
@@ -276,21 +287,18 @@ class KernelPredictor(BaseLatencyPredictor):
         sums = np.zeros(len(features))
         if not any(f.kernels for f in features):
             return sums
-        graph, raw_all, by_key = _kernel_table(features)
+        graph_of, row_of, raw_all, by_key = _kernel_table(features)
+        times = np.zeros(len(raw_all))
         for key, idx in by_key.items():
             model = self.models_[key if key in self.models_ else _fallback_key(key, self.keys_)]
             raw = raw_all[idx]
-            work = row_work(raw, key)
             if model["forest"] is None:
                 z = np.full(len(idx), model["z"])
             else:
-                rows = kernel_rows(raw)
-                # identical kernels in identical graphs (a search repeats them) are
-                # traversed once
-                uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
-                z = predict_trees(model["forest"], uniq)[inverse.ravel()]
-            np.add.at(sums, graph[idx], model["c0"] + work * np.exp(np.clip(z, -20, 20)))
-        return sums
+                z = predict_trees(model["forest"], kernel_rows(raw))
+            times[idx] = model["c0"] + row_work(raw, key) * np.exp(np.clip(z, -20, 20))
+        total = np.bincount(graph_of, weights=times[row_of], minlength=len(features))
+        return np.asarray(total, dtype=np.float64)
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
         a, b, c = self.calibration_
