@@ -75,9 +75,11 @@ def test_ctrl_c_records_what_finished_and_leaves_nothing_running(
     home: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
+    # far more trials than it will run: on a loaded machine the first COMPLETE can be seen
+    # seconds late, and a search of 4 trials (2 s each) was then over before the Ctrl-C
     argv = [
         "search", "digits-resnet", "--device", "local-cpu", "--objectives", "accuracy,memory_mb",
-        "--trials", "4", "--run", str(run_dir), "--recovery-steps", "400",
+        "--trials", "40", "--run", str(run_dir), "--recovery-steps", "400",
         "--no-warm-start", "--no-verify",
     ]  # fmt: skip
     code = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
