@@ -472,6 +472,10 @@ class CombinedPredictor(BaseLatencyPredictor):
         self.additive_, self.kernel_ = self._parts()
         self.additive_.set_state(state["additive"])
         self.kernel_.set_state(state["kernel"])
-        self.kernel_weight_ = float(state["kernel_weight"])
+        # files from before the weight was chosen per device carry it only in the params
+        fixed = self.kernel_weight if isinstance(self.kernel_weight, (int, float)) else None
+        self.kernel_weight_ = float(
+            state.get("kernel_weight", FALLBACK_WEIGHT if fixed is None else fixed)
+        )
         for part in (self.additive_, self.kernel_):
             part.n_train_ = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,14 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     assert auto.weight_scores_[auto.kernel_weight_] == best
     auto.save(tmp_path / "p", device="local-cpu")
     assert load_predictor(tmp_path / "p").kernel_weight_ == auto.kernel_weight_
+    # a file from before the per-device choice: the fixed weight was only in the params
+    state = json.loads((tmp_path / "p" / "state.json").read_text())
+    del state["kernel_weight"]
+    (tmp_path / "p" / "state.json").write_text(json.dumps(state))
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    meta["params"]["kernel_weight"] = 0.5
+    (tmp_path / "p" / "meta.json").write_text(json.dumps(meta))
+    assert load_predictor(tmp_path / "p").kernel_weight_ == 0.5
     # fixed, or too little to cross-validate: no choice made
     fixed = CombinedPredictor(kernel_weight=0.5, n_estimators=20).fit(feats, y, kernel_times=times)
     assert fixed.kernel_weight_ == 0.5 and not hasattr(fixed, "weight_scores_")
