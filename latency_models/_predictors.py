@@ -318,6 +318,33 @@ def _basis_row(k: KernelFeatures) -> tuple[float, ...]:
     return tuple(_kernel_basis(k))
 
 
+PENALTY_CAP = 8.0
+"""Largest per-MAC penalty (small channel counts, misaligned channels, small maps) of the
+additive model, as a multiple of its kernel kind's per-MAC rate in a fit without penalties:
+such a kernel runs a few times slower per MAC (a 2-channel conv padded to a 16-channel
+block: 8x), not hundreds."""
+_PENALTIES = [_BASIS.index(b) for b in _BASIS if b.startswith("mmacs_")]
+
+
+def _penalty_columns(n_keys: int) -> NDArray[np.bool_]:
+    """Which columns of the additive design are per-MAC penalties (the constant is not)."""
+    nb = len(_BASIS)
+    cols = np.zeros(n_keys * nb + 1, dtype=bool)
+    for i in range(n_keys):
+        cols[i * nb + np.array(_PENALTIES)] = True
+    return cols
+
+
+def _penalty_bounds(rates: FloatArray, n_keys: int) -> FloatArray:
+    """Upper bounds of the additive coefficients: penalties <= PENALTY_CAP x the MAC rate."""
+    nb = len(_BASIS)
+    ub = np.full(rates.shape, np.inf)
+    rate = _BASIS.index("mmacs")
+    for i in range(n_keys):
+        ub[i * nb + np.array(_PENALTIES)] = max(PENALTY_CAP * rates[i * nb + rate], 1e-12)
+    return ub
+
+
 def _fallback_key(key: str, known: Sequence[str]) -> str:
     """The closest known kernel key for an unseen one: same kind, then related kinds."""
     kind, dtype = key.split(".")
@@ -428,7 +455,24 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
             an = np.vstack([an, math.sqrt(self.alpha) * np.eye(an.shape[1])])
             yw = np.concatenate([yw, np.zeros(an.shape[1])])
         coef, _ = nnls(an, yw, maxiter=50 * an.shape[1])
-        self.coef_ = coef / scale
+        coef = coef / scale
+        # A penalty learned from a few small kernels can be hundreds of times the kind's own
+        # rate, and a large kernel of that shape is then predicted 100x too slow. Bound each
+        # penalty by PENALTY_CAP times the kind's per-MAC rate in a fit without penalties.
+        penalty = _penalty_columns(len(self.keys_))
+        plain = ~penalty
+        base, _ = nnls(an[:, plain], yw, maxiter=50 * int(plain.sum()))
+        rates = np.zeros_like(coef)
+        rates[plain] = base / scale[plain]
+        self.penalty_bounds_ = _penalty_bounds(rates, len(self.keys_))
+        if np.any(coef > self.penalty_bounds_):
+            from scipy.optimize import lsq_linear
+
+            fit = lsq_linear(
+                an, yw, bounds=(np.zeros_like(coef), self.penalty_bounds_ * scale), method="bvls"
+            )
+            coef = fit.x / scale
+        self.coef_ = coef
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
         return np.asarray(self._design(features, warn=True) @ self.coef_, dtype=np.float64)

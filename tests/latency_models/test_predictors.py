@@ -282,3 +282,19 @@ def test_features_of_another_version_are_refused_with_the_fix() -> None:
     old = dataclasses.replace(graph_features(graphs[0]), feature_version=0)
     with pytest.raises(IncompatibleArtifactError, match=r"features version \[0\].*Refit it"):
         predictor.predict_features([old])
+
+
+def test_additive_penalties_stay_within_a_multiple_of_the_rate(
+    dataset: tuple[list[GraphFeatures], np.ndarray],
+) -> None:
+    """No small-channel/misaligned/small-map penalty above PENALTY_CAP x its kind's MAC rate."""
+    from latency_models._predictors import _BASIS, PENALTY_CAP
+
+    feats, y = dataset
+    est = KernelAdditivePredictor().fit(feats, y)
+    nb = len(_BASIS)
+    bounds = est.penalty_bounds_[:-1].reshape(len(est.keys_), nb)
+    penalties = [_BASIS.index(b) for b in _BASIS if b.startswith("mmacs_")]
+    assert np.isfinite(bounds[:, penalties]).all() and np.isinf(bounds[:, 0]).all()
+    assert np.all(est.coef_ <= est.penalty_bounds_ * (1 + 1e-9) + 1e-12)
+    assert np.all(bounds[:, penalties] > 0) and PENALTY_CAP > 1
