@@ -353,8 +353,12 @@ def profile_device(
         result.paths[target] = path
         m = predictor.metrics_
         if m:
+            mix = getattr(predictor, "kernel_weight_", None)
+            how = "chosen out of fold" if hasattr(predictor, "weight_scores_") else "fallback"
             say(
-                f"  {target}: {len(t_feats)} graphs, held-out within 10% "
+                f"  {target}: {predictor.name}"
+                + ("" if mix is None else f" (kernel weight {mix:g}, {how})")
+                + f", {len(t_feats)} graphs, held-out within 10% "
                 f"{100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
                 f"kendall {m['kendall']:.3f} -> {path}"
             )
@@ -419,6 +423,8 @@ def evaluate_device(
                 kernel_times=None if times is None else [times[i] for i in tr],
             )
             out[key] = prediction_metrics(y[te], p.predict_features([feats[i] for i in te]))
+            if key == "metrics" and hasattr(p, "kernel_weight_"):
+                out["kernel_weight"] = p.kernel_weight_
     rse = []
     by_hash = {r.graph_hash: r.measurement for r in store.records(with_onnx=False)}
     for h in (hashes[i] for i in te):

@@ -113,8 +113,10 @@ class DeviceEvalCommand(BaseCommand):
         if args.json:
             print(json.dumps(report, indent=2, default=str))
             return 0
+        mix = report.get("kernel_weight")
+        name = report["predictor"] + ("" if mix is None else f" (kernel weight {mix:g})")
         print(
-            f"{args.name} {args.target}: {report['predictor']} refit on {report['n_train']} "
+            f"{args.name} {args.target}: {name} refit on {report['n_train']} "
             f"stored graphs, evaluated on {report['n_test']} held out"
         )
         print(f"  predictor  {_fmt(report['metrics'])}")

@@ -23,6 +23,7 @@ def test_profile_then_eval_then_resume(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "profiling local-cpu: 0 graphs already in the store" in out
     assert "latency_ms predictor saved to" in out
+    assert "latency_ms: combined (kernel weight " in out  # the mix is reported
     p = device_predictor("local-cpu")
     pred = p.predict([random_network(7, size=32)])
     assert np.isfinite(pred).all() and pred[0] > 0
@@ -32,6 +33,7 @@ def test_profile_then_eval_then_resume(capsys: pytest.CaptureFixture[str]) -> No
     report = json.loads(capsys.readouterr().out)
     for key in ("within_5", "within_10", "mape", "rmse", "spearman", "kendall"):
         assert key in report["metrics"] and key in report["baseline"]
+    assert 0 <= report["kernel_weight"] <= 1
     assert "median_rse_pct" in report["noise"]
 
     # a second profile finds the first one's graphs in the store
