@@ -338,10 +338,10 @@ def _penalty_columns(n_keys: int) -> NDArray[np.bool_]:
 def _penalty_bounds(rates: FloatArray, n_keys: int) -> FloatArray:
     """Upper bounds of the additive coefficients: penalties <= PENALTY_CAP x the MAC rate."""
     nb = len(_BASIS)
+    penalty = np.flatnonzero(_penalty_columns(n_keys))
+    rate_of = penalty // nb * nb + _BASIS.index("mmacs")  # the same kind's rate column
     ub = np.full(rates.shape, np.inf)
-    rate = _BASIS.index("mmacs")
-    for i in range(n_keys):
-        ub[i * nb + np.array(_PENALTIES)] = max(PENALTY_CAP * rates[i * nb + rate], 1e-12)
+    ub[penalty] = np.maximum(PENALTY_CAP * rates[rate_of], 1e-12)
     return ub
 
 
