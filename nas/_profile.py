@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import onnx
 
     from latency_models import BaseLatencyPredictor, GraphFeatures
+    from nas._tasks import Task
 
 _logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class _Clock:
 
 
 def task_variant_graphs(
-    task: str, *, n: int, seed: int = 0, align: int = 8, bits: tuple[int, ...] = (32, 8)
+    task: str | Task, *, n: int, seed: int = 0, align: int = 8, bits: tuple[int, ...] = (32, 8)
 ) -> Iterator[tuple[str, onnx.ModelProto]]:
     """Compressed variants of a task's model, exported as a search exports them.
 
@@ -93,7 +94,7 @@ def task_variant_graphs(
     compression space (optuna's random sampler with ``seed``).
 
     Args:
-        task: Task name or spec (see :func:`nas.load_task`).
+        task: The task, or its name or spec (see :func:`nas.load_task`).
         n: Number of variants.
         seed: Seed of the random configs.
         align: Channel alignment of the device.
@@ -108,7 +109,7 @@ def task_variant_graphs(
     from nas._tasks import load_task
     from search_spaces import analyze, export_onnx
 
-    t = load_task(task)
+    t = load_task(task) if isinstance(task, str) else task
     space = analyze(t.model, t.example_input, align=align, bits=tuple(b for b in bits if b >= 8))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
@@ -141,22 +142,18 @@ ImageNet-size kernels and networks (:func:`latency_models.sweep_graphs` ``wide=T
 WIDE_FROM_PX = 64
 
 
-def _resolve_sweep(sweep: str, task: str | None) -> bool:
-    """Whether the profile measures the wide sweep."""
-    if sweep not in SWEEPS:
-        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}.")
+def _resolve_sweep(sweep: str, task: Task | None) -> bool:
+    """Whether the profile measures the wide sweep (``sweep`` is one of :data:`SWEEPS`)."""
     if sweep != "auto":
         return sweep == "wide"
     if task is None:
         return False
-    from nas._tasks import load_task
-
-    shape = tuple(load_task(task).example_input.shape)
+    shape = tuple(task.example_input.shape)
     return len(shape) >= 4 and min(shape[-2:]) >= WIDE_FROM_PX
 
 
 def _candidates(
-    task: str | None, *, seed: int, start: int, spec: Any, wide: bool = False
+    task: Task | None, *, seed: int, start: int, spec: Any, wide: bool = False
 ) -> Iterator[Any]:
     """Endless stream of (name, graph): sweep and task variants interleaved."""
     from latency_models import sweep_graphs
@@ -273,7 +270,12 @@ def profile_device(
 
     if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise BudgetError(f"budget_minutes must be > 0, got {budget_minutes!r}. Try 10.")
-    wide = _resolve_sweep(sweep, task)
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}.")
+    from nas._tasks import load_task
+
+    loaded = None if task is None else load_task(task)  # once: a user's task may be slow
+    wide = _resolve_sweep(sweep, loaded)
     say = progress or (lambda msg: None)
     spec = get_device(device)
     store = MeasurementStore(spec.name)
@@ -289,7 +291,7 @@ def profile_device(
     )
 
     # 1-2. initial set, resumable through the store
-    stream = _candidates(task, seed=seed, start=0, spec=spec, wide=wide)
+    stream = _candidates(loaded, seed=seed, start=0, spec=spec, wide=wide)
     measured = 0
     while clock.elapsed() < clock.budget_s * initial_share:
         name, graph = next(stream)
@@ -308,7 +310,7 @@ def profile_device(
             f"only {len(feats)} graphs measured on {spec.name} within {budget_minutes} min; "
             f"a predictor needs at least 10. Give a larger --budget-minutes."
         )
-    pool_stream = _candidates(task, seed=seed + 1, start=0, spec=spec, wide=wide)
+    pool_stream = _candidates(loaded, seed=seed + 1, start=0, spec=spec, wide=wide)
     while clock.left() > 0:
         err = _oof_errors(feats, y, seed + result.rounds)
         worst = [feats[i] for i in np.argsort(err)[::-1][:round_size]]

@@ -84,11 +84,13 @@ def test_profile_with_task_measures_its_variants(
 def test_profile_sweep_choice() -> None:
     """--sweep picks the generic graphs; a bad value is refused before anything is measured."""
     from latency_models import get_device
+    from nas import load_task
     from nas._profile import _candidates, _resolve_sweep, profile_device
 
+    digits = load_task("digits-resnet")  # 8x8 px digits
     assert _resolve_sweep("auto", None) is False
-    assert _resolve_sweep("auto", "digits-resnet") is False  # 8x8 px digits
-    assert _resolve_sweep("wide", "digits-resnet") is True
+    assert _resolve_sweep("auto", digits) is False
+    assert _resolve_sweep("wide", digits) is True
     with pytest.raises(ValueError, match="sweep must be one of"):
         profile_device("local-cpu", sweep="huge", budget_minutes=1)
     spec = get_device("local-cpu")
