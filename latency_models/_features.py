@@ -33,15 +33,20 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
 3: kernels name the ONNX nodes they run (to line them up with onnxruntime's profile).
+4: int8 kernels other than convs run NHWC only when all their inputs arrive NHWC; fp32 convs
+   whose channels onnxruntime cannot block (27, 34, ...) stay NCHW and take no residual Add.
 """
 
 NCHWC_BLOCK = 16
 """Channel block of onnxruntime's NCHWc layout on AVX-512 CPUs (8 on AVX2-only CPUs)."""
+
+NCHWC_ALIGN = 4
+"""Channel multiple onnxruntime pads up to whole NCHWc blocks; other channel counts stay NCHW."""
 
 _CONV_OPS = {"Conv", "ConvTranspose"}
 _GEMM_OPS = {"Gemm", "MatMul"}
@@ -461,7 +466,9 @@ class _Fuser:
             if j is None or j in int8 or j in absorbed:
                 return False
             op = nodes[j]["op"]
-            return op in _CONV_OPS or (op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0)
+            return self._nchwc_conv(nodes[j]) or (
+                op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0
+            )
 
         for idx, n in enumerate(nodes):
             if idx in absorbed:
@@ -494,7 +501,8 @@ class _Fuser:
                         and len(acts) == 2
                         and "Add" not in chain
                         and not has_act
-                        and nchwc_made(acts[1])
+                        # an NCHWc conv sums whole blocks; an NCHW one takes any operand
+                        and (nchwc_made(acts[1]) or not self._nchwc_conv(nodes[src]))
                     )
                 )
             elif base in ("MatMul", "Gemm"):
@@ -502,7 +510,7 @@ class _Fuser:
                     (base == "MatMul" and op == "Add" and len(acts) == 1)
                     or (base == "Gemm" and op in _ACT_OPS)
                 )
-            elif op == "Add" and len(acts) == 2 and src is None:
+            if not fuse and op == "Add" and len(acts) == 2:
                 # residual where the conv is the second input
                 src2 = owner.get(acts[1], producer.get(acts[1]))
                 if (
@@ -513,7 +521,7 @@ class _Fuser:
                     and len(consumers.get(acts[1], [])) == 1
                     and not any(nodes[j]["op"] in ("Add",) for j in fused_into.get(src2, []))
                     and not any(nodes[j]["op"] in _ACT_OPS for j in fused_into.get(src2, []))
-                    and nchwc_made(acts[0])
+                    and (nchwc_made(acts[0]) or not self._nchwc_conv(nodes[src2]))
                 ):
                     src, fuse = src2, True
             if fuse and src is not None:
@@ -527,6 +535,7 @@ class _Fuser:
         unknown: list[str] = []
         made_by: dict[str, int] = {}  # tensor -> index in kernels of the kernel producing it
         kernel_inputs: list[list[str]] = []
+        nchwc_convs: set[int] = set()  # kernels that are fp32 convs onnxruntime runs NCHWc
         for idx, n in enumerate(nodes):
             if idx in absorbed:
                 continue
@@ -537,7 +546,16 @@ class _Fuser:
                 unknown.append(k.source_op)
             for o in [*n["outputs"], *(o for j in extra for o in nodes[j]["outputs"])]:
                 made_by[o] = len(kernels)
-            kernel_inputs.append(act_inputs(n))
+            chain_out = {o for j in [idx, *extra] for o in nodes[j]["outputs"]}
+            kernel_inputs.append(
+                # a fused residual Add's other operand is read by the kernel too
+                [
+                    *act_inputs(n),
+                    *(a for j in extra for a in act_inputs(nodes[j]) if a not in chain_out),
+                ]
+            )
+            if idx not in int8 and self._nchwc_conv(n):
+                nchwc_convs.add(len(kernels))
             kernels.append(k)
         # Absorbed Q/DQ and vanished Relu/Clip pass their input tensor through.
         passthrough = {
@@ -545,15 +563,42 @@ class _Fuser:
             for i in absorbed
             if nodes[i]["op"] in _QUANT_OPS or i in vanish
         }
-        kernels = self._layout_kernels(kernels, kernel_inputs, made_by, passthrough, graph_outputs)
+        kernels = self._layout_kernels(
+            kernels, kernel_inputs, nchwc_convs, made_by, passthrough, graph_outputs
+        )
         return GraphFeatures(
             kernels=tuple(kernels), totals=graph_totals(kernels), unknown_ops=tuple(unknown)
+        )
+
+    def _nchwc_conv(self, n: dict[str, Any]) -> bool:
+        """Whether onnxruntime runs this fp32 ``Conv`` node in the NCHWc layout.
+
+        Measured on onnxruntime 1.32 (AVX-512, block 16) by reading its optimised graph for
+        single convs of every channel count up to 48: a conv with constant 4-D weights is
+        rewritten when its input channels are fewer than one block (read as NCHW) or a
+        multiple of :data:`NCHWC_ALIGN` (padded to whole blocks); a depthwise conv when its
+        channels are a multiple of :data:`NCHWC_ALIGN`; another grouped conv when each
+        group has whole blocks in and out. Other convs (27 or 34 channels, say) stay NCHW.
+        """
+        if n["op"] != "Conv" or len(n["inputs"]) < 2 or n["inputs"][1] not in self.const:
+            return False
+        w = self.shapes.get(n["inputs"][1], ())
+        if len(w) != 4:
+            return False
+        cout, cin, groups = int(w[0]), int(w[1]), int(n["attrs"].get("group", 1))
+        if groups == 1:
+            return cin < NCHWC_BLOCK or cin % NCHWC_ALIGN == 0
+        if cin == 1 and cout == groups:
+            return cout % NCHWC_ALIGN == 0
+        return (
+            cin % NCHWC_BLOCK == 0 and cout % groups == 0 and (cout // groups) % NCHWC_BLOCK == 0
         )
 
     def _layout_kernels(
         self,
         kernels: list[KernelFeatures],
         kernel_inputs: list[list[str]],
+        nchwc_convs: set[int],
         made_by: dict[str, int],
         passthrough: dict[str, str],
         graph_outputs: set[str],
@@ -562,27 +607,47 @@ class _Fuser:
 
         fp32 convs run in the blocked NCHWc layout (block :data:`NCHWC_BLOCK`), so do fp32
         pools whose channels are a multiple of the block and element-wise ops between
-        NCHWc tensors; int8 QDQ kernels run channels-last (NHWC). A tensor crossing from one
+        NCHWc tensors. int8 convs run channels-last (NHWC), and so do other int8 kernels
+        whose inputs all come channels-last: onnxruntime wraps only the integer convs in
+        transposes and pushes those forward through the ops they feed, so an int8 pool or
+        add fed from the fp32 side stays NCHW. A tensor crossing from one
         layout to another costs a ``ReorderInput``/``ReorderOutput`` (fp32) or a
         ``Transpose`` (int8) over the whole tensor. An fp32 conv with fewer than
         :data:`NCHWC_BLOCK` input channels reads NCHW directly. Found by reading the
         optimised graphs onnxruntime 1.32 writes (``optimized_model_filepath``).
         """
 
-        def source(t: str) -> tuple[str, int | None]:
+        def source(t: str, int8: bool = False) -> tuple[str, int | None]:
+            # An int8 kernel reads the integer tensor behind a DequantizeLinear that is kept
+            # for an fp32 consumer: onnxruntime gives the integer kernel its own QDQ pair.
             seen = 0
-            while t not in made_by and t in passthrough and seen < 64:
-                t, seen = passthrough[t], seen + 1
+            while seen < 64:
+                if t not in made_by and t in passthrough:
+                    t = passthrough[t]
+                elif (
+                    int8
+                    and t in made_by
+                    and kernels[made_by[t]].op == "DequantizeLinear"
+                    and kernel_inputs[made_by[t]]
+                ):
+                    t = kernel_inputs[made_by[t]][0]
+                else:
+                    break
+                seen += 1
             return t, made_by.get(t)
 
         layouts: list[str] = []
         for i, k in enumerate(kernels):
             if len(k.input_shape) != 4:
                 layouts.append("any")
-            elif k.dtype == "int8" and k.kind not in ("quant", "memory"):
+            elif k.dtype == "int8" and k.source_op in _CONV_OPS:
                 layouts.append("nhwc")
-            elif k.dtype == "fp32" and (
-                k.source_op in _CONV_OPS or (k.kind == "pool" and k.in_channels % NCHWC_BLOCK == 0)
+            elif k.dtype == "int8" and k.kind not in ("quant", "memory"):
+                ins = [source(t, int8=True)[1] for t in kernel_inputs[i]]
+                ok = all(j is not None and layouts[j] == "nhwc" for j in ins)
+                layouts.append("nhwc" if ok and ins else "nchw")
+            elif i in nchwc_convs or (
+                k.dtype == "fp32" and k.kind == "pool" and k.in_channels % NCHWC_BLOCK == 0
             ):
                 layouts.append("nchwc")
             elif k.source_op in {"Add", "Sum", "Relu", "Clip"} and k.dtype == "fp32":
@@ -598,7 +663,7 @@ class _Fuser:
             if (
                 to == "nchwc"
                 and consumer is not None
-                and consumer.source_op in _CONV_OPS
+                and consumer.source_op == "Conv"
                 and consumer.kind != "dwconv"
                 and consumer.in_channels < NCHWC_BLOCK
             ):
@@ -625,9 +690,15 @@ class _Fuser:
             )  # fmt: skip
 
         for i, k in enumerate(kernels):
-            for t in kernel_inputs[i]:
-                src, j = source(t)
-                convert(src, layouts[j] if j is not None else "nchw", layouts[i], k)
+            for pos, t in enumerate(kernel_inputs[i]):
+                src, j = source(t, int8=layouts[i] == "nhwc")
+                # only the main input may be read NCHW directly, not a fused Add's operand
+                convert(
+                    src,
+                    layouts[j] if j is not None else "nchw",
+                    layouts[i],
+                    k if pos == 0 else None,
+                )
             out.append(k)
         for t in graph_outputs:
             src, j = source(t)
