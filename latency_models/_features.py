@@ -489,6 +489,7 @@ class _Fuser:
             chain = [nodes[j]["op"] for j in fused_into.get(src, [])] if src is not None else []
             fuse = False
             has_act = any(c in _ACT_OPS for c in chain)
+            base_nchwc = src is not None and self._nchwc_conv(nodes[src])
             if base in _CONV_OPS:
                 fuse = (
                     (op == "BatchNormalization" and not chain)
@@ -502,7 +503,7 @@ class _Fuser:
                         and "Add" not in chain
                         and not has_act
                         # an NCHWc conv sums whole blocks; an NCHW one takes any operand
-                        and (nchwc_made(acts[1]) or not self._nchwc_conv(nodes[src]))
+                        and (nchwc_made(acts[1]) or not base_nchwc)
                     )
                 )
             elif base in ("MatMul", "Gemm"):
