@@ -259,16 +259,15 @@ def speed_ratio(
     """Predicting ``n`` graphs from features vs measuring them.
 
     Predicting is timed on ``n`` graphs cycling through ``feats`` (a search's candidates
-    repeat kernels, which the kernel predictor evaluates once) and, the honest worst case,
-    on ``distinct`` graphs with the row caches cleared, scaled to ``n``; each the median of
+    repeat kernels) and, the honest worst case, on ``distinct`` graphs with the one cache
+    the predictors keep (padding taps by shape) cleared, scaled to ``n``; each the median of
     ``repeats`` timings. Measuring is
     costed two ways: what the harness takes per graph (``measure()`` wall time, median over
     12 held-out graphs, session creation and warm-up included) and a floor of 10 runs at
     each graph's latency with no overhead at all.
     """
     from latency_models import measure
-    from latency_models._kernel_predictor import _own_row
-    from latency_models._predictors import _basis_row
+    from latency_models._kernel_table import _valid_taps
 
     reps = [feats[i % len(feats)] for i in range(n)]
     cycled, fresh = [], []
@@ -276,8 +275,7 @@ def speed_ratio(
         t0 = time.perf_counter()
         predictor.predict_features(reps)
         cycled.append(time.perf_counter() - t0)
-        _own_row.cache_clear()
-        _basis_row.cache_clear()
+        _valid_taps.cache_clear()
         t0 = time.perf_counter()
         predictor.predict_features(distinct)
         fresh.append((time.perf_counter() - t0) / len(distinct) * n)

@@ -36,14 +36,21 @@ best weights on the held-out sets too (experiments/README.md has the numbers).
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._kernel_table import (
+    COMPUTE_KINDS,
+    KernelTable,
+    c16,
+    effective_mmacs_of,
+    fields_matrix,
+    kernel_fields,
+    kernel_table,
+)
 from latency_models._kernel_times import align_kernel_times
 from latency_models._predictors import (
     BaseLatencyPredictor,
@@ -57,53 +64,18 @@ from latency_models._predictors import (
     predict_trees,
 )
 
-_COMPUTE = ("conv", "conv1x1", "dwconv", "gemm")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Kernel weights :class:`CombinedPredictor` chooses from with ``kernel_weight="auto"``."""
 MIN_WEIGHT_CV_GRAPHS = 40
 """With fewer training graphs (or no kernel times) ``"auto"`` takes :data:`FALLBACK_WEIGHT`."""
 FALLBACK_WEIGHT = 0.25
-_POST_ACTIVATIONS = {"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"}
 MIN_TREE_SAMPLES = 8
 """Kernel kinds with fewer measured kernels get one throughput, not trees."""
 
 
-def _c16(c: float) -> float:
-    return math.ceil(c / NCHWC_BLOCK) * NCHWC_BLOCK
-
-
-@functools.lru_cache(maxsize=4096)
-def _valid_taps(n_in: int, n_out: int, k: int, s: int) -> float:
-    """Share of a kernel's taps along one axis that land inside the input (same padding)."""
-    if k <= 1 or n_out <= 0:
-        return 1.0
-    pad = max(0, ((n_out - 1) * s + k - n_in) // 2)
-    start = np.arange(n_out) * s - pad
-    inside = np.minimum(n_in, start + k) - np.maximum(0, start)
-    return float(np.maximum(inside, 0).sum()) / (n_out * k)
-
-
-def valid_tap_fraction(k: KernelFeatures) -> float:
-    """Share of a convolution's multiply-adds that read the input rather than its padding."""
-    if len(k.input_shape) < 4 or len(k.output_shape) < 4:
-        return 1.0
-    return _valid_taps(
-        k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0]
-    ) * _valid_taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])
-
-
 def effective_mmacs(k: KernelFeatures) -> float:
     """Millions of MACs the runtime computes: channels padded to the block, padding skipped."""
-    taps = k.kernel_size[0] * k.kernel_size[1]
-    if k.kind == "gemm":
-        return _c16(k.in_channels) * _c16(k.out_channels) / 1e6
-    if k.kind == "dwconv":
-        return _c16(k.out_channels) * taps * k.output_pixels * valid_tap_fraction(k) / 1e6
-    groups = max(k.groups, 1)
-    cin = k.in_channels / groups
-    cin_p = _c16(cin) if cin > 4 else cin  # a 3-channel first conv reads NCHW directly
-    per_group = cin_p * _c16(k.out_channels / groups)
-    return per_group * groups * taps * k.output_pixels * valid_tap_fraction(k) / 1e6
+    return float(effective_mmacs_of(fields_matrix([kernel_fields(k)]))[0])
 
 
 def row_work(raw: FloatArray, key: str) -> FloatArray:
@@ -112,7 +84,7 @@ def row_work(raw: FloatArray, key: str) -> FloatArray:
     Effective MMACs for compute kernels, MB moved (activations and weights) for the others;
     ``raw`` is :func:`kernel_row` output, before :func:`kernel_rows` logs it.
     """
-    compute = key.split(".")[0] in _COMPUTE
+    compute = key.split(".")[0] in COMPUTE_KINDS
     return np.asarray((raw[:, 17] if compute else raw[:, 1] + raw[:, 2]) / 1e6 + 1e-3)
 
 
@@ -123,28 +95,28 @@ _LOGGED = np.array([True] * 5 + [False] * 2 + [True] * 4 + [False] * 4 + [True, 
 
 def kernel_row(k: KernelFeatures, graph_weight_bytes: float, graph_bytes: float) -> list[float]:
     """Tree inputs of one kernel in its graph, raw (:func:`kernel_rows` logs the sizes)."""
-    return [*_own_row(k), graph_weight_bytes, graph_bytes]
+    return [*own_rows(fields_matrix([kernel_fields(k)]))[0], graph_weight_bytes, graph_bytes]
 
 
-@functools.lru_cache(maxsize=65536)
-def _own_row(k: KernelFeatures) -> tuple[float, ...]:
-    """The kernel's own columns of :func:`kernel_row` (cached: a search repeats layers)."""
-    h_out = k.output_shape[2] if len(k.output_shape) >= 4 else 1
-    h_in = k.input_shape[2] if len(k.input_shape) >= 4 else 1
-    taps = k.kernel_size[0] * k.kernel_size[1]
-    im2col = 0.0
-    if k.kind in ("conv", "conv1x1") and k.dtype == "int8" and (taps > 1 or k.stride[0] > 1):
-        im2col = taps * k.in_channels * k.output_pixels
-    return (
-        k.macs, k.activation_bytes, k.weight_bytes, k.in_channels, k.out_channels,
-        k.kernel_size[0], k.stride[0], k.groups, k.output_pixels, h_out, h_in,
-        k.in_channels % 8 == 0, k.out_channels % 8 == 0,
-        k.in_channels % 16 == 0, k.out_channels % 16 == 0,
-        math.prod(k.output_shape) if k.output_shape else 1, len(k.fused),
-        effective_mmacs(k) * 1e6 if k.kind in _COMPUTE else 0.0, im2col,
-        h_out * _c16(k.out_channels) / NCHWC_BLOCK,
-        any(f in _POST_ACTIVATIONS for f in k.fused), "Add" in k.fused,
-    )  # fmt: skip
+def own_rows(f: FloatArray) -> FloatArray:
+    """The kernels' own columns of :func:`kernel_row`, from rows of :func:`fields_matrix`.
+
+    Columns: MACs, activation and weight bytes, channels in and out, kernel size, stride,
+    groups, output pixels, output and input height, channels aligned to 8 and to 16 (in,
+    out), output elements, fused ops, effective MACs (:func:`effective_mmacs`, compute
+    kernels), int8 im2col elements, output row blocks, a fused post-activation, a fused Add.
+    """
+    macs, act, wb, cin, cout, kh, kw, stride, groups, pix, h_out, h_in = f[:, :12].T
+    numel, n_fused, post, add, kind, int8, _ = f[:, 12:].T
+    taps = kh * kw
+    conv_int8 = (kind >= 0) & (kind <= COMPUTE_KINDS.index("conv1x1")) & (int8 > 0)
+    im2col = np.where(conv_int8 & ((taps > 1) | (stride > 1)), taps * cin * pix, 0.0)
+    return np.column_stack([
+        macs, act, wb, cin, cout, kh, stride, groups, pix, h_out, h_in,
+        cin % 8 == 0, cout % 8 == 0, cin % 16 == 0, cout % 16 == 0, numel, n_fused,
+        np.where(kind >= 0, effective_mmacs_of(f) * 1e6, 0.0), im2col,
+        h_out * c16(cout) / NCHWC_BLOCK, post, add,
+    ])  # fmt: skip
 
 
 def kernel_rows(rows: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
@@ -152,46 +124,6 @@ def kernel_rows(rows: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
     x = np.array(rows, dtype=np.float64).reshape(len(rows), _LOGGED.size)
     x[:, _LOGGED] = np.log1p(x[:, _LOGGED])
     return x
-
-
-def _kernel_table(
-    features: Sequence[GraphFeatures],
-) -> tuple[np.ndarray, np.ndarray, FloatArray, dict[str, np.ndarray]]:
-    """All kernels of ``features`` at once, each distinct (kernel, graph) pair once.
-
-    Returns each kernel's graph index and row index, the distinct raw rows
-    (:func:`kernel_row` outputs) and the rows' indices by kernel key. Identical kernels in
-    one graph (repeated blocks) share a row; a kernel seen before in another graph costs a
-    cache lookup (:func:`_own_row`).
-    """
-    graph_of: list[int] = []
-    row_of: list[int] = []
-    own: list[tuple[float, ...]] = []
-    own_graph: list[int] = []
-    keys: list[str] = []
-    seen: dict[tuple[int, int], int] = {}
-    for g, f in enumerate(features):
-        for k in f.kernels:
-            row = _own_row(k)  # equal kernels get the same cached tuple
-            r = seen.setdefault((id(row), g), len(own))
-            if r == len(own):
-                own.append(row)
-                own_graph.append(g)
-                keys.append(k.key)
-            graph_of.append(g)
-            row_of.append(r)
-    context = np.array(
-        [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
-        dtype=np.float64,
-    ).reshape(len(features), 2)
-    raw = np.hstack(
-        [np.array(own, dtype=np.float64).reshape(len(own), -1), context[np.asarray(own_graph)]]
-    )
-    names, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
-    by_key = {str(name): order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
-    return np.asarray(graph_of, dtype=np.int64), np.asarray(row_of, dtype=np.int64), raw, by_key
 
 
 @_register
@@ -236,20 +168,23 @@ class KernelPredictor(BaseLatencyPredictor):
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> None:
         targets = self._kernel_targets(features, y, kernel_times)
-        by_key: dict[str, tuple[list[list[float]], list[float]]] = {}
+        by_key: dict[str, tuple[list[tuple[float, ...]], list[tuple[float, float]], list[float]]]
+        by_key = {}
         for f, ts in zip(features, targets, strict=True):
-            wb, gb = f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)
+            context = (f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0))
             for k, t in zip(f.kernels, ts, strict=True):
                 if t is None:
                     continue
-                rows, times = by_key.setdefault(k.key, ([], []))
-                rows.append(kernel_row(k, wb, gb))
+                fields, contexts, times = by_key.setdefault(k.key, ([], [], []))
+                fields.append(kernel_fields(k))
+                contexts.append(context)
                 times.append(max(float(t), 1e-4))
         if not by_key:
             raise ValueError("no kernel of the training graphs has a time to learn from.")
         self.models_: dict[str, dict[str, Any]] = {}
-        for key, (rows, times) in sorted(by_key.items()):
-            raw = np.array(rows, dtype=np.float64)
+        for key, (fields, contexts, times) in sorted(by_key.items()):
+            own = own_rows(fields_matrix(fields))
+            raw = np.hstack([own, np.array(contexts, dtype=np.float64)])
             t_ms, work = np.asarray(times), row_work(raw, key)
             if len(t_ms) < MIN_TREE_SAMPLES:
                 z_mid = float(np.median(np.log(t_ms / work)))
@@ -282,14 +217,17 @@ class KernelPredictor(BaseLatencyPredictor):
         additive.n_train_ = len(features)
         return [[c for _, c in additive.kernel_costs(f)] for f in features]
 
-    def _kernel_sums(self, features: Sequence[GraphFeatures]) -> FloatArray:
+    def _kernel_sums(
+        self, features: Sequence[GraphFeatures], table: KernelTable | None = None
+    ) -> FloatArray:
         """Sum of the predicted kernel times of each graph (ms), vectorised per kernel kind."""
         sums = np.zeros(len(features))
         if not any(f.kernels for f in features):
             return sums
-        graph_of, row_of, raw_all, by_key = _kernel_table(features)
+        t = kernel_table(features) if table is None else table
+        raw_all = np.hstack([own_rows(t.fields), t.context[t.row_graph]])
         times = np.zeros(len(raw_all))
-        for key, idx in by_key.items():
+        for key, idx in t.rows_by_key().items():
             model = self.models_[key if key in self.models_ else _fallback_key(key, self.keys_)]
             raw = raw_all[idx]
             if model["forest"] is None:
@@ -297,13 +235,16 @@ class KernelPredictor(BaseLatencyPredictor):
             else:
                 z = predict_trees(model["forest"], kernel_rows(raw))
             times[idx] = model["c0"] + row_work(raw, key) * np.exp(np.clip(z, -20, 20))
-        total = np.bincount(graph_of, weights=times[row_of], minlength=len(features))
+        total = np.bincount(t.graph_of, weights=times[t.row_of], minlength=len(features))
         return np.asarray(total, dtype=np.float64)
 
-    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
+    def _predict_features(
+        self, features: list[GraphFeatures], table: KernelTable | None = None
+    ) -> FloatArray:
         a, b, c = self.calibration_
         n = np.array([len(f.kernels) for f in features], dtype=np.float64)
-        return np.asarray(a * self._kernel_sums(features) + b + c * n, dtype=np.float64)
+        sums = self._kernel_sums(features, table)
+        return np.asarray(a * sums + b + c * n, dtype=np.float64)
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
@@ -453,10 +394,11 @@ class CombinedPredictor(BaseLatencyPredictor):
 
     def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
         w = self.kernel_weight_
-        a = np.log(np.maximum(self.additive_._predict_features(features), 1e-9))
+        table = kernel_table(features)  # one walk over the kernels for both models
+        a = np.log(np.maximum(self.additive_._predict_features(features, table), 1e-9))
         if w == 0:
             return np.asarray(np.exp(a), dtype=np.float64)
-        k = np.log(np.maximum(self.kernel_._predict_features(features), 1e-9))
+        k = np.log(np.maximum(self.kernel_._predict_features(features, table), 1e-9))
         return np.asarray(np.exp(w * k + (1 - w) * a), dtype=np.float64)
 
     def get_state(self) -> dict[str, Any]:

@@ -32,7 +32,6 @@ without scikit-learn's estimators, torch or the training data.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import warnings
@@ -50,6 +49,14 @@ from latency_models._features import (
     GraphFeatures,
     KernelFeatures,
     graph_features,
+)
+from latency_models._kernel_table import (
+    COMPUTE_KINDS,
+    F,
+    KernelTable,
+    fields_matrix,
+    kernel_fields,
+    kernel_table,
 )
 from latency_models._registry import Registry
 
@@ -292,30 +299,21 @@ Intel server cores hwnas was tuned on). A matching weight term overfit (held-out
 vs 17% on local-cpu) and was dropped."""
 
 
-def _kernel_basis(k: KernelFeatures) -> list[float]:
-    m = k.macs / 1e6
-    compute = k.kind in ("conv", "conv1x1", "dwconv", "gemm")
-    small_c = compute and k.kind != "dwconv" and min(k.in_channels, k.out_channels) < 16
-    misaligned = compute and bool(k.in_channels % 8 or k.out_channels % 8)
-    misaligned16 = compute and bool(k.in_channels % 16 or k.out_channels % 16)
-    small_map = compute and k.kind != "gemm" and k.output_pixels <= 64
-    return [
-        1.0,
-        m,
-        k.activation_bytes / 1e6,
-        k.weight_bytes / 1e6,
-        m * small_c,
-        m * misaligned,
-        m * misaligned16,
-        m * small_map,
-        k.activation_bytes / 1e6 * (k.activation_bytes > CACHE_BYTES),
-    ]
-
-
-@functools.lru_cache(maxsize=65536)
-def _basis_row(k: KernelFeatures) -> tuple[float, ...]:
-    """:func:`_kernel_basis` of ``k``, cached (a search repeats layers)."""
-    return tuple(_kernel_basis(k))
+def kernel_basis(f: FloatArray) -> FloatArray:
+    """The additive model's :data:`_BASIS` for rows of :func:`fields_matrix`, (n, len(_BASIS))."""
+    m = f[:, F["macs"]] / 1e6
+    act_mb = f[:, F["activation_bytes"]] / 1e6
+    cin, cout, kind = f[:, F["in_channels"]], f[:, F["out_channels"]], f[:, F["compute_kind"]]
+    compute = kind >= 0
+    dwconv, gemm = kind == COMPUTE_KINDS.index("dwconv"), kind == COMPUTE_KINDS.index("gemm")
+    small_c = compute & ~dwconv & (np.minimum(cin, cout) < 16)
+    misaligned = compute & ((cin % 8 != 0) | (cout % 8 != 0))
+    misaligned16 = compute & ((cin % 16 != 0) | (cout % 16 != 0))
+    small_map = compute & ~gemm & (f[:, F["output_pixels"]] <= 64)
+    return np.column_stack([
+        np.ones(len(f)), m, act_mb, f[:, F["weight_bytes"]] / 1e6, m * small_c, m * misaligned,
+        m * misaligned16, m * small_map, act_mb * (f[:, F["activation_bytes"]] > CACHE_BYTES),
+    ])  # fmt: skip
 
 
 PENALTY_CAP = 8.0
@@ -388,33 +386,28 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
         if not (isinstance(self.alpha, (int, float)) and self.alpha >= 0):
             raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}. Try 1e-4.")
 
-    def _design(self, features: Sequence[GraphFeatures], *, warn: bool) -> FloatArray:
+    def _design(
+        self, features: Sequence[GraphFeatures], *, warn: bool, table: KernelTable | None = None
+    ) -> FloatArray:
+        t = kernel_table(features) if table is None else table
         keys: list[str] = self.keys_
         index = {k: i for i, k in enumerate(keys)}
         ops = set(self.ops_)
         nb = len(_BASIS)
-        graphs: list[int] = []
-        blocks: list[int] = []
-        rows: list[tuple[float, ...]] = []
-        for g, f in enumerate(features):
-            for k in f.kernels:
-                key = k.key
-                block = index.get(key)
-                if block is None or (k.kind == "other" and k.op not in ops):
-                    if warn:
-                        self._warn_unknown(k, key if block is not None else None)
-                    if block is None:
-                        block = index[_fallback_key(key, keys)]
-                graphs.append(g)
-                blocks.append(block)
-                rows.append(_basis_row(k))
+        blocks = np.empty(len(t.keys), dtype=np.int64)
+        for r, (key, k) in enumerate(zip(t.keys, t.first, strict=True)):
+            block = index.get(key)
+            if block is None or (k.kind == "other" and k.op not in ops):
+                if warn:
+                    self._warn_unknown(k, key if block is not None else None)
+                if block is None:
+                    block = index[_fallback_key(key, keys)]
+            blocks[r] = block
         width = len(keys) * nb + 1
-        cells = np.asarray(graphs, dtype=np.int64)[:, None] * width + (
-            np.asarray(blocks, dtype=np.int64)[:, None] * nb + np.arange(nb)
-        )
+        cells = t.graph_of[:, None] * width + (blocks[t.row_of][:, None] * nb + np.arange(nb))
         counts = np.bincount(
             cells.ravel(),
-            weights=np.array(rows, dtype=np.float64).reshape(-1),
+            weights=kernel_basis(t.fields)[t.row_of].reshape(-1),
             minlength=len(features) * width,
         )
         a = np.asarray(counts, dtype=np.float64).reshape(len(features), width)
@@ -474,19 +467,23 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
             coef = fit.x / scale
         self.coef_ = coef
 
-    def _predict_features(self, features: list[GraphFeatures]) -> FloatArray:
-        return np.asarray(self._design(features, warn=True) @ self.coef_, dtype=np.float64)
+    def _predict_features(
+        self, features: list[GraphFeatures], table: KernelTable | None = None
+    ) -> FloatArray:
+        a = self._design(features, warn=True, table=table)
+        return np.asarray(a @ self.coef_, dtype=np.float64)
 
     def kernel_costs(self, features: GraphFeatures) -> list[tuple[KernelFeatures, float]]:
         """Each kernel of one graph with its predicted cost (target unit): where time goes."""
         check_is_fitted(self, "n_train_")
         nb = len(_BASIS)
         index = {k: i for i, k in enumerate(self.keys_)}
+        basis = kernel_basis(fields_matrix([kernel_fields(k) for k in features.kernels]))
         out = []
-        for k in features.kernels:
+        for k, phi in zip(features.kernels, basis, strict=True):
             key = k.key if k.key in index else _fallback_key(k.key, self.keys_)
             w = self.coef_[index[key] * nb : index[key] * nb + nb]
-            out.append((k, float(np.dot(w, _kernel_basis(k)))))
+            out.append((k, float(np.dot(w, phi))))
         return out
 
     def get_state(self) -> dict[str, Any]:
@@ -550,28 +547,37 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
 
     Matches sklearn's ``predict`` for ``init="zero"`` (a sample goes left when
     ``x[feature] <= threshold``, as in sklearn's ``Tree.apply``). All trees are traversed
-    at once, a level at a time (:func:`_tree_arrays`), in chunks of rows.
+    at once, a level at a time, as complete binary trees (:func:`_tree_arrays`): a node's
+    children are ``2i + 1`` and ``2i + 2``, so a step is arithmetic, not a child lookup.
+    Rows go in chunks that bound the memory.
     """
-    left, right, feat, thr, val, depth, n_nodes = (
+    feat, thr, val, depth, size = (
         forest["_arrays"] if "_arrays" in forest else _tree_arrays(forest)
     )
-    x32 = np.asarray(x, dtype=np.float32)  # sklearn compares in float32
+    x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn compares float32 features
+    n_rows, n_cols = x32.shape
     n_trees = len(forest["trees"])
-    roots = np.arange(n_trees, dtype=np.int64) * n_nodes
-    total = np.zeros(x.shape[0])
+    base = (np.arange(n_trees, dtype=np.int32) * size)[None, :]
+    flat_x = x32.ravel()
+    total = np.zeros(n_rows)
     chunk = max(1, _TRAVERSAL_ELEMENTS // max(n_trees, 1))
-    for lo in range(0, x.shape[0], chunk):
-        rows = x32[lo : lo + chunk]
-        node = np.broadcast_to(roots, (rows.shape[0], n_trees))
-        picked = np.arange(rows.shape[0])[:, None]
-        for _ in range(depth):  # a leaf points to itself, so every row takes `depth` steps
-            node = np.where(rows[picked, feat[node]] <= thr[node], left[node], right[node])
-        total[lo : lo + chunk] = val[node].sum(axis=1)
+    for lo in range(0, n_rows, chunk):
+        hi = min(n_rows, lo + chunk)
+        row_base = (np.arange(lo, hi, dtype=np.int32) * n_cols)[:, None]
+        node = np.zeros((hi - lo, n_trees), dtype=np.int32)
+        for _ in range(depth):
+            at = base + node
+            right = flat_x.take(row_base + feat.take(at)) > thr.take(at)
+            node = 2 * node + 1 + right
+        total[lo:hi] = val.take(base + node).sum(axis=1)
     return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
 
 
 _TRAVERSAL_ELEMENTS = 1 << 20
 """Rows x trees traversed at once by :func:`predict_trees` (bounds its memory)."""
+
+MAX_TREE_DEPTH = 10
+"""Deepest tree the predictors fit or load: traversal stores each as a complete binary tree."""
 
 
 def forest_state(forest: Mapping[str, Any]) -> dict[str, Any]:
@@ -587,38 +593,49 @@ def forest_from_state(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tree_arrays(forest: Mapping[str, Any]) -> tuple[Any, ...]:
-    """All trees stacked for traversal: (left, right, feature, threshold, value, depth, n).
+    """All trees as complete binary trees of one depth: (feature, threshold, value, depth, size).
 
-    Tree ``t``'s node ``i`` is entry ``t * n + i`` of the flat arrays (``n``: the largest
-    tree's node count; smaller trees are padded), and children are flat indices too.
-    Leaves (``left == -1`` in sklearn's arrays) become self-loops with an infinite
-    threshold, so a traversal needs no test for having reached one; ``depth`` is the
-    longest root-to-leaf path of any tree.
+    Tree ``t``'s node ``i`` is entry ``t * size + i`` of the flat arrays, its children
+    ``2i + 1`` (``x[feature] <= threshold``) and ``2i + 2``; ``depth`` is the longest
+    root-to-leaf path of any tree and ``size = 2**(depth + 1) - 1``. A leaf above the last
+    level becomes a node with an infinite threshold (every row goes left) whose subtree
+    holds the leaf's value.
     """
     trees = forest["trees"]
-    n = max((len(t["left"]) for t in trees), default=1)
-    size = max(len(trees), 1) * n
-    left = np.arange(size, dtype=np.int64)  # padding: self-loops too
-    right, feat = left.copy(), np.zeros(size, dtype=np.int64)
-    thr, val = np.full(size, np.inf), np.zeros(size)
-    depth = 0
+    depth = max((_depth(t["left"], t["right"]) for t in trees), default=0)
+    if depth > MAX_TREE_DEPTH:
+        raise ValueError(
+            f"a tree of depth {depth} is deeper than MAX_TREE_DEPTH={MAX_TREE_DEPTH}; "
+            f"refit with max_depth <= {MAX_TREE_DEPTH}."
+        )
+    size = 2 ** (depth + 1) - 1
+    feat = np.zeros((max(len(trees), 1), size), dtype=np.int32)
+    thr = np.full((max(len(trees), 1), size), np.inf)
+    val = np.zeros((max(len(trees), 1), size))
     for i, t in enumerate(trees):
-        lt = np.asarray(t["left"], dtype=np.int64)
-        rt = np.asarray(t["right"], dtype=np.int64)
-        leaf = lt == -1
-        m, base = lt.size, i * n
-        own = np.arange(m, dtype=np.int64)
-        left[base : base + m] = base + np.where(leaf, own, lt)
-        right[base : base + m] = base + np.where(leaf, own, rt)
-        feat[base : base + m] = np.where(leaf, 0, np.asarray(t["feature"], dtype=np.int64))
-        thr[base : base + m] = np.where(leaf, np.inf, np.asarray(t["threshold"], dtype=np.float64))
-        val[base : base + m] = np.asarray(t["value"], dtype=np.float64)
-        d, level = 0, np.array([0])
-        while level.size:  # breadth-first: the longest root-to-leaf path
-            level = np.concatenate([lt[level], rt[level]])[~np.tile(leaf[level], 2)]
-            d += 1 if level.size else 0
-        depth = max(depth, d)
-    return left, right, feat, thr, val, depth, n
+        lt, rt = np.asarray(t["left"]), np.asarray(t["right"])
+        ft, th, v = np.asarray(t["feature"]), np.asarray(t["threshold"]), np.asarray(t["value"])
+        src = np.array([0])  # sklearn node at each slot of the current level
+        for level in range(depth + 1):
+            slots = np.arange(2**level - 1, 2 ** (level + 1) - 1)
+            leaf = lt[src] == -1
+            feat[i, slots] = np.where(leaf, 0, ft[src])
+            thr[i, slots] = np.where(leaf, np.inf, th[src])
+            val[i, slots] = v[src]
+            src = np.stack([np.where(leaf, src, lt[src]), np.where(leaf, src, rt[src])], 1).ravel()
+    return feat.ravel(), thr.ravel(), val.ravel(), depth, size
+
+
+def _depth(left: Sequence[int], right: Sequence[int]) -> int:
+    """Longest root-to-leaf path of one sklearn tree (its ``children_left/right`` arrays)."""
+    lt, rt = np.asarray(left), np.asarray(right)
+    d, level = 0, np.array([0])
+    while True:
+        level = level[lt[level] != -1]
+        if not level.size:
+            return d
+        level = np.concatenate([lt[level], rt[level]])
+        d += 1
 
 
 def _fit_trees(
@@ -627,6 +644,10 @@ def _fit_trees(
 ) -> tuple[dict[str, Any], Any]:  # fmt: skip
     from sklearn.ensemble import GradientBoostingRegressor
 
+    if not (isinstance(max_depth, int) and 1 <= max_depth <= MAX_TREE_DEPTH):
+        raise ValueError(
+            f"max_depth must be an integer from 1 to {MAX_TREE_DEPTH}, got {max_depth!r}. Try 4."
+        )
     gbr = GradientBoostingRegressor(
         init="zero",
         n_estimators=n_estimators,

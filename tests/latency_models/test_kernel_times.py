@@ -24,10 +24,12 @@ from latency_models import (
     prediction_metrics,
     quantize_qdq,
     random_network,
+    staged_network,
     training_data,
     training_kernel_times,
 )
-from latency_models._kernel_predictor import effective_mmacs, valid_tap_fraction
+from latency_models._kernel_predictor import effective_mmacs
+from latency_models._kernel_table import kernel_fields, kernel_table, valid_tap_fraction
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
 
@@ -111,6 +113,22 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
     wide = graph_features(kernel_graph("conv1x1", cin=20, cout=20, size=8))
     k = next(k for k in wide.kernels if k.kind == "conv1x1")
     assert effective_mmacs(k) == pytest.approx(32 * 32 * 64 / 1e6)  # channels to 2 blocks
+
+
+def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None:
+    conv = graph_features(kernel_graph("conv", cin=16, cout=16, size=8, kernel=3))
+    deep = graph_features(staged_network(3, size=64, block="basic", max_weight_mb=2.0))
+    t = kernel_table([conv, deep, conv])
+    assert len(t.graph_of) == len(t.row_of) == 2 * len(conv.kernels) + len(deep.kernels)
+    # the two copies of `conv` are separate graphs: their rows are not shared
+    first, third = t.row_of[t.graph_of == 0], t.row_of[t.graph_of == 2]
+    assert set(first).isdisjoint(third) and len(first) == len(third)
+    for g, f in enumerate([conv, deep, conv]):
+        rows = t.row_of[t.graph_of == g]
+        for k, r in zip(f.kernels, rows, strict=True):
+            assert t.keys[r] == k.key and t.fields[r].tolist() == list(kernel_fields(k))
+    # a network's repeated blocks share rows
+    assert len(set(t.row_of[t.graph_of == 1])) < len(deep.kernels)
 
 
 @pytest.mark.parametrize("cls", [KernelPredictor, CombinedPredictor])

@@ -109,13 +109,32 @@ def test_default_predictor_is_accurate_on_held_out(
     assert m["spearman"] > 0.8
 
 
-def test_trees_as_arrays_equal_sklearn() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 5))
-    r = np.sin(x[:, 0]) + x[:, 1] ** 2
-    forest, gbr = _fit_trees(x, r, n_estimators=50, max_depth=3, learning_rate=0.1, seed=0)
-    x_new = rng.normal(size=(100, 5))
+@pytest.mark.parametrize("depth", [1, 3, 7])
+def test_trees_as_arrays_equal_sklearn(depth: int) -> None:
+    rng = np.random.default_rng(depth)
+    x = rng.normal(size=(300, 5))
+    x[:50, 2] = 0.25  # a block of equal values: leaves above the last level
+    r = np.sin(x[:, 0]) + x[:, 1] ** 2 + (x[:, 2] > 0.25)
+    forest, gbr = _fit_trees(x, r, n_estimators=50, max_depth=depth, learning_rate=0.1, seed=0)
+    x_new = np.vstack([rng.normal(size=(100, 5)), x[:60]])
     np.testing.assert_allclose(predict_trees(forest, x_new), gbr.predict(x_new), rtol=1e-12)
+
+
+def test_tree_depth_is_bounded_before_fitting() -> None:
+    x = np.zeros((20, 2))
+    with pytest.raises(ValueError, match=r"max_depth must be an integer from 1 to 10, got 40"):
+        _fit_trees(x, x[:, 0], n_estimators=5, max_depth=40, learning_rate=0.1, seed=0)
+
+
+def test_additive_prediction_is_the_sum_of_its_kernel_costs(
+    dataset: tuple[list[GraphFeatures], np.ndarray],
+) -> None:
+    # the prediction path shares rows between equal kernels; kernel_costs walks each kernel
+    feats, y = dataset
+    est = KernelAdditivePredictor().fit(feats, y)
+    constant = est.coef_[-1]
+    sums = [sum(c for _, c in est.kernel_costs(f)) + constant for f in feats[:20]]
+    np.testing.assert_allclose(est.predict_features(feats[:20]), sums, rtol=1e-9)
 
 
 def test_unknown_op_warns_once_naming_it(dataset: tuple[list[GraphFeatures], np.ndarray]) -> None:

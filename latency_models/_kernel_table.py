@@ -1,0 +1,179 @@
+"""The kernels of many graphs as one table: what the kernel-level predictors read of each.
+
+Both the kernel-additive model (:class:`~latency_models._predictors.KernelAdditivePredictor`)
+and the per-kernel trees (:class:`~latency_models._kernel_predictor.KernelPredictor`) cost a
+graph as a sum over its kernels. Walking the kernels in Python is most of their prediction
+time, so it is done once (:func:`kernel_table`): each kernel becomes a tuple of numbers
+(:func:`kernel_fields`), equal kernels of one graph share a row, and everything after that
+is vectorised over the rows. :class:`~latency_models._kernel_predictor.CombinedPredictor`
+builds the table once for both of its models.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm")
+"""Kernel kinds that do multiply-adds; :func:`kernel_fields` codes them 0-3 (others -1)."""
+POST_ACTIVATIONS = frozenset({"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"})
+
+FIELDS = (
+    "macs", "activation_bytes", "weight_bytes", "in_channels", "out_channels", "kernel_h",
+    "kernel_w", "stride", "groups", "output_pixels", "output_h", "input_h", "output_numel",
+    "n_fused", "post_activation", "fused_add", "compute_kind", "int8", "valid_taps",
+)  # fmt: skip
+"""Columns of :func:`kernel_fields` (and of :attr:`KernelTable.fields`)."""
+F = {name: i for i, name in enumerate(FIELDS)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_taps(n_in: int, n_out: int, k: int, s: int) -> float:
+    """Share of a kernel's taps along one axis that land inside the input (same padding)."""
+    if k <= 1 or n_out <= 0:
+        return 1.0
+    pad = max(0, ((n_out - 1) * s + k - n_in) // 2)
+    start = np.arange(n_out) * s - pad
+    inside = np.minimum(n_in, start + k) - np.maximum(0, start)
+    return float(np.maximum(inside, 0).sum()) / (n_out * k)
+
+
+def valid_tap_fraction(k: KernelFeatures) -> float:
+    """Share of a convolution's multiply-adds that read the input rather than its padding."""
+    if len(k.input_shape) < 4 or len(k.output_shape) < 4:
+        return 1.0
+    return _valid_taps(
+        k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0]
+    ) * _valid_taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])
+
+
+def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
+    """The numbers of a kernel the predictors use, in :data:`FIELDS` order."""
+    o, shape_in = k.output_shape, k.input_shape
+    return (
+        k.macs, k.activation_bytes, k.weight_bytes, k.in_channels, k.out_channels,
+        k.kernel_size[0], k.kernel_size[1], k.stride[0], k.groups, k.output_pixels,
+        o[2] if len(o) >= 4 else 1, shape_in[2] if len(shape_in) >= 4 else 1,
+        math.prod(o) if o else 1, len(k.fused),
+        any(f in POST_ACTIVATIONS for f in k.fused), "Add" in k.fused,
+        COMPUTE_KINDS.index(k.kind) if k.kind in COMPUTE_KINDS else -1, k.dtype == "int8",
+        valid_tap_fraction(k),
+    )  # fmt: skip
+
+
+def fields_matrix(fields: Sequence[tuple[float, ...]]) -> FloatArray:
+    """:func:`kernel_fields` tuples as an (n, len(FIELDS)) array."""
+    return np.array(fields, dtype=np.float64).reshape(len(fields), len(FIELDS))
+
+
+def c16(c: FloatArray) -> FloatArray:
+    """Channels rounded up to whole NCHWc blocks."""
+    return np.asarray(np.ceil(c / NCHWC_BLOCK) * NCHWC_BLOCK, dtype=np.float64)
+
+
+def effective_mmacs_of(f: FloatArray) -> FloatArray:
+    """Millions of MACs the runtime computes, for rows of :func:`fields_matrix`.
+
+    Channels are padded to the NCHWc block (a first conv with at most 4 input channels
+    reads NCHW unpadded) and taps that land in the padding are skipped.
+    """
+    cin, cout, groups, pix = f[:, F["in_channels"]], f[:, F["out_channels"]], f[:, 8], f[:, 9]
+    kind, inside = f[:, F["compute_kind"]], f[:, F["valid_taps"]]
+    taps = f[:, F["kernel_h"]] * f[:, F["kernel_w"]]
+    groups = np.maximum(groups, 1)
+    cin_g = cin / groups
+    per_group = np.where(cin_g > 4, c16(cin_g), cin_g) * c16(cout / groups)
+    return np.asarray(
+        np.where(
+            kind == COMPUTE_KINDS.index("gemm"),
+            c16(cin) * c16(cout) / 1e6,
+            np.where(
+                kind == COMPUTE_KINDS.index("dwconv"),
+                c16(cout) * taps * pix * inside / 1e6,
+                per_group * groups * taps * pix * inside / 1e6,
+            ),
+        ),
+        dtype=np.float64,
+    )
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """Every kernel of a list of graphs; equal kernels of one graph share a row.
+
+    Attributes:
+        graph_of: Graph index of each kernel, in the graphs' kernel order.
+        row_of: Row of each kernel.
+        fields: One :func:`kernel_fields` row per distinct kernel, (rows, len(FIELDS)).
+        row_graph: Graph index of each row.
+        keys: ``kind.dtype`` of each row.
+        first: The first kernel of each row (to name its op in warnings).
+        context: Each graph's weight bytes and bytes moved, (graphs, 2).
+    """
+
+    graph_of: IntArray
+    row_of: IntArray
+    fields: FloatArray
+    row_graph: IntArray
+    keys: list[str]
+    first: list[KernelFeatures]
+    context: FloatArray
+
+    @property
+    def n_graphs(self) -> int:
+        """Number of graphs."""
+        return int(self.context.shape[0])
+
+    def rows_by_key(self) -> dict[str, IntArray]:
+        """Row indices of each ``kind.dtype``."""
+        by_key: dict[str, list[int]] = {}
+        for r, key in enumerate(self.keys):
+            by_key.setdefault(key, []).append(r)
+        return {key: np.asarray(rows, dtype=np.int64) for key, rows in by_key.items()}
+
+
+def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
+    """All kernels of ``features`` in one :class:`KernelTable`."""
+    graph_of: list[int] = []
+    row_of: list[int] = []
+    fields: list[tuple[float, ...]] = []
+    row_graph: list[int] = []
+    keys: list[str] = []
+    first: list[KernelFeatures] = []
+    for g, f in enumerate(features):
+        seen: dict[tuple[str, str, tuple[float, ...]], int] = {}
+        for k in f.kernels:
+            t = kernel_fields(k)
+            key = k.key
+            # unknown ops keep their own rows: each is warned about by name
+            r = seen.setdefault((key, k.op if k.kind == "other" else "", t), len(fields))
+            if r == len(fields):
+                fields.append(t)
+                row_graph.append(g)
+                keys.append(key)
+                first.append(k)
+            graph_of.append(g)
+            row_of.append(r)
+    context = np.array(
+        [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
+        dtype=np.float64,
+    ).reshape(len(features), 2)
+    return KernelTable(
+        graph_of=np.asarray(graph_of, dtype=np.int64),
+        row_of=np.asarray(row_of, dtype=np.int64),
+        fields=fields_matrix(fields),
+        row_graph=np.asarray(row_graph, dtype=np.int64),
+        keys=keys,
+        first=first,
+        context=context,
+    )
