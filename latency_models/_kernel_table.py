@@ -26,6 +26,7 @@ IntArray = NDArray[np.int64]
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm")
 """Kernel kinds that do multiply-adds; :func:`kernel_fields` codes them 0-3 (others -1)."""
+_KIND_CODE = {kind: code for code, kind in enumerate(COMPUTE_KINDS)}
 POST_ACTIVATIONS = frozenset({"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"})
 
 FIELDS = (
@@ -58,16 +59,30 @@ def valid_tap_fraction(k: KernelFeatures) -> float:
 
 
 def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
-    """The numbers of a kernel the predictors use, in :data:`FIELDS` order."""
-    o, shape_in = k.output_shape, k.input_shape
+    """The numbers of a kernel the predictors use, in :data:`FIELDS` order.
+
+    Written out flat (no helper calls): it runs once per kernel of every graph predicted.
+    """
+    o, i, ks, st = k.output_shape, k.input_shape, k.kernel_size, k.stride
+    n_out, fused, kind = len(o), k.fused, k.kind
+    if n_out >= 4:
+        pixels = math.prod(o[2:])
+        numel = o[0] * o[1] * pixels
+        inside = (
+            _valid_taps(i[2], o[2], ks[0], st[0]) * _valid_taps(i[3], o[3], ks[1], st[1])
+            if len(i) >= 4
+            else 1.0
+        )
+    else:
+        pixels = o[-1] if o else 1
+        numel = math.prod(o) if o else 1
+        inside = 1.0
     return (
         k.macs, k.activation_bytes, k.weight_bytes, k.in_channels, k.out_channels,
-        k.kernel_size[0], k.kernel_size[1], k.stride[0], k.groups, k.output_pixels,
-        o[2] if len(o) >= 4 else 1, shape_in[2] if len(shape_in) >= 4 else 1,
-        math.prod(o) if o else 1, len(k.fused),
-        any(f in POST_ACTIVATIONS for f in k.fused), "Add" in k.fused,
-        COMPUTE_KINDS.index(k.kind) if k.kind in COMPUTE_KINDS else -1, k.dtype == "int8",
-        valid_tap_fraction(k),
+        ks[0], ks[1], st[0], k.groups, pixels, o[2] if n_out >= 4 else 1,
+        i[2] if len(i) >= 4 else 1, numel, len(fused),
+        not POST_ACTIVATIONS.isdisjoint(fused), "Add" in fused,
+        _KIND_CODE.get(kind, -1), k.dtype == "int8", inside,
     )  # fmt: skip
 
 
@@ -116,7 +131,8 @@ class KernelTable:
         row_of: Row of each kernel.
         fields: One :func:`kernel_fields` row per distinct kernel, (rows, len(FIELDS)).
         row_graph: Graph index of each row.
-        keys: ``kind.dtype`` of each row.
+        key_names: The ``kind.dtype`` keys present, in order of appearance.
+        key_of: Index into ``key_names`` of each row.
         first: The first kernel of each row (to name its op in warnings).
         context: Each graph's weight bytes and bytes moved, (graphs, 2).
     """
@@ -125,7 +141,8 @@ class KernelTable:
     row_of: IntArray
     fields: FloatArray
     row_graph: IntArray
-    keys: list[str]
+    key_names: list[str]
+    key_of: IntArray
     first: list[KernelFeatures]
     context: FloatArray
 
@@ -134,12 +151,16 @@ class KernelTable:
         """Number of graphs."""
         return int(self.context.shape[0])
 
+    @property
+    def keys(self) -> list[str]:
+        """``kind.dtype`` of each row."""
+        return [self.key_names[c] for c in self.key_of]
+
     def rows_by_key(self) -> dict[str, IntArray]:
-        """Row indices of each ``kind.dtype``."""
-        by_key: dict[str, list[int]] = {}
-        for r, key in enumerate(self.keys):
-            by_key.setdefault(key, []).append(r)
-        return {key: np.asarray(rows, dtype=np.int64) for key, rows in by_key.items()}
+        """Row indices of each ``kind.dtype``, in row order."""
+        order = np.argsort(self.key_of, kind="stable")
+        bounds = np.searchsorted(self.key_of[order], np.arange(len(self.key_names) + 1))
+        return {name: order[bounds[c] : bounds[c + 1]] for c, name in enumerate(self.key_names)}
 
 
 def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
@@ -148,22 +169,23 @@ def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
     row_of: list[int] = []
     fields: list[tuple[float, ...]] = []
     row_graph: list[int] = []
-    keys: list[str] = []
+    key_codes: dict[str, int] = {}
+    key_of: list[int] = []
     first: list[KernelFeatures] = []
+    add_graph, add_row = graph_of.append, row_of.append
     for g, f in enumerate(features):
-        seen: dict[tuple[str, str, tuple[float, ...]], int] = {}
+        seen: dict[tuple[tuple[float, ...], str, str], int] = {}
         for k in f.kernels:
-            t = kernel_fields(k)
-            key = k.key
-            # unknown ops keep their own rows: each is warned about by name
-            r = seen.setdefault((key, k.op if k.kind == "other" else "", t), len(fields))
+            t = kernel_fields(k)  # holds the dtype; the kind is added, and an unknown op's
+            # name, so that each unknown op keeps its own row and is warned about by name
+            r = seen.setdefault((t, k.kind, k.op if k.kind == "other" else ""), len(fields))
             if r == len(fields):
                 fields.append(t)
                 row_graph.append(g)
-                keys.append(key)
+                key_of.append(key_codes.setdefault(k.key, len(key_codes)))
                 first.append(k)
-            graph_of.append(g)
-            row_of.append(r)
+            add_graph(g)
+            add_row(r)
     context = np.array(
         [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
         dtype=np.float64,
@@ -173,7 +195,8 @@ def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
         row_of=np.asarray(row_of, dtype=np.int64),
         fields=fields_matrix(fields),
         row_graph=np.asarray(row_graph, dtype=np.int64),
-        keys=keys,
+        key_names=list(key_codes),
+        key_of=np.asarray(key_of, dtype=np.int64),
         first=first,
         context=context,
     )

@@ -394,15 +394,15 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
         index = {k: i for i, k in enumerate(keys)}
         ops = set(self.ops_)
         nb = len(_BASIS)
-        blocks = np.empty(len(t.keys), dtype=np.int64)
-        for r, (key, k) in enumerate(zip(t.keys, t.first, strict=True)):
+        block_of_key = np.empty(len(t.key_names), dtype=np.int64)
+        for c, key in enumerate(t.key_names):
             block = index.get(key)
-            if block is None or (k.kind == "other" and k.op not in ops):
-                if warn:
-                    self._warn_unknown(k, key if block is not None else None)
-                if block is None:
-                    block = index[_fallback_key(key, keys)]
-            blocks[r] = block
+            if warn and (block is None or key.startswith("other.")):
+                for r in np.flatnonzero(t.key_of == c):  # an unknown kind, or an unseen op
+                    if block is None or t.first[r].op not in ops:
+                        self._warn_unknown(t.first[r], key if block is not None else None)
+            block_of_key[c] = index[_fallback_key(key, keys)] if block is None else block
+        blocks = block_of_key[t.key_of]
         width = len(keys) * nb + 1
         cells = t.graph_of[:, None] * width + (blocks[t.row_of][:, None] * nb + np.arange(nb))
         counts = np.bincount(
