@@ -28,7 +28,11 @@ from latency_models import (
     training_data,
     training_kernel_times,
 )
-from latency_models._kernel_predictor import effective_mmacs
+from latency_models._kernel_predictor import (
+    PROFILE_SCALE_LIMITS,
+    effective_mmacs,
+    match_profiles_to_latency,
+)
 from latency_models._kernel_table import kernel_fields, kernel_table, valid_tap_fraction
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
@@ -129,6 +133,31 @@ def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None
             assert t.keys[r] == k.key and t.fields[r].tolist() == list(kernel_fields(k))
     # a network's repeated blocks share rows
     assert len(set(t.row_of[t.graph_of == 1])) < len(deep.kernels)
+
+
+def test_a_profile_from_a_slow_session_is_scaled_to_the_latency() -> None:
+    feats = [graph_features(random_network(seed, size=16)) for seed in range(30)]
+    rng = np.random.default_rng(0)
+    times: list[list[float | None]] = [  # graphs of very different sizes, as in a sweep
+        [float(t) for t in rng.uniform(0.01, 0.1, len(f.kernels)) * 10 ** rng.uniform(-1, 2)]
+        for f in feats
+    ]
+    times[5][0] = None  # a kernel the profile did not match keeps no time
+    y = np.array([sum(t for t in ts if t) for ts in times])  # profiles that add up...
+    # ...but one, taken in a slow spell: a mid-sized graph (the smallest ones have leverage
+    # on the calibration through its constant and per-kernel terms)
+    slow, other, far = np.argsort(y)[[15, 20, 10]]
+    times[slow] = [t * 1.3 for t in times[slow] if t]
+    out = match_profiles_to_latency(feats, y, times)
+    assert sum(t for t in out[slow] if t) == pytest.approx(y[slow], rel=0.05)
+    assert sum(t for t in out[other] if t) == pytest.approx(y[other], rel=0.05)
+    assert out[5][0] is None
+    # bounded: a profile 3x off is scaled by at most PROFILE_SCALE_LIMITS
+    times[far] = [t * 3 for t in times[far] if t]
+    scaled = match_profiles_to_latency(feats, y, times)[far]
+    assert sum(t for t in scaled if t) / sum(t for t in times[far] if t) == pytest.approx(
+        PROFILE_SCALE_LIMITS[0], rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("cls", [KernelPredictor, CombinedPredictor])
