@@ -31,7 +31,9 @@ from latency_models import (
 from latency_models._kernel_predictor import (
     PROFILE_SCALE_LIMITS,
     effective_mmacs,
+    kernel_row,
     match_profiles_to_latency,
+    own_rows,
 )
 from latency_models._kernel_table import kernel_fields, kernel_table, valid_tap_fraction
 
@@ -131,6 +133,8 @@ def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None
         rows = t.row_of[t.graph_of == g]
         for k, r in zip(f.kernels, rows, strict=True):
             assert t.keys[r] == k.key and t.fields[r].tolist() == list(kernel_fields(k))
+            wb, gb = f.totals["weight_bytes"], f.totals["bytes"]
+            assert kernel_row(k, wb, gb) == [*own_rows(t.fields[r : r + 1])[0], wb, gb]
     # a network's repeated blocks share rows
     assert len(set(t.row_of[t.graph_of == 1])) < len(deep.kernels)
 
