@@ -39,7 +39,8 @@ FEATURE_VERSION = 4
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
 3: kernels name the ONNX nodes they run (to line them up with onnxruntime's profile).
 4: int8 kernels other than convs run NHWC only when all their inputs arrive NHWC; fp32 convs
-   whose channels onnxruntime cannot block (27, 34, ...) stay NCHW and take no residual Add.
+   whose channels onnxruntime cannot block (27, 34, ...) stay NCHW and take a residual Add
+   whatever its operand's layout.
 """
 
 NCHWC_BLOCK = 16

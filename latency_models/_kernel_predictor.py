@@ -122,6 +122,11 @@ def own_rows(f: FloatArray) -> FloatArray:
     ])  # fmt: skip
 
 
+def _raw_rows(table: KernelTable) -> FloatArray:
+    """:func:`kernel_row` of every row of ``table``: its own columns, then its graph's."""
+    return np.hstack([own_rows(table.fields), table.context[table.row_graph]])
+
+
 def kernel_rows(rows: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
     """:func:`kernel_row` outputs as the trees' input matrix (sizes on a log scale)."""
     x = np.array(rows, dtype=np.float64).reshape(len(rows), _LOGGED.size)
@@ -171,24 +176,21 @@ class KernelPredictor(BaseLatencyPredictor):
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> None:
         targets = self._kernel_targets(features, y, kernel_times)
-        by_key: dict[str, tuple[list[tuple[float, ...]], list[tuple[float, float]], list[float]]]
-        by_key = {}
-        for f, ts in zip(features, targets, strict=True):
-            context = (f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0))
-            for k, t in zip(f.kernels, ts, strict=True):
-                if t is None:
-                    continue
-                fields, contexts, times = by_key.setdefault(k.key, ([], [], []))
-                fields.append(kernel_fields(k))
-                contexts.append(context)
-                times.append(max(float(t), 1e-4))
-        if not by_key:
+        table = kernel_table(features)  # the rows prediction reads, built the same way
+        raw_all = _raw_rows(table)
+        times_all = np.array(
+            [np.nan if t is None else max(float(t), 1e-4) for ts in targets for t in ts]
+        )
+        key_of_kernel = table.key_of[table.row_of]
+        if np.isnan(times_all).all():
             raise ValueError("no kernel of the training graphs has a time to learn from.")
         self.models_: dict[str, dict[str, Any]] = {}
-        for key, (fields, contexts, times) in sorted(by_key.items()):
-            own = own_rows(fields_matrix(fields))
-            raw = np.hstack([own, np.array(contexts, dtype=np.float64)])
-            t_ms, work = np.asarray(times), row_work(raw, key)
+        for code, key in sorted(enumerate(table.key_names), key=lambda ck: ck[1]):
+            timed = (key_of_kernel == code) & ~np.isnan(times_all)
+            if not timed.any():
+                continue
+            raw, times = raw_all[table.row_of[timed]], times_all[timed]
+            t_ms, work = times, row_work(raw, key)
             if len(t_ms) < MIN_TREE_SAMPLES:
                 z_mid = float(np.median(np.log(t_ms / work)))
                 self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None}
@@ -201,7 +203,7 @@ class KernelPredictor(BaseLatencyPredictor):
             )  # fmt: skip
             self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest}
         self.keys_ = sorted(self.models_)
-        sums = self._kernel_sums(features)
+        sums = self._kernel_sums(features, table)
         n = np.array([len(f.kernels) for f in features], dtype=np.float64)
         self.calibration_ = _calibrate(sums, n, y)
 
@@ -232,7 +234,7 @@ class KernelPredictor(BaseLatencyPredictor):
         if not any(f.kernels for f in features):
             return sums
         t = kernel_table(features) if table is None else table
-        raw_all = np.hstack([own_rows(t.fields), t.context[t.row_graph]])
+        raw_all = _raw_rows(t)
         times = np.zeros(len(raw_all))
         for key, idx in t.rows_by_key().items():
             model = self.models_[key if key in self.models_ else _fallback_key(key, self.keys_)]

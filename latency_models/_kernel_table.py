@@ -102,7 +102,8 @@ def effective_mmacs_of(f: FloatArray) -> FloatArray:
     Channels are padded to the NCHWc block (a first conv with at most 4 input channels
     reads NCHW unpadded) and taps that land in the padding are skipped.
     """
-    cin, cout, groups, pix = f[:, F["in_channels"]], f[:, F["out_channels"]], f[:, 8], f[:, 9]
+    cin, cout = f[:, F["in_channels"]], f[:, F["out_channels"]]
+    groups, pix = f[:, F["groups"]], f[:, F["output_pixels"]]
     kind, inside = f[:, F["compute_kind"]], f[:, F["valid_taps"]]
     taps = f[:, F["kernel_h"]] * f[:, F["kernel_w"]]
     groups = np.maximum(groups, 1)
@@ -145,16 +146,6 @@ class KernelTable:
     key_of: IntArray
     first: list[KernelFeatures]
     context: FloatArray
-
-    @property
-    def n_graphs(self) -> int:
-        """Number of graphs."""
-        return int(self.context.shape[0])
-
-    @property
-    def keys(self) -> list[str]:
-        """``kind.dtype`` of each row."""
-        return [self.key_names[c] for c in self.key_of]
 
     def rows_by_key(self) -> dict[str, IntArray]:
         """Row indices of each ``kind.dtype``, in row order."""

@@ -21,8 +21,8 @@ What :func:`fit_predictor` fits: ``"combined"`` (:data:`KERNEL_PREDICTOR`) when 
 are given for a latency target, else ``"additive"`` (:data:`DEFAULT_PREDICTOR`). In
 ``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs; 108 held-out graphs of
 ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` was the most
-accurate on both CPU devices (local-cpu: 72-81% within 10%, MAPE 8-9%; ``additive``
-63-69%, ``kernel`` 64-71%, ``additive-gbt`` 61-69%, ``graph-gbt`` 44-53%). Trees alone
+accurate on both CPU devices (local-cpu: 74-78% within 10%, MAPE 8-9%; ``additive``
+57-67%, ``kernel`` 69-79%, ``additive-gbt`` 56-60%, ``graph-gbt`` 44-47%). Trees alone
 do not extrapolate; the tree correction of ``additive-gbt`` learns sweep-specific residuals.
 
 Every predictor predicts with numpy only: boosted trees are exported to arrays right after

@@ -132,7 +132,9 @@ def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None
     for g, f in enumerate([conv, deep, conv]):
         rows = t.row_of[t.graph_of == g]
         for k, r in zip(f.kernels, rows, strict=True):
-            assert t.keys[r] == k.key and t.fields[r].tolist() == list(kernel_fields(k))
+            assert t.key_names[t.key_of[r]] == k.key and t.fields[r].tolist() == list(
+                kernel_fields(k)
+            )
             wb, gb = f.totals["weight_bytes"], f.totals["bytes"]
             assert kernel_row(k, wb, gb) == [*own_rows(t.fields[r : r + 1])[0], wb, gb]
     # a network's repeated blocks share rows
