@@ -458,6 +458,7 @@ class _Fuser:
                         absorbed.add(src)
 
         # 2. fp32 fusions onto conv / gemm.
+        nchwc_conv = {idx for idx, n in enumerate(nodes) if self._nchwc_conv(n)}
         fused_into: dict[int, list[int]] = {}
         owner: dict[str, int] = {}  # tensor -> fused kernel that now produces it
 
@@ -467,9 +468,7 @@ class _Fuser:
             if j is None or j in int8 or j in absorbed:
                 return False
             op = nodes[j]["op"]
-            return self._nchwc_conv(nodes[j]) or (
-                op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0
-            )
+            return j in nchwc_conv or (op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0)
 
         for idx, n in enumerate(nodes):
             if idx in absorbed:
@@ -490,7 +489,7 @@ class _Fuser:
             chain = [nodes[j]["op"] for j in fused_into.get(src, [])] if src is not None else []
             fuse = False
             has_act = any(c in _ACT_OPS for c in chain)
-            base_nchwc = src is not None and self._nchwc_conv(nodes[src])
+            base_nchwc = src in nchwc_conv
             if base in _CONV_OPS:
                 fuse = (
                     (op == "BatchNormalization" and not chain)
@@ -523,7 +522,7 @@ class _Fuser:
                     and len(consumers.get(acts[1], [])) == 1
                     and not any(nodes[j]["op"] in ("Add",) for j in fused_into.get(src2, []))
                     and not any(nodes[j]["op"] in _ACT_OPS for j in fused_into.get(src2, []))
-                    and (nchwc_made(acts[0]) or not self._nchwc_conv(nodes[src2]))
+                    and (nchwc_made(acts[0]) or src2 not in nchwc_conv)
                 ):
                     src, fuse = src2, True
             if fuse and src is not None:
@@ -556,7 +555,7 @@ class _Fuser:
                     *(a for j in extra for a in act_inputs(nodes[j]) if a not in chain_out),
                 ]
             )
-            if idx not in int8 and self._nchwc_conv(n):
+            if idx not in int8 and idx in nchwc_conv:
                 nchwc_convs.add(len(kernels))
             kernels.append(k)
         # Absorbed Q/DQ and vanished Relu/Clip pass their input tensor through.
