@@ -393,7 +393,9 @@ class _Fuser:
             for i in n["inputs"]:
                 if i:
                     consumers.setdefault(i, []).append(idx)
-        graph_outputs = {self._r(o.name) for o in self.graph.output}
+        # ordered (a dict): the reorders after the outputs come in the graph's output order,
+        # not in a set's, which changes from process to process
+        graph_outputs = dict.fromkeys(self._r(o.name) for o in self.graph.output)
 
         def prod_op(name: str) -> str | None:
             idx = producer.get(name)
@@ -602,7 +604,7 @@ class _Fuser:
         nchwc_convs: set[int],
         made_by: dict[str, int],
         passthrough: dict[str, str],
-        graph_outputs: set[str],
+        graph_outputs: Mapping[str, None],
     ) -> list[KernelFeatures]:
         """Insert the layout conversions onnxruntime's CPU provider adds between kernels.
 

@@ -121,6 +121,19 @@ def test_kernels_match_onnxruntime_optimised_graph(precision: str, tmp_path: Pat
     assert ours == _ort_kernels(g, tmp_path)
 
 
+def test_reorders_after_the_outputs_follow_the_graphs_output_order() -> None:
+    # several NCHWc outputs each need a ReorderOutput at the end; they used to come in a
+    # set's order, which changes with the process's hash seed
+    b = _Builder(np.random.default_rng(0))
+    outs = [b.conv("input", 16, c, 3) for c in (16, 32, 48, 64, 80, 96)]
+    model = b.model([1, 16, 8, 8], outs[0], "many_outputs")
+    model.graph.output.extend(
+        helper.make_tensor_value_info(y, TensorProto.FLOAT, None) for y in outs[1:]
+    )
+    tail = [k for k in graph_features(model).kernels if k.op == "ReorderOutput"]
+    assert [k.out_channels for k in tail] == [16, 32, 48, 64, 80, 96]
+
+
 def test_gemm_and_identity() -> None:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(size=(32, 10)).astype(np.float32), "w")
