@@ -328,7 +328,7 @@ def benchmark(
         pin_cpus: CPUs to pin the measuring thread and its session's threads to.
         seed: Seed of the random inputs.
         kernel_times_s: When > 0, also time each kernel with onnxruntime's profiler for
-            about this long, in a second session (:func:`profile_kernels`).
+            about this long, in sessions of its own (:func:`profile_kernels`).
 
     Returns:
         A JSON-able dict: ``latency_ms`` (median per run), ``p10_ms``, ``p90_ms``, ``cv``,
@@ -416,7 +416,11 @@ def benchmark(
 
 
 KERNEL_TIME_RUNS = (20, 400)
-"""Fewest and most profiled runs of :func:`profile_kernels`."""
+"""Fewest and most profiled runs of :func:`profile_kernels`, over all its sessions."""
+
+PROFILE_SESSIONS = 3
+"""Profiler sessions :func:`profile_kernels` splits its runs into; each kernel's time is the
+lowest of their medians, as a latency label is the best of several sessions."""
 
 
 def profile_kernels(
@@ -426,8 +430,9 @@ def profile_kernels(
     feeds: dict[str, np.ndarray],
     per_run_ms: float,
     budget_s: float,
+    sessions: int = PROFILE_SESSIONS,
 ) -> list[dict[str, Any]]:
-    """Time of each kernel onnxruntime runs, from its profiler, in a second session.
+    """Time of each kernel onnxruntime runs, from its profiler, in sessions of their own.
 
     The profiler records every node of every run (microsecond resolution) and adds a few
     microseconds of its own per node, so these are measured *in context* (the caches hold
@@ -435,33 +440,64 @@ def profile_kernels(
     a little above the unprofiled run time on small graphs. Predictors use them as
     per-kernel targets and calibrate the sum against the measured latency.
 
+    A kernel's median differs between sessions of the same graph by more than between runs
+    of one session (a small conv measured 0.030 ms in one session and 0.047 ms in the next:
+    where the arena puts its tensors, what else ran meanwhile). Other processes only add
+    time, so the runs are split into ``sessions`` fresh sessions and each kernel keeps the
+    lowest of its session medians.
+
     Args:
         model: The serialized ONNX model.
         providers: Execution providers, as for the timed session.
         threads: Intra-op threads.
         feeds: Inputs to run with.
         per_run_ms: Time of one unprofiled run (ms), to size the number of runs.
-        budget_s: Time to spend profiling (s); between 20 and 400 runs are made.
+        budget_s: Time to spend profiling (s); between 20 and 400 runs are made in all.
+        sessions: Fresh profiler sessions to split the runs into (at least 1).
 
     Returns:
         One dict per kernel in execution order: ``name`` (onnxruntime's node name),
-        ``op`` (the kernel's op type after fusion), ``ms`` (median over the runs),
-        ``output_shape`` and ``input_shape`` (first output and input, as onnxruntime
-        reports them; channels-last for int8 kernels).
+        ``op`` (the kernel's op type after fusion), ``ms`` (the lowest over the sessions of
+        the median over a session's runs), ``output_shape`` and ``input_shape`` (first
+        output and input, as onnxruntime reports them; channels-last for int8 kernels),
+        ``sessions`` (how many sessions the lowest was taken over).
+    """
+    if sessions < 1:
+        raise ValueError(f"sessions must be >= 1, got {sessions}.")
+    lo, hi = KERNEL_TIME_RUNS
+    runs = int(min(hi, max(lo, budget_s * 1e3 / max(per_run_ms, 1e-3))))
+    per_session = max(1, math.ceil(runs / sessions))
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for _ in range(sessions):
+        for key, entry in _profile_session(model, providers, threads, feeds, per_session):
+            if key not in best or entry["ms"] < best[key]["ms"]:
+                best[key] = entry
+    return [{**entry, "sessions": sessions} for entry in best.values()]
+
+
+def _profile_session(
+    model: bytes,
+    providers: Sequence[str],
+    threads: int,
+    feeds: dict[str, np.ndarray],
+    runs: int,
+) -> list[tuple[tuple[str, int], dict[str, Any]]]:
+    """Each kernel's median time over ``runs`` profiled runs of one fresh session.
+
+    Returns:
+        ((onnxruntime's node name, node index), entry) per kernel, in execution order.
     """
     import json
     import tempfile
 
     import onnxruntime as ort
 
-    lo, hi = KERNEL_TIME_RUNS
-    runs = int(min(hi, max(lo, budget_s * 1e3 / max(per_run_ms, 1e-3))))
+    warm = 2
     with tempfile.TemporaryDirectory(prefix="hwnas-prof-") as tmp:
         opts = _session_options(threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
-        warm = 2
         for _ in range(warm + runs):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -478,15 +514,14 @@ def profile_kernels(
     out = []
     for key, durs in per_node.items():
         args = first[key]
-        out.append(
-            {
-                "name": key[0],
-                "op": str(args.get("op_name", "")),
-                "ms": float(np.median(durs[warm:] if len(durs) > warm else durs)),
-                "output_shape": _first_shape(args.get("output_type_shape")),
-                "input_shape": _first_shape(args.get("input_type_shape")),
-            }
-        )
+        entry = {
+            "name": key[0],
+            "op": str(args.get("op_name", "")),
+            "ms": float(np.median(durs[warm:] if len(durs) > warm else durs)),
+            "output_shape": _first_shape(args.get("output_type_shape")),
+            "input_shape": _first_shape(args.get("input_type_shape")),
+        }
+        out.append((key, entry))
     return out
 
 

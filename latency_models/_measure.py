@@ -78,8 +78,9 @@ class Measurement:
         energy_note: Why energy was not measured, when it was not.
         host_info: CPU model, cores, runtime, hostname hash and the like.
         kernel_times: When asked for (``measure(..., kernel_times_s=...)``), each kernel's
-            time from onnxruntime's profiler: dicts with ``name``, ``op``, ``ms``,
-            ``output_shape``, ``input_shape`` (see :func:`~latency_models._bench.profile_kernels`).
+            time from onnxruntime's profiler: dicts with ``name``, ``op``, ``ms`` (the lowest
+            median of ``sessions`` profiler sessions), ``output_shape``, ``input_shape``,
+            ``sessions`` (see :func:`~latency_models._bench.profile_kernels`).
     """
 
     latency_ms: float

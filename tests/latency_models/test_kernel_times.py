@@ -28,6 +28,7 @@ from latency_models import (
     training_data,
     training_kernel_times,
 )
+from latency_models._graph import graph_bytes
 from latency_models._kernel_predictor import (
     PROFILE_SCALE_LIMITS,
     effective_mmacs,
@@ -80,6 +81,32 @@ def test_kernel_times_are_measured_and_line_up_with_the_features() -> None:
     plain = measure(g, "local-cpu", max_seconds=0.05, min_samples=3, warmup_s=0.0)
     assert plain.kernel_times is None
     assert Measurement.from_dict(m.to_dict()).kernel_times == m.kernel_times
+
+
+def test_profiled_sessions_keep_each_kernels_lowest_median(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from latency_models import _bench
+
+    g = random_network(4, size=16)
+    m = graph_bytes(g)
+    sess = _bench._session(m, ("CPUExecutionProvider",), 1)
+    feeds, _ = _bench.make_inputs(sess, 1, 0)
+    real = _bench.profile_kernels(m, ("CPUExecutionProvider",), 1, feeds, 0.05, 0.01, sessions=2)
+    one = _bench.profile_kernels(m, ("CPUExecutionProvider",), 1, feeds, 0.05, 0.01, sessions=1)
+    assert [e["name"] for e in real] == [e["name"] for e in one]  # one entry per kernel
+    assert {e["sessions"] for e in real} == {2} and {e["sessions"] for e in one} == {1}
+    # the merge: each kernel keeps the lowest of its session medians, in execution order
+    calls = iter([[0.3, 0.1, 0.5], [0.2, 0.4, 0.6], [0.9, 0.2, 0.4]])
+
+    def fake(*_args: object) -> list:
+        return [((f"k{i}", i), {"name": f"k{i}", "ms": ms}) for i, ms in enumerate(next(calls))]
+
+    monkeypatch.setattr(_bench, "_profile_session", fake)
+    merged = _bench.profile_kernels(m, ("CPUExecutionProvider",), 1, feeds, 1.0, 1.0, sessions=3)
+    assert [(e["name"], e["ms"]) for e in merged] == [("k0", 0.2), ("k1", 0.1), ("k2", 0.4)]
+    with pytest.raises(ValueError, match="sessions must be >= 1, got 0"):
+        _bench.profile_kernels(m, ("CPUExecutionProvider",), 1, feeds, 1.0, 1.0, sessions=0)
 
 
 def test_alignment_by_name_survives_a_reordered_profile() -> None:
