@@ -206,3 +206,18 @@ def test_store_refusing_a_value_is_not_called_corruption(monkeypatch: pytest.Mon
     with pytest.raises(ValueError, match="refused a value") as info:
         store.put(conv_stack(16, 8, 2), _fake(1.0))
     assert not isinstance(info.value, StoreCorruptedError)
+
+
+def test_training_label_is_the_best_session_of_the_newest_runtime_and_host() -> None:
+    from latency_models import training_data
+
+    store = MeasurementStore("local-cpu")
+    a, b = mlp(8, 1), mlp(16, 2)
+    for latency in (1.3, 1.0, 1.6):  # one graph, three sessions: disturbed ones only add time
+        store.put(a, _fake(latency))
+    store.put(b, _fake(2.0))
+    store.put(b, _fake(3.0, runtime_version="onnxruntime 2.0"))  # upgraded: older not mixed in
+    store.put(b, _fake(3.5, runtime_version="onnxruntime 2.0"))
+    _, y, hashes = training_data(store)
+    assert hashes == [graph_hash(a), graph_hash(b)]
+    assert y.tolist() == [1.0, 3.0]
