@@ -23,8 +23,8 @@ cost. The graph's latency is then ``a * sum(t) + b + c * n_kernels``, fit on the
 latencies: the profiler adds a couple of microseconds to every kernel it times (``c``
 comes out negative) and the run has a fixed overhead. Before the trees are fit, each
 graph's profiled times are scaled to agree with its latency label
-(:func:`match_profiles_to_latency`): a profile is one session, the label the best of
-several.
+(:func:`match_profiles_to_latency`): a profile is taken at another time than the label's
+sessions, in a state of the machine of its own.
 
 ``"combined"`` (:class:`CombinedPredictor`) is a weighted geometric mean of this predictor
 and the kernel-additive one (fit on whole-graph latencies). Their errors differ in kind: the
@@ -291,10 +291,11 @@ def match_profiles_to_latency(
 ) -> list[list[float | None]]:
     """Each graph's kernel times scaled to agree with its measured latency.
 
-    A graph's per-kernel profile comes from one session, its latency label from the best of
-    several; a profile taken in a slow spell of a shared machine makes every kernel of that
-    graph look slow (re-profiling five training graphs at once found sums 6-20% below what
-    was stored, with the same latency). The kernel sums are calibrated to the latencies
+    A graph's per-kernel profile (each kernel's best of three short profiler sessions) is
+    taken at another time than its latency label (the best of several full sessions); a
+    profile taken in a slow spell of a shared machine makes every kernel of that graph look
+    slow (re-profiling five training graphs at once found sums 6-20% below what was
+    stored, with the same latency). The kernel sums are calibrated to the latencies
     over all graphs (``y ~ a * sum + b + c * n``, as for prediction), and each graph's
     times are multiplied by its own ``y / (a * sum + b + c * n)``, bounded by
     :data:`PROFILE_SCALE_LIMITS`. Out of fold on the 300 training graphs of

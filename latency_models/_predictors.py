@@ -573,7 +573,7 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
     return np.asarray(total * float(forest["learning_rate"]), dtype=np.float64)
 
 
-_TRAVERSAL_ELEMENTS = 1 << 20
+_TRAVERSAL_ELEMENTS = 1 << 16
 """Rows x trees traversed at once by :func:`predict_trees` (bounds its memory)."""
 
 MAX_TREE_DEPTH = 10
