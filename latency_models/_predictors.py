@@ -22,7 +22,7 @@ are given for a latency target, else ``"additive"`` (:data:`DEFAULT_PREDICTOR`).
 ``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs; 108 held-out graphs of
 ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` was the most
 accurate on both CPU devices (local-cpu: 79-81% within 10%, MAPE 7-8%; ``additive``
-58-67%, ``kernel`` 72-76%, ``additive-gbt`` 54-58%, ``graph-gbt`` 43-53%). Trees alone
+58-67%, ``kernel`` 72%, ``additive-gbt`` 54-58%, ``graph-gbt`` 43-53%). Trees alone
 do not extrapolate; the tree correction of ``additive-gbt`` learns sweep-specific residuals.
 
 Every predictor predicts with numpy only: boosted trees are exported to arrays right after
