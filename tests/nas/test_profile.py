@@ -98,3 +98,17 @@ def test_profile_sweep_choice() -> None:
         n for n, _ in itertools.islice(_candidates(None, seed=0, start=0, spec=spec, wide=True), 6)
     ]
     assert all(n.startswith("w") for n in names)  # the wide sweep's graphs
+
+
+def test_profile_keeps_time_for_the_final_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas import _profile
+
+    lines: list[str] = []
+    run = {"budget_minutes": 0.1, "max_seconds_per_graph": 0.05, "progress": lines.append}
+    # a final fit estimated at more than the budget leaves no time for adaptive rounds
+    monkeypatch.setattr(_profile, "FINAL_FIT_KERNEL_FITS", 10_000)
+    assert _profile.profile_device("local-cpu", **run).rounds == 0
+    assert any(line.startswith("  keeping ") for line in lines)
+    # one estimated at nothing leaves the rest of the budget to them
+    monkeypatch.setattr(_profile, "FINAL_FIT_KERNEL_FITS", 0)
+    assert _profile.profile_device("local-cpu", **run).rounds >= 1
