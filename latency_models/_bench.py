@@ -452,7 +452,8 @@ def profile_kernels(
         threads: Intra-op threads.
         feeds: Inputs to run with.
         per_run_ms: Time of one unprofiled run (ms), to size the number of runs.
-        budget_s: Time to spend profiling (s); between 20 and 400 runs are made in all.
+        budget_s: Time to spend profiling (s); between 20 and 400 runs are made in all,
+            rounded up to a whole number per session.
         sessions: Fresh profiler sessions to split the runs into (at least 1).
 
     Returns:

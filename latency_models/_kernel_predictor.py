@@ -189,8 +189,8 @@ class KernelPredictor(BaseLatencyPredictor):
             timed = (key_of_kernel == code) & ~np.isnan(times_all)
             if not timed.any():
                 continue
-            raw, times = raw_all[table.row_of[timed]], times_all[timed]
-            t_ms, work = times, row_work(raw, key)
+            raw, t_ms = raw_all[table.row_of[timed]], times_all[timed]
+            work = row_work(raw, key)
             if len(t_ms) < MIN_TREE_SAMPLES:
                 z_mid = float(np.median(np.log(t_ms / work)))
                 self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None}
@@ -300,7 +300,9 @@ def match_profiles_to_latency(
     times are multiplied by its own ``y / (a * sum + b + c * n)``, bounded by
     :data:`PROFILE_SCALE_LIMITS`. Out of fold on the 300 training graphs of
     ``experiments/predictor_accuracy.py`` this took the kernel model from 74% to 79% within
-    +-10% on ``local-cpu`` and from 43% to 59% on ``local-cpu-2t``. The calibration is a
+    +-10% on ``local-cpu`` and from 43% to 59% on ``local-cpu-2t`` with one-session
+    profiles, and with three-session ones still from 78% to 81% and from 55% to 68% (the
+    default: 79% to 82%, 65% to 72%). The calibration is a
     plain least-squares fit on relative error: the smallest graphs weigh most in it, so a
     slow profile of one of them is only partly corrected (a trimmed refit did no better
     out of fold).
