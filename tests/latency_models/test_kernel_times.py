@@ -36,7 +36,12 @@ from latency_models._kernel_predictor import (
     match_profiles_to_latency,
     own_rows,
 )
-from latency_models._kernel_table import kernel_fields, kernel_table, valid_tap_fraction
+from latency_models._kernel_table import (
+    FIELDS,
+    kernel_fields,
+    kernel_table,
+    valid_tap_fraction,
+)
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
 
@@ -146,6 +151,11 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
     wide = graph_features(kernel_graph("conv1x1", cin=20, cout=20, size=8))
     k = next(k for k in wide.kernels if k.kind == "conv1x1")
     assert effective_mmacs(k) == pytest.approx(32 * 32 * 64 / 1e6)  # channels to 2 blocks
+    # kernel_fields inlines valid_tap_fraction for speed: the two agree on every kernel
+    deep = graph_features(staged_network(5, size=64, block="basic", max_weight_mb=2.0))
+    column = FIELDS.index("valid_taps")
+    for kernel in [*deep.kernels, conv, k]:
+        assert kernel_fields(kernel)[column] == valid_tap_fraction(kernel)
 
 
 def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None:
