@@ -55,6 +55,44 @@ def conv_stack(channels: int, size: int, layers: int, *, seed: int = 0) -> onnx.
     return model
 
 
+def depthwise_stream(channels: int, size: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
+    """A stack of 3x3 depthwise Conv+ReLU layers on a ``1xchannelsxsizexsize`` float input.
+
+    Memory-bound: 9 multiply-adds per element moved, and each layer's input and output
+    (``channels·size²·4`` bytes each) are sized to overflow the last-level cache, so every
+    run streams them from memory. It shows the noise that other tenants of a shared cache
+    or memory bus add; the compute-bound convs do not feel it.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    prev = "input"
+    for i in range(layers):
+        w = (rng.standard_normal((channels, 1, 3, 3)) / 3).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(
+            helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], group=channels)
+        )
+        out = "output" if i == layers - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [out]))
+        prev = out
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        nodes,
+        f"depthwise_stream_c{channels}_s{size}_l{layers}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def mlp(width: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
     """A stack of ``widthxwidth`` MatMul+Relu layers on a ``1xwidth`` input (sub-ms graph)."""
     import numpy as np
@@ -88,8 +126,12 @@ REFERENCE_GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
     "mlp-0.1ms": lambda: mlp(512, 4),
     "conv-1ms": lambda: conv_stack(32, 28, 8),
     "conv-30ms": lambda: conv_stack(64, 56, 9),
+    "memory-10ms": lambda: depthwise_stream(128, 224, 3),
 }
-"""Reference graphs by name; the name gives their rough latency on one x86 core."""
+"""Reference graphs by name; the name gives their rough latency on one x86 core.
+
+The first three are compute-bound; ``memory-10ms`` streams 100 MB a run through the memory
+bus and shows what a shared cache or memory bus adds."""
 
 
 @dataclass(frozen=True)

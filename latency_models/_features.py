@@ -33,7 +33,7 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
@@ -41,6 +41,10 @@ FEATURE_VERSION = 4
 4: int8 kernels other than convs run NHWC only when all their inputs arrive NHWC; fp32 convs
    whose channels onnxruntime cannot block (27, 34, ...) stay NCHW and take a residual Add
    whatever its operand's layout.
+5: the predictors count the weights a run reads, not those it stores: an fp32 conv's taps
+   that meet only padding (:func:`latency_models._kernel_table.touched_tap_fraction`) are
+   left out of its weight bytes and its graph's (kernels unchanged; saved predictors of
+   version 4 read those bytes differently and must be refit).
 """
 
 NCHWC_BLOCK = 16

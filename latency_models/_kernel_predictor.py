@@ -16,12 +16,19 @@ compute kernels (the channels padded to onnxruntime's NCHWc block, the taps that
 the zero padding skipped, as MLAS skips them), megabytes moved for the others. ``z`` is
 the log of the time per unit of work, learned by gradient boosted trees on the kernel's
 shape and the graph's total weight and activation bytes (whether its weights are still
-cached when it runs). Trees do not extrapolate; a kernel bigger than any in training gets
+cached when it runs). Weights count as read only where some output reads them: an fp32
+conv skips its taps that meet only padding, so ResNet-18's last 3x3 convs, on 1x1 maps at
+32 px input, read a ninth of their weights and the whole net 19 of its 47 MB, which stay
+in a 32 MB L3 between runs (:func:`~latency_models._kernel_table.touched_tap_fraction`;
+the additive model's weight term counts the same bytes). Trees do not extrapolate;
+a kernel bigger than any in training gets
 the speed of the biggest ones, which is the physically right limit (throughput
 saturates), where a tree on the time itself would cap the time. ``c0`` is a fixed launch
-cost. The graph's latency is then ``a * sum(t) + b + c * n_kernels``, fit on the measured
-latencies: the profiler adds a couple of microseconds to every kernel it times (``c``
-comes out negative) and the run has a fixed overhead. Before the trees are fit, each
+cost. The graph's latency is then ``a * sum(t) + b + c * sum(fade(t))``, fit on the
+measured latencies: the profiler adds a few microseconds to every kernel it times (``c``
+comes out negative), more to short kernels than to long ones on some devices
+(:func:`fade`, its time scale chosen per device by :func:`fading_overhead_scale`, or a
+constant), and the run has a fixed overhead. Before the trees are fit, each
 graph's profiled times are scaled to agree with its latency label
 (:func:`match_profiles_to_latency`): a profile is taken at another time than the label's
 sessions, in a state of the machine of its own.
@@ -39,6 +46,7 @@ third of a point behind); experiments/README.md has the held-out numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -72,6 +80,8 @@ WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_WEIGHT_CV_GRAPHS = 40
 """With fewer training graphs (or no kernel times) ``"auto"`` takes :data:`FALLBACK_WEIGHT`."""
 FALLBACK_WEIGHT = 0.25
+KERNEL_OVERHEADS = ("fading", "constant")
+"""Forms of the profiler's per-kernel overhead :class:`KernelPredictor` can calibrate."""
 MIN_TREE_SAMPLES = 8
 """Kernel kinds with fewer measured kernels get one throughput, not trees."""
 
@@ -97,25 +107,31 @@ _LOGGED = np.array([True] * 5 + [False] * 2 + [True] * 4 + [False] * 4 + [True, 
 
 
 def kernel_row(k: KernelFeatures, graph_weight_bytes: float, graph_bytes: float) -> list[float]:
-    """Tree inputs of one kernel in its graph, raw (:func:`kernel_rows` logs the sizes)."""
+    """Tree inputs of one kernel in its graph, raw (:func:`kernel_rows` logs the sizes).
+
+    ``graph_weight_bytes`` and ``graph_bytes`` count the weights a run reads
+    (:attr:`KernelTable.context`), not the weights the graph stores.
+    """
     return [*own_rows(fields_matrix([kernel_fields(k)]))[0], graph_weight_bytes, graph_bytes]
 
 
 def own_rows(f: FloatArray) -> FloatArray:
     """The kernels' own columns of :func:`kernel_row`, from rows of :func:`fields_matrix`.
 
-    Columns: MACs, activation and weight bytes, channels in and out, kernel size, stride,
-    groups, output pixels, output and input height, channels aligned to 8 and to 16 (in,
-    out), output elements, fused ops, effective MACs (:func:`effective_mmacs`, compute
+    Columns: MACs, activation bytes, the weight bytes some output reads (the taps that
+    meet only padding left out, :func:`~latency_models._kernel_table.touched_tap_fraction`:
+    a 3x3 conv on a 1x1 map reads a ninth of its weights), channels in and out, kernel size,
+    stride, groups, output pixels, output and input height, channels aligned to 8 and to 16
+    (in, out), output elements, fused ops, effective MACs (:func:`effective_mmacs`, compute
     kernels), int8 im2col elements, output row blocks, a fused post-activation, a fused Add.
     """
     macs, act, wb, cin, cout, kh, kw, stride, groups, pix, h_out, h_in = f[:, :12].T
-    numel, n_fused, post, add, kind, int8, _ = f[:, 12:].T
+    numel, n_fused, post, add, kind, int8, _, read = f[:, 12:].T
     taps = kh * kw
     conv_int8 = (kind >= 0) & (kind <= COMPUTE_KINDS.index("conv1x1")) & (int8 > 0)
     im2col = np.where(conv_int8 & ((taps > 1) | (stride > 1)), taps * cin * pix, 0.0)
     return np.column_stack([
-        macs, act, wb, cin, cout, kh, stride, groups, pix, h_out, h_in,
+        macs, act, wb * read, cin, cout, kh, stride, groups, pix, h_out, h_in,
         cin % 8 == 0, cout % 8 == 0, cin % 16 == 0, cout % 16 == 0, numel, n_fused,
         np.where(kind >= 0, effective_mmacs_of(f) * 1e6, 0.0), im2col,
         h_out * c16(cout) / NCHWC_BLOCK, post, add,
@@ -148,6 +164,10 @@ class KernelPredictor(BaseLatencyPredictor):
         max_depth: Depth of each tree.
         learning_rate: Shrinkage.
         seed: Seed of the trees' row subsampling.
+        kernel_overhead: How the calibration counts the time the profiler adds to each
+            kernel: ``"fading"`` (more to short kernels than to long ones, its scale fit
+            to the training graphs by :func:`fading_overhead_scale`) or ``"constant"``
+            (the same for every kernel).
     """
 
     name = "kernel"
@@ -160,11 +180,13 @@ class KernelPredictor(BaseLatencyPredictor):
         max_depth: int = 4,
         learning_rate: float = 0.1,
         seed: int | None = 0,
+        kernel_overhead: str = "fading",
     ) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
         self.seed = seed
+        self.kernel_overhead = kernel_overhead
 
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
         self._fit_kernel_times(features, y, None)
@@ -203,9 +225,8 @@ class KernelPredictor(BaseLatencyPredictor):
             )  # fmt: skip
             self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest}
         self.keys_ = sorted(self.models_)
-        sums = self._kernel_sums(features, table)
-        n = np.array([len(f.kernels) for f in features], dtype=np.float64)
-        self.calibration_ = _calibrate(sums, n, y)
+        sums, fades = self._kernel_sums(features, table)
+        self.calibration_ = _calibrate(sums, fades, y)
 
     def _kernel_targets(
         self,
@@ -213,26 +234,34 @@ class KernelPredictor(BaseLatencyPredictor):
         y: FloatArray,
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> list[list[float | None]]:
-        if kernel_times is not None and any(kt for kt in kernel_times):
-            return match_profiles_to_latency(
-                features,
-                y,
-                [
-                    align_kernel_times(f, kt) if kt else [None] * len(f.kernels)
-                    for f, kt in zip(features, kernel_times, strict=True)
-                ],
+        if self.kernel_overhead not in KERNEL_OVERHEADS:
+            raise ValueError(
+                f"kernel_overhead must be one of {KERNEL_OVERHEADS}, got "
+                f"{self.kernel_overhead!r}. Try 'fading'."
             )
+        self.fade_ms_ = math.inf
+        if kernel_times is not None and any(kt for kt in kernel_times):
+            times: list[list[float | None]] = [
+                align_kernel_times(f, kt) if kt else [None] * len(f.kernels)
+                for f, kt in zip(features, kernel_times, strict=True)
+            ]
+            if self.kernel_overhead == "fading":
+                self.fade_ms_ = fading_overhead_scale(times, y)
+            return match_profiles_to_latency(features, y, times, fade_ms=self.fade_ms_)
         additive = KernelAdditivePredictor()._fit_then(features, y)
         additive.n_train_ = len(features)
         return [[c for _, c in additive.kernel_costs(f)] for f in features]
 
     def _kernel_sums(
         self, features: Sequence[GraphFeatures], table: KernelTable | None = None
-    ) -> FloatArray:
-        """Sum of the predicted kernel times of each graph (ms), vectorised per kernel kind."""
+    ) -> tuple[FloatArray, FloatArray]:
+        """Each graph's predicted kernel times (ms) summed, and their :func:`fade` weights.
+
+        Vectorised per kernel kind.
+        """
         sums = np.zeros(len(features))
         if not any(f.kernels for f in features):
-            return sums
+            return sums, sums.copy()
         t = kernel_table(features) if table is None else table
         raw_all = _raw_rows(t)
         times = np.zeros(len(raw_all))
@@ -245,15 +274,17 @@ class KernelPredictor(BaseLatencyPredictor):
                 z = predict_trees(model["forest"], kernel_rows(raw))
             times[idx] = model["c0"] + row_work(raw, key) * np.exp(np.clip(z, -20, 20))
         total = np.bincount(t.graph_of, weights=times[t.row_of], minlength=len(features))
-        return np.asarray(total, dtype=np.float64)
+        fades = np.bincount(
+            t.graph_of, weights=fade(times, self.fade_ms_)[t.row_of], minlength=len(features)
+        )
+        return np.asarray(total, dtype=np.float64), np.asarray(fades, dtype=np.float64)
 
     def _predict_features(
         self, features: list[GraphFeatures], table: KernelTable | None = None
     ) -> FloatArray:
         a, b, c = self.calibration_
-        n = np.array([len(f.kernels) for f in features], dtype=np.float64)
-        sums = self._kernel_sums(features, table)
-        return np.asarray(a * sums + b + c * n, dtype=np.float64)
+        sums, fades = self._kernel_sums(features, table)
+        return np.asarray(a * sums + b + c * fades, dtype=np.float64)
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state as JSON-able data."""
@@ -265,7 +296,8 @@ class KernelPredictor(BaseLatencyPredictor):
             }
             for key, m in self.models_.items()
         }
-        return {"models": models, "calibration": list(self.calibration_)}
+        fade_ms = None if math.isinf(self.fade_ms_) else self.fade_ms_  # strict JSON: no inf
+        return {"models": models, "calibration": list(self.calibration_), "fade_ms": fade_ms}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore fitted state."""
@@ -280,6 +312,8 @@ class KernelPredictor(BaseLatencyPredictor):
         self.keys_ = sorted(self.models_)
         a, b, c = (float(v) for v in state["calibration"])
         self.calibration_ = (a, b, c)
+        fade_ms = state.get("fade_ms")
+        self.fade_ms_ = math.inf if fade_ms is None else float(fade_ms)
 
 
 PROFILE_SCALE_LIMITS = (0.6, 1.4)
@@ -287,7 +321,11 @@ PROFILE_SCALE_LIMITS = (0.6, 1.4)
 
 
 def match_profiles_to_latency(
-    features: Sequence[GraphFeatures], y: FloatArray, times: list[list[float | None]]
+    features: Sequence[GraphFeatures],
+    y: FloatArray,
+    times: list[list[float | None]],
+    *,
+    fade_ms: float = math.inf,
 ) -> list[list[float | None]]:
     """Each graph's kernel times scaled to agree with its measured latency.
 
@@ -307,19 +345,77 @@ def match_profiles_to_latency(
     slow profile of one of them is only partly corrected (a trimmed refit did no better
     out of fold).
     """
-    sums = np.array([sum(t for t in ts if t is not None) for ts in times], dtype=np.float64)
-    n = np.array([len(f.kernels) for f in features], dtype=np.float64)
+    sums, fades = _profile_sums(times, fade_ms)
+    if math.isinf(fade_ms):  # a constant overhead: every kernel counts, timed or not
+        fades = np.array([len(f.kernels) for f in features], dtype=np.float64)
     ok = sums > 0
     if ok.sum() < 3:
         return times
-    a, b, c = _calibrate(sums[ok], n[ok], y[ok])
+    a, b, c = _calibrate(sums[ok], fades[ok], y[ok])
     factor = np.ones(len(times))
     factor[ok] = np.clip(
-        y[ok] / np.maximum(a * sums[ok] + b + c * n[ok], 1e-9), *PROFILE_SCALE_LIMITS
+        y[ok] / np.maximum(a * sums[ok] + b + c * fades[ok], 1e-9), *PROFILE_SCALE_LIMITS
     )
     return [
         [None if t is None else t * g for t in ts] for ts, g in zip(times, factor, strict=True)
     ]
+
+
+FADE_GRID_MS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+"""Time scales (ms) :func:`fading_overhead_scale` chooses from."""
+
+
+def fade(times_ms: FloatArray, fade_ms: float) -> FloatArray:
+    """Weight of each kernel in the calibration's per-kernel term: ``exp(-t / fade_ms)``.
+
+    The profiler's cost per kernel it times is largest for the shortest kernels (on two
+    threads the second thread wakes up inside each timed kernel) and fades for long ones.
+    ``fade_ms = inf`` counts every kernel as 1, a constant overhead.
+    """
+    if math.isinf(fade_ms):
+        return np.ones_like(times_ms)
+    return np.asarray(np.exp(-times_ms / fade_ms), dtype=np.float64)
+
+
+def _profile_sums(
+    times: Sequence[Sequence[float | None]], fade_ms: float = math.inf
+) -> tuple[FloatArray, FloatArray]:
+    """Each graph's profiled kernel sum and the sum of its timed kernels' :func:`fade`."""
+    sums = np.zeros(len(times))
+    fades = np.zeros(len(times))
+    for g, ts in enumerate(times):
+        t = np.array([x for x in ts if x is not None], dtype=np.float64)
+        sums[g], fades[g] = t.sum(), fade(t, fade_ms).sum()
+    return sums, fades
+
+
+def fading_overhead_scale(times: Sequence[Sequence[float | None]], y: FloatArray) -> float:
+    """The :data:`FADE_GRID_MS` scale whose calibration fits the latencies best.
+
+    ``y ~ a * sum(t) + b + c * sum(fade(t))`` is fit on the profiled kernel times of the
+    graphs for each scale (relative least squares, as :func:`_calibrate`); the scale with
+    the lowest residual wins, and ``inf`` (a constant overhead) when it fits no worse.
+    """
+    sums = _profile_sums(times)[0]
+    ok = sums > 0
+    if ok.sum() < 10:
+        return math.inf
+    best, best_rss = math.inf, _calibration_rss(sums[ok], _counts(times)[ok], y[ok])
+    for scale in FADE_GRID_MS:
+        rss = _calibration_rss(sums[ok], _profile_sums(times, scale)[1][ok], y[ok])
+        if rss < best_rss:
+            best, best_rss = scale, rss
+    return best
+
+
+def _counts(times: Sequence[Sequence[float | None]]) -> FloatArray:
+    return np.array([len(ts) for ts in times], dtype=np.float64)
+
+
+def _calibration_rss(sums: FloatArray, fades: FloatArray, y: FloatArray) -> float:
+    a, b, c = _calibrate(sums, fades, y)
+    rel = (a * sums + b + c * fades - y) / y
+    return float(rel @ rel)
 
 
 def _calibrate(sums: FloatArray, n: FloatArray, y: FloatArray) -> tuple[float, float, float]:
@@ -346,6 +442,7 @@ class CombinedPredictor(BaseLatencyPredictor):
         max_depth: Depth of those trees.
         learning_rate: Their shrinkage.
         seed: Their seed.
+        kernel_overhead: The kernel part's profiler-overhead term (:class:`KernelPredictor`).
     """
 
     name = "combined"
@@ -360,6 +457,7 @@ class CombinedPredictor(BaseLatencyPredictor):
         max_depth: int = 4,
         learning_rate: float = 0.1,
         seed: int | None = 0,
+        kernel_overhead: str = "fading",
     ) -> None:
         self.kernel_weight = kernel_weight
         self.alpha = alpha
@@ -367,11 +465,13 @@ class CombinedPredictor(BaseLatencyPredictor):
         self.max_depth = max_depth
         self.learning_rate = learning_rate
         self.seed = seed
+        self.kernel_overhead = kernel_overhead
 
     def _parts(self) -> tuple[KernelAdditivePredictor, KernelPredictor]:
         return KernelAdditivePredictor(alpha=self.alpha), KernelPredictor(
             n_estimators=self.n_estimators, max_depth=self.max_depth,
             learning_rate=self.learning_rate, seed=self.seed,
+            kernel_overhead=self.kernel_overhead,
         )  # fmt: skip
 
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:

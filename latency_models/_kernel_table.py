@@ -33,29 +33,55 @@ FIELDS = (
     "macs", "activation_bytes", "weight_bytes", "in_channels", "out_channels", "kernel_h",
     "kernel_w", "stride", "groups", "output_pixels", "output_h", "input_h", "output_numel",
     "n_fused", "post_activation", "fused_add", "compute_kind", "int8", "valid_taps",
+    "touched_taps",
 )  # fmt: skip
 """Columns of :func:`kernel_fields` (and of :attr:`KernelTable.fields`)."""
 F = {name: i for i, name in enumerate(FIELDS)}
 
 
 @functools.lru_cache(maxsize=4096)
-def _valid_taps(n_in: int, n_out: int, k: int, s: int) -> float:
-    """Share of a kernel's taps along one axis that land inside the input (same padding)."""
+def _taps(n_in: int, n_out: int, k: int, s: int) -> tuple[float, float]:
+    """Along one axis: the share of taps inside the input, and of taps any output reads.
+
+    The first is the share of multiply-adds that read the input rather than the padding
+    (same padding); the second the share of the kernel's weights that some output position
+    uses at all: a 3x3 conv on a 1x1 map reads only its centre tap, a ninth of its
+    weights, however many channels it has.
+    """
     if k <= 1 or n_out <= 0:
-        return 1.0
+        return 1.0, 1.0
     pad = max(0, ((n_out - 1) * s + k - n_in) // 2)
     start = np.arange(n_out) * s - pad
     inside = np.minimum(n_in, start + k) - np.maximum(0, start)
-    return float(np.maximum(inside, 0).sum()) / (n_out * k)
+    tap = start[:, None] + np.arange(k)[None, :]
+    read = ((tap >= 0) & (tap < n_in)).any(axis=0)
+    return float(np.maximum(inside, 0).sum()) / (n_out * k), float(read.mean())
+
+
+def touched_tap_fraction(k: KernelFeatures) -> float:
+    """Share of a kernel's weights that a run reads.
+
+    An fp32 convolution skips the taps that land in the zero padding (MLAS's NCHWc
+    kernels), so the weights of a tap no output position reads stay in memory unread: a
+    3x3 conv on a 1x1 map reads a ninth of its weights. An int8 convolution multiplies
+    an im2col buffer, padding included, by all of its weights.
+    """
+    if len(k.input_shape) < 4 or len(k.output_shape) < 4 or k.dtype == "int8":
+        return 1.0
+    return (
+        _taps(k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0])[1]
+        * _taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])[1]
+    )
 
 
 def valid_tap_fraction(k: KernelFeatures) -> float:
     """Share of a convolution's multiply-adds that read the input rather than its padding."""
     if len(k.input_shape) < 4 or len(k.output_shape) < 4:
         return 1.0
-    return _valid_taps(
-        k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0]
-    ) * _valid_taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])
+    return (
+        _taps(k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0])[0]
+        * _taps(k.input_shape[3], k.output_shape[3], k.kernel_size[1], k.stride[1])[0]
+    )
 
 
 def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
@@ -68,21 +94,24 @@ def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
     if n_out >= 4:
         pixels = math.prod(o[2:])
         numel = o[0] * o[1] * pixels
-        inside = (
-            _valid_taps(i[2], o[2], ks[0], st[0]) * _valid_taps(i[3], o[3], ks[1], st[1])
-            if len(i) >= 4
-            else 1.0
-        )
+        if len(i) >= 4:
+            (in_h, read_h), (in_w, read_w) = (
+                _taps(i[2], o[2], ks[0], st[0]),
+                _taps(i[3], o[3], ks[1], st[1]),
+            )
+            inside, read = in_h * in_w, read_h * read_w if k.dtype != "int8" else 1.0
+        else:
+            inside = read = 1.0
     else:
         pixels = o[-1] if o else 1
         numel = math.prod(o) if o else 1
-        inside = 1.0
+        inside = read = 1.0
     return (
         k.macs, k.activation_bytes, k.weight_bytes, k.in_channels, k.out_channels,
         ks[0], ks[1], st[0], k.groups, pixels, o[2] if n_out >= 4 else 1,
         i[2] if len(i) >= 4 else 1, numel, len(fused),
         not POST_ACTIVATIONS.isdisjoint(fused), "Add" in fused,
-        _KIND_CODE.get(kind, -1), k.dtype == "int8", inside,
+        _KIND_CODE.get(kind, -1), k.dtype == "int8", inside, read,
     )  # fmt: skip
 
 
@@ -135,7 +164,9 @@ class KernelTable:
         key_names: The ``kind.dtype`` keys present, in order of appearance.
         key_of: Index into ``key_names`` of each row.
         first: The first kernel of each row (to name its op in warnings).
-        context: Each graph's weight bytes and bytes moved, (graphs, 2).
+        context: Each graph's weight bytes and bytes moved, (graphs, 2), counting only the
+            weights a run reads (those that meet only padding left out,
+            :func:`touched_tap_fraction`): what competes for the caches.
     """
 
     graph_of: IntArray
@@ -177,14 +208,20 @@ def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
                 first.append(k)
             add_graph(g)
             add_row(r)
-    context = np.array(
+    table = fields_matrix(fields)
+    kernels_graph, kernels_row = np.asarray(graph_of, dtype=np.int64), np.asarray(row_of)
+    # the weights a run leaves unread (taps that meet only padding) take no cache space
+    unread = table[:, F["weight_bytes"]] * (1.0 - table[:, F["touched_taps"]])
+    skipped = np.bincount(kernels_graph, weights=unread[kernels_row], minlength=len(features))
+    totals = np.array(
         [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
         dtype=np.float64,
     ).reshape(len(features), 2)
+    context = np.maximum(totals - skipped[:, None], 0.0)
     return KernelTable(
-        graph_of=np.asarray(graph_of, dtype=np.int64),
-        row_of=np.asarray(row_of, dtype=np.int64),
-        fields=fields_matrix(fields),
+        graph_of=kernels_graph,
+        row_of=np.asarray(kernels_row, dtype=np.int64),
+        fields=table,
         row_graph=np.asarray(row_graph, dtype=np.int64),
         key_names=list(key_codes),
         key_of=np.asarray(key_of, dtype=np.int64),

@@ -310,8 +310,9 @@ def kernel_basis(f: FloatArray) -> FloatArray:
     misaligned = compute & ((cin % 8 != 0) | (cout % 8 != 0))
     misaligned16 = compute & ((cin % 16 != 0) | (cout % 16 != 0))
     small_map = compute & ~gemm & (f[:, F["output_pixels"]] <= 64)
+    read_mb = f[:, F["weight_bytes"]] * f[:, F["touched_taps"]] / 1e6  # padding-only taps unread
     return np.column_stack([
-        np.ones(len(f)), m, act_mb, f[:, F["weight_bytes"]] / 1e6, m * small_c, m * misaligned,
+        np.ones(len(f)), m, act_mb, read_mb, m * small_c, m * misaligned,
         m * misaligned16, m * small_map, act_mb * (f[:, F["activation_bytes"]] > CACHE_BYTES),
     ])  # fmt: skip
 
@@ -364,7 +365,7 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
     """Sum of per-kernel costs, one non-negative linear cost model per kernel kind and dtype.
 
     A kernel of key ``kind.dtype`` costs ``w_key · phi(kernel)`` with ``phi`` = (1, MACs,
-    activation bytes, weight bytes, MACs if fewer than 16 channels, MACs if channels are not
+    activation bytes, weight bytes read, MACs if fewer than 16 channels, MACs if channels are not
     multiples of 8, the same for 16, MACs if the output map has <= 64 pixels), plus one
     constant per graph.
     All weights are fit jointly, non-negative, so that the sum matches the measured totals

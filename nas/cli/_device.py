@@ -240,9 +240,10 @@ class DeviceCheckCommand(BaseCommand):
 
     name = "check"
     help = (
-        "Measure fixed reference graphs (about 0.1, 1 and 30 ms on one x86 core) twice each in "
-        "fresh sessions and report the run-to-run spread: the noise floor that predictor "
-        "errors must be read against."
+        "Measure fixed reference graphs (compute-bound ones of about 0.1, 1 and 30 ms on one "
+        "x86 core, and a memory-bound one of about 10 ms) twice each in fresh sessions and "
+        "report the run-to-run spread: the noise floor that predictor errors must be read "
+        "against."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -281,7 +282,7 @@ class DeviceCheckCommand(BaseCommand):
         for r in results:
             medians = ", ".join(f"{m:.4f}" for m in r.medians_ms)
             print(
-                f"  {r.graph:<10} medians [{medians}] ms  spread {r.spread_pct:.1f}%  "
+                f"  {r.graph:<11} medians [{medians}] ms  spread {r.spread_pct:.1f}%  "
                 f"(within-run cv up to {r.cv:.3f})"
             )
         return 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import latency_models._kernel_predictor as kp
 from latency_models import (
     CombinedPredictor,
     GraphFeatures,
@@ -28,10 +31,13 @@ from latency_models import (
     training_data,
     training_kernel_times,
 )
+from latency_models._features import KernelFeatures
 from latency_models._graph import graph_bytes
 from latency_models._kernel_predictor import (
     PROFILE_SCALE_LIMITS,
     effective_mmacs,
+    fade,
+    fading_overhead_scale,
     kernel_row,
     match_profiles_to_latency,
     own_rows,
@@ -40,6 +46,7 @@ from latency_models._kernel_table import (
     FIELDS,
     kernel_fields,
     kernel_table,
+    touched_tap_fraction,
     valid_tap_fraction,
 )
 
@@ -153,9 +160,32 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
     assert effective_mmacs(k) == pytest.approx(32 * 32 * 64 / 1e6)  # channels to 2 blocks
     # kernel_fields inlines valid_tap_fraction for speed: the two agree on every kernel
     deep = graph_features(staged_network(5, size=64, block="basic", max_weight_mb=2.0))
-    column = FIELDS.index("valid_taps")
+    column, read = FIELDS.index("valid_taps"), FIELDS.index("touched_taps")
     for kernel in [*deep.kernels, conv, k]:
         assert kernel_fields(kernel)[column] == valid_tap_fraction(kernel)
+        assert kernel_fields(kernel)[read] == touched_tap_fraction(kernel)
+
+
+def test_touched_taps_count_the_weights_some_output_reads() -> None:
+    def conv(size: int, stride: int = 1, kernel: int = 3) -> KernelFeatures:
+        g = kernel_graph("conv", cin=16, cout=16, size=size, kernel=kernel, stride=stride)
+        return next(k for k in graph_features(g).kernels if k.kind == "conv")
+
+    # 1x1 map: only the centre tap meets data, for the MACs and for the weights alike
+    assert touched_tap_fraction(conv(1)) == pytest.approx(1 / 9)
+    # 2x2 map: each output skips 5 of 9 taps, but every tap is read by some output
+    assert valid_tap_fraction(conv(2)) == pytest.approx(4 / 9)
+    assert touched_tap_fraction(conv(2)) == 1.0
+    # 2x2 map, stride 2 -> one output at the corner: taps (1..2, 1..2) of the 3x3
+    assert touched_tap_fraction(conv(2, stride=2)) == pytest.approx(4 / 9)
+    # 5x5 kernel on a 2x2 map: the outer ring is never read (a column of 3 of 5 per axis)
+    assert touched_tap_fraction(conv(2, kernel=5)) == pytest.approx(9 / 25)
+    assert touched_tap_fraction(conv(8)) == 1.0
+    # an int8 conv multiplies an im2col buffer, padding and all, by every weight
+    g = quantize_qdq(kernel_graph("conv", cin=16, cout=16, size=1, kernel=3))
+    qconv = next(k for k in graph_features(g).kernels if k.kind == "conv")
+    assert qconv.dtype == "int8" and touched_tap_fraction(qconv) == 1.0
+    assert kernel_fields(qconv)[FIELDS.index("touched_taps")] == 1.0
 
 
 def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None:
@@ -172,8 +202,15 @@ def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None
             assert t.key_names[t.key_of[r]] == k.key and t.fields[r].tolist() == list(
                 kernel_fields(k)
             )
-            wb, gb = f.totals["weight_bytes"], f.totals["bytes"]
+            wb, gb = t.context[g]
             assert kernel_row(k, wb, gb) == [*own_rows(t.fields[r : r + 1])[0], wb, gb]
+        # the context is the graph's totals less the weights that meet only padding
+        unread = sum(k.weight_bytes * (1 - touched_tap_fraction(k)) for k in f.kernels)
+        assert unread < f.totals["weight_bytes"]
+        expected = [f.totals["weight_bytes"] - unread, f.totals["bytes"] - unread]
+        assert t.context[g].tolist() == pytest.approx(expected, rel=1e-12)
+    # the deep network's last 3x3 convs run on 1x1 maps: a run reads a ninth of their weights
+    assert t.context[1, 0] < 0.9 * deep.totals["weight_bytes"]
     # a network's repeated blocks share rows
     assert len(set(t.row_of[t.graph_of == 1])) < len(deep.kernels)
 
@@ -201,6 +238,30 @@ def test_a_profile_from_a_slow_session_is_scaled_to_the_latency() -> None:
     assert sum(t for t in scaled if t) / sum(t for t in times[far] if t) == pytest.approx(
         PROFILE_SCALE_LIMITS[0], rel=1e-9
     )
+
+
+def test_fading_overhead_scale_finds_an_overhead_that_fades_with_kernel_length() -> None:
+    rng = np.random.default_rng(1)
+    times: list[list[float | None]] = [  # profiled graphs of 1-40 kernels of 5 us to 2 ms
+        [float(t) for t in 10 ** rng.uniform(-2.3, 0.3, rng.integers(1, 40))] for _ in range(80)
+    ]
+    times[3][0] = None  # an unmatched kernel counts nowhere
+
+    def latency(overhead: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        return np.array([
+            sum(t - float(overhead(np.array(t))) for t in ts if t is not None) + 0.004
+            for ts in times
+        ])  # fmt: skip
+
+    # a profiler that adds 8 us to a short kernel and next to nothing to a 0.2 ms one
+    fading = latency(lambda t: 0.008 * np.exp(-t / 0.02))
+    assert fading_overhead_scale(times, fading) == 0.02
+    a, b, c = kp._calibrate(*kp._profile_sums(times, 0.02), fading)
+    assert (a, b, c) == pytest.approx((1.0, 0.004, -0.008), rel=1e-6, abs=1e-9)
+    # the same 2 us on every kernel: the constant form fits as well, and is kept
+    assert math.isinf(fading_overhead_scale(times, latency(lambda t: 0.002 + 0 * t)))
+    assert fade(np.array([0.0, 0.02]), 0.02) == pytest.approx([1.0, math.exp(-1)])
+    assert fade(np.array([0.5]), math.inf).tolist() == [1.0]
 
 
 @pytest.mark.parametrize("cls", [KernelPredictor, CombinedPredictor])
@@ -232,6 +293,10 @@ def test_fit_predictor_picks_by_what_was_measured(
         fit_predictor(feats, y, kernel_times=times[:3])
     with pytest.raises(ValueError, match="kernel_times"):
         KernelPredictor().fit(feats, y, kernel_times=times[:3])
+    with pytest.raises(ValueError, match=r"kernel_overhead must be one of.*'linear'.*'fading'"):
+        KernelPredictor(kernel_overhead="linear").fit(feats, y, kernel_times=times)
+    fixed = CombinedPredictor(kernel_weight=1, kernel_overhead="constant", n_estimators=20)
+    assert math.isinf(fixed.fit(feats, y, kernel_times=times).kernel_.fade_ms_)
 
 
 def test_combined_chooses_its_kernel_weight_out_of_fold(
