@@ -18,14 +18,31 @@ if TYPE_CHECKING:
     import onnx
 
 
+def _model(nodes: list[Any], inits: list[Any], name: str, shape: list[int]) -> onnx.ModelProto:
+    """A checked opset-17 model of ``nodes`` from float ``input`` to ``output``, both ``shape``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def conv_stack(channels: int, size: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
     """A stack of 3x3 Conv+ReLU layers on a ``1xchannelsxsizexsize`` float input.
 
     About ``9·channels²·size²·layers`` multiply-adds.
     """
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
@@ -41,18 +58,9 @@ def conv_stack(channels: int, size: int, layers: int, *, seed: int = 0) -> onnx.
         out = "output" if i == layers - 1 else f"r{i}"
         nodes.append(helper.make_node("Relu", [f"c{i}"], [out]))
         prev = out
-    shape = [1, channels, size, size]
-    graph = helper.make_graph(
-        nodes,
-        f"conv_stack_c{channels}_s{size}_l{layers}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
-        inits,
+    return _model(
+        nodes, inits, f"conv_stack_c{channels}_s{size}_l{layers}", [1, channels, size, size]
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def depthwise_stream(channels: int, size: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
@@ -64,8 +72,7 @@ def depthwise_stream(channels: int, size: int, layers: int, *, seed: int = 0) ->
     or memory bus add; the compute-bound convs do not feel it.
     """
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
@@ -79,25 +86,15 @@ def depthwise_stream(channels: int, size: int, layers: int, *, seed: int = 0) ->
         out = "output" if i == layers - 1 else f"r{i}"
         nodes.append(helper.make_node("Relu", [f"c{i}"], [out]))
         prev = out
-    shape = [1, channels, size, size]
-    graph = helper.make_graph(
-        nodes,
-        f"depthwise_stream_c{channels}_s{size}_l{layers}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
-        inits,
+    return _model(
+        nodes, inits, f"depthwise_stream_c{channels}_s{size}_l{layers}", [1, channels, size, size]
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def mlp(width: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
     """A stack of ``widthxwidth`` MatMul+Relu layers on a ``1xwidth`` input (sub-ms graph)."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
@@ -109,17 +106,7 @@ def mlp(width: int, layers: int, *, seed: int = 0) -> onnx.ModelProto:
         out = "output" if i == layers - 1 else f"r{i}"
         nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
         prev = out
-    graph = helper.make_graph(
-        nodes,
-        f"mlp_w{width}_l{layers}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, width])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, width])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _model(nodes, inits, f"mlp_w{width}_l{layers}", [1, width])
 
 
 REFERENCE_GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
