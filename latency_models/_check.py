@@ -113,12 +113,13 @@ REFERENCE_GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
     "mlp-0.1ms": lambda: mlp(512, 4),
     "conv-1ms": lambda: conv_stack(32, 28, 8),
     "conv-30ms": lambda: conv_stack(64, 56, 9),
-    "memory-10ms": lambda: depthwise_stream(128, 224, 3),
+    "memory-20ms": lambda: depthwise_stream(128, 224, 3),
 }
 """Reference graphs by name; the name gives their rough latency on one x86 core.
 
-The first three are compute-bound; ``memory-10ms`` streams 100 MB a run through the memory
-bus and shows what a shared cache or memory bus adds."""
+The first three are compute-bound; ``memory-20ms`` streams 100 MB a run through the memory
+bus and shows what a shared cache or memory bus adds. Measured on this project's machine
+(``local-cpu``, 2026-12-02): 0.08, 1.1, 19 and 18.7 ms."""
 
 
 @dataclass(frozen=True)

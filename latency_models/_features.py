@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from latency_models._graph import GraphLike, load_graph
@@ -33,7 +33,7 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 5
+FEATURE_VERSION = 6
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
@@ -45,7 +45,14 @@ FEATURE_VERSION = 5
    that meet only padding (:func:`latency_models._kernel_table.touched_tap_fraction`) are
    left out of its weight bytes and its graph's (kernels unchanged; saved predictors of
    version 4 read those bytes differently and must be refit).
+6: an fp32 grouped or depthwise conv that onnxruntime runs NCHW is its own kind, ``gconv``
+   (it was ``dwconv`` or ``conv``, and slowed the predictions of NCHWc ones); so is an int8
+   ``MaxPool`` that runs NCHW, ``qpool``, and a float ``MaxPool`` read only by a
+   ``QuantizeLinear`` is that: onnxruntime quantizes ahead of it (it was an fp32 pool).
 """
+
+COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")
+"""Kernel kinds that do multiply-adds."""
 
 NCHWC_BLOCK = 16
 """Channel block of onnxruntime's NCHWc layout on AVX-512 CPUs (8 on AVX2-only CPUs)."""
@@ -94,8 +101,18 @@ _BYTES_PER_ELEM = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8,
 
 KINDS = (
     "conv", "dwconv", "conv1x1", "gemm", "pool", "eltwise", "memory", "reduce", "quant", "layout",
+    "gconv", "qpool",
 )  # fmt: skip
-"""Kernel kinds a predictor buckets kernels into; ``other`` holds ops none of them covers."""
+"""Kernel kinds a predictor buckets kernels into; ``other`` holds ops none of them covers.
+
+``gconv`` is an fp32 grouped or depthwise conv that onnxruntime cannot run in the NCHWc
+layout (channels not a multiple of :data:`NCHWC_ALIGN`, say 750): it runs NCHW, one small
+matrix product per group, at a cost per group that dwarfs its multiply-adds (a 3x3
+depthwise conv of 1875 channels on a 2x2 map took 380 us where MobileNetV2's NCHWc one of
+528 channels on 3x3 took 6 us, on ``local-cpu``). ``qpool`` is an int8 ``MaxPool`` that
+runs NCHW, onnxruntime's generic loop over the quantized tensor: in a ResNet-18 whose stem
+conv stays fp32 and whose next convs are int8, the stem's pool took 1.5 ms where the fp32
+pool of the same net takes 0.1 ms."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +264,7 @@ def graph_totals(kernels: Sequence[KernelFeatures]) -> dict[str, float]:
     for kind in (*KINDS, "other"):
         t[f"n_{kind}"] = float(sum(1 for k in kernels if k.kind == kind))
         t[f"macs_{kind}"] = sum(k.macs for k in kernels if k.kind == kind)
-    compute = [k for k in kernels if k.kind in ("conv", "dwconv", "conv1x1", "gemm")]
+    compute = [k for k in kernels if k.kind in COMPUTE_KINDS]
     denom = max(sum(k.macs for k in compute), 1.0)
     t["int8_mac_share"] = t["macs_int8"] / max(macs, 1.0)
     t["misaligned8_mac_share"] = (
@@ -445,6 +462,20 @@ class _Fuser:
                         vanish.add(act_to_q)
             elif outs_to_q:
                 (vanish if op in _QDQ_VANISH else int8).add(idx)
+        # onnxruntime moves a QuantizeLinear that alone reads a float MaxPool's output ahead
+        # of the pool (QDQ propagation): the pool then runs on the quantized tensor, NCHW.
+        quantize_first: dict[int, int] = {}  # the pool -> its QuantizeLinear
+        for idx, n in enumerate(nodes):
+            cs = consumers.get(n["outputs"][0], []) if n["outputs"] else []
+            if (
+                n["op"] == "MaxPool"
+                and idx not in int8
+                and len(cs) == 1
+                and nodes[cs[0]]["op"] == "QuantizeLinear"
+                and n["outputs"][0] not in graph_outputs
+            ):
+                int8.add(idx)
+                quantize_first[idx] = cs[0]
         absorbed: set[int] = set(vanish)
         for idx, n in enumerate(nodes):
             if n["op"] == "DequantizeLinear":
@@ -547,6 +578,16 @@ class _Fuser:
             if idx in absorbed:
                 continue
             extra = fused_into.get(idx, [])
+            if idx in quantize_first:  # the moved QuantizeLinear, on the pool's input
+                q = nodes[quantize_first[idx]]
+                moved = f"{n['inputs'][0]}/quantized"
+                self.shapes[moved] = self.shapes.get(n["inputs"][0], ())
+                qn = {**q, "name": "", "inputs": [n["inputs"][0], *q["inputs"][1:]],
+                      "outputs": [moved]}  # fmt: skip
+                made_by[moved] = len(kernels)
+                kernel_inputs.append([n["inputs"][0]])
+                kernels.append(replace(self._kernel(qn, False, [], moved), nodes=()))
+                n = {**n, "inputs": [moved, *n["inputs"][1:]]}
             out = n["outputs"][-1] if not extra else nodes[extra[-1]]["outputs"][0]
             k = self._kernel(n, idx in int8, [nodes[j] for j in extra], out)
             if k.kind == "other" and k.source_op not in unknown:
@@ -706,6 +747,8 @@ class _Fuser:
                     layouts[i],
                     k if pos == 0 else None,
                 )
+            if k.source_op == "MaxPool" and k.dtype == "int8" and layouts[i] == "nchw":
+                k = replace(k, kind="qpool")  # onnxruntime's generic loop, not NhwcMaxPool
             out.append(k)
         for t in graph_outputs:
             src, j = source(t)
@@ -761,7 +804,9 @@ class _Fuser:
                 macs = float(_numel(in_shape) * per_out * (w_shape[1] if w_shape else 1))
             else:
                 macs = float(out_numel * per_out)
-            if groups > 1 and groups == cin:
+            if groups > 1 and not is_int8 and not self._nchwc_conv(n):
+                kind = "gconv"  # NCHW, group by group
+            elif groups > 1 and groups == cin:
                 kind = "dwconv"
             elif kernel_size == (1, 1):
                 kind = "conv1x1"

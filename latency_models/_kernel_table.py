@@ -19,13 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm")
-"""Kernel kinds that do multiply-adds; :func:`kernel_fields` codes them 0-3 (others -1)."""
 _KIND_CODE = {kind: code for code, kind in enumerate(COMPUTE_KINDS)}
 POST_ACTIVATIONS = frozenset({"Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"})
 
@@ -58,15 +56,20 @@ def _taps(n_in: int, n_out: int, k: int, s: int) -> tuple[float, float]:
     return float(np.maximum(inside, 0).sum()) / (n_out * k), float(read.mean())
 
 
+def _reads_all(k: KernelFeatures) -> bool:
+    return k.dtype == "int8" or k.kind == "gconv"
+
+
 def touched_tap_fraction(k: KernelFeatures) -> float:
     """Share of a kernel's weights that a run reads.
 
     An fp32 convolution skips the taps that land in the zero padding (MLAS's NCHWc
     kernels), so the weights of a tap no output position reads stay in memory unread: a
-    3x3 conv on a 1x1 map reads a ninth of its weights. An int8 convolution multiplies
-    an im2col buffer, padding included, by all of its weights.
+    3x3 conv on a 1x1 map reads a ninth of its weights. An int8 convolution, and an fp32
+    one that runs NCHW (``gconv``), multiplies an im2col buffer, padding included, by all
+    of its weights.
     """
-    if len(k.input_shape) < 4 or len(k.output_shape) < 4 or k.dtype == "int8":
+    if len(k.input_shape) < 4 or len(k.output_shape) < 4 or _reads_all(k):
         return 1.0
     return (
         _taps(k.input_shape[2], k.output_shape[2], k.kernel_size[0], k.stride[0])[1]
@@ -99,7 +102,7 @@ def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
                 _taps(i[2], o[2], ks[0], st[0]),
                 _taps(i[3], o[3], ks[1], st[1]),
             )
-            inside, read = in_h * in_w, read_h * read_w if k.dtype != "int8" else 1.0
+            inside, read = in_h * in_w, 1.0 if _reads_all(k) else read_h * read_w
         else:
             inside = read = 1.0
     else:
@@ -129,7 +132,8 @@ def effective_mmacs_of(f: FloatArray) -> FloatArray:
     """Millions of MACs the runtime computes, for rows of :func:`fields_matrix`.
 
     Channels are padded to the NCHWc block (a first conv with at most 4 input channels
-    reads NCHW unpadded) and taps that land in the padding are skipped.
+    reads NCHW unpadded) and taps that land in the padding are skipped; a ``gconv`` (run
+    NCHW, group by group) computes its plain multiply-adds.
     """
     cin, cout = f[:, F["in_channels"]], f[:, F["out_channels"]]
     groups, pix = f[:, F["groups"]], f[:, F["output_pixels"]]
@@ -142,9 +146,9 @@ def effective_mmacs_of(f: FloatArray) -> FloatArray:
         np.where(
             kind == COMPUTE_KINDS.index("gemm"),
             c16(cin) * c16(cout) / 1e6,
-            np.where(
-                kind == COMPUTE_KINDS.index("dwconv"),
-                c16(cout) * taps * pix * inside / 1e6,
+            np.select(
+                [kind == COMPUTE_KINDS.index("dwconv"), kind == COMPUTE_KINDS.index("gconv")],
+                [c16(cout) * taps * pix * inside / 1e6, f[:, F["macs"]] / 1e6],
                 per_group * groups * taps * pix * inside / 1e6,
             ),
         ),

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
 
 _COMPUTE_FP32 = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
 _COMPUTE_INT8 = {
@@ -48,10 +48,12 @@ def runtime_bucket(op: str) -> str:
 
 def kernel_bucket(k: KernelFeatures) -> str:
     """The :func:`runtime_bucket` a kernel of the features should match."""
-    if k.kind in ("conv", "conv1x1", "dwconv", "gemm"):
+    if k.kind in COMPUTE_KINDS:
         return f"compute.{k.dtype}"
     if k.kind == "layout" or k.op == "Transpose":
         return "layout"
+    if k.kind == "qpool":
+        return "pool"
     if k.kind in ("pool", "quant", "memory"):
         return k.kind
     return "eltwise"
@@ -105,8 +107,10 @@ def align_kernel_times(
                 continue
             if not _fits(k.output_shape, entry.get("output_shape", ())):
                 continue
-            if k.kind in ("conv", "conv1x1", "dwconv") and not _fits(
-                k.input_shape, entry.get("input_shape", ())
+            if (
+                k.kind in COMPUTE_KINDS
+                and k.kind != "gemm"
+                and not _fits(k.input_shape, entry.get("input_shape", ()))
             ):
                 continue
             times[i], used[j] = float(entry["ms"]), True

@@ -351,7 +351,9 @@ def _fallback_key(key: str, known: Sequence[str]) -> str:
     related = {
         "conv": ["conv1x1", "dwconv", "gemm"],
         "conv1x1": ["conv", "gemm", "dwconv"],
-        "dwconv": ["conv", "conv1x1"],
+        "dwconv": ["gconv", "conv", "conv1x1"],
+        "gconv": ["dwconv", "conv", "conv1x1"],
+        "qpool": ["pool"],
         "gemm": ["conv1x1", "conv"],
     }.get(kind, ["eltwise", "memory", "pool", "reduce", "quant"])
     for cand in [f"{kind}.{other}"] + [f"{r}.{d}" for r in related for d in (dtype, other)]:

@@ -66,7 +66,7 @@ def test_measure_import_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_check_prints_spread(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["device", "check", "local-cpu", "--max-seconds", "0.05", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert [r["graph"] for r in results] == ["mlp-0.1ms", "conv-1ms", "conv-30ms", "memory-10ms"]
+    assert [r["graph"] for r in results] == ["mlp-0.1ms", "conv-1ms", "conv-30ms", "memory-20ms"]
     assert all(len(r["medians_ms"]) == 2 and r["spread_pct"] >= 0 for r in results)
 
 
