@@ -52,9 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from latency_models._features import NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
 from latency_models._kernel_table import (
-    COMPUTE_KINDS,
     KernelTable,
     c16,
     effective_mmacs_of,

@@ -45,13 +45,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from latency_models._errors import IncompatibleArtifactError
 from latency_models._features import (
+    COMPUTE_KINDS,
     FEATURE_VERSION,
     GraphFeatures,
     KernelFeatures,
     graph_features,
 )
 from latency_models._kernel_table import (
-    COMPUTE_KINDS,
     F,
     KernelTable,
     fields_matrix,
