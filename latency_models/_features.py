@@ -52,7 +52,7 @@ FEATURE_VERSION = 6
 """
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")
-"""Kernel kinds that do multiply-adds."""
+"""Kernel kinds that do multiply-adds; ``kernel_fields`` codes them by position (others -1)."""
 
 NCHWC_BLOCK = 16
 """Channel block of onnxruntime's NCHWc layout on AVX-512 CPUs (8 on AVX2-only CPUs)."""
@@ -586,10 +586,11 @@ class _Fuser:
                       "outputs": [moved]}  # fmt: skip
                 made_by[moved] = len(kernels)
                 kernel_inputs.append([n["inputs"][0]])
-                kernels.append(replace(self._kernel(qn, False, [], moved), nodes=()))
+                kernels.append(replace(self._kernel(qn, False, False, [], moved), nodes=()))
                 n = {**n, "inputs": [moved, *n["inputs"][1:]]}
             out = n["outputs"][-1] if not extra else nodes[extra[-1]]["outputs"][0]
-            k = self._kernel(n, idx in int8, [nodes[j] for j in extra], out)
+            nchwc = idx not in int8 and idx in nchwc_conv
+            k = self._kernel(n, idx in int8, nchwc, [nodes[j] for j in extra], out)
             if k.kind == "other" and k.source_op not in unknown:
                 unknown.append(k.source_op)
             for o in [*n["outputs"], *(o for j in extra for o in nodes[j]["outputs"])]:
@@ -602,7 +603,7 @@ class _Fuser:
                     *(a for j in extra for a in act_inputs(nodes[j]) if a not in chain_out),
                 ]
             )
-            if idx not in int8 and idx in nchwc_conv:
+            if nchwc:
                 nchwc_convs.add(len(kernels))
             kernels.append(k)
         # Absorbed Q/DQ and vanished Relu/Clip pass their input tensor through.
@@ -757,8 +758,17 @@ class _Fuser:
         return out
 
     def _kernel(
-        self, n: dict[str, Any], is_int8: bool, extra: list[dict[str, Any]], out: str
+        self,
+        n: dict[str, Any],
+        is_int8: bool,
+        nchwc: bool,
+        extra: list[dict[str, Any]],
+        out: str,
     ) -> KernelFeatures:
+        """The kernel node ``n`` runs as, with the nodes in ``extra`` fused into it.
+
+        ``nchwc``: ``n`` is an fp32 conv onnxruntime runs blocked (:meth:`_nchwc_conv`).
+        """
         op: str = n["op"]
         attrs = n["attrs"]
         dtype = "int8" if is_int8 else "fp32"
@@ -804,7 +814,7 @@ class _Fuser:
                 macs = float(_numel(in_shape) * per_out * (w_shape[1] if w_shape else 1))
             else:
                 macs = float(out_numel * per_out)
-            if groups > 1 and not is_int8 and not self._nchwc_conv(n):
+            if groups > 1 and not is_int8 and not nchwc:
                 kind = "gconv"  # NCHW, group by group
             elif groups > 1 and groups == cin:
                 kind = "dwconv"

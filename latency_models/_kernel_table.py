@@ -213,7 +213,8 @@ def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
             add_graph(g)
             add_row(r)
     table = fields_matrix(fields)
-    kernels_graph, kernels_row = np.asarray(graph_of, dtype=np.int64), np.asarray(row_of)
+    kernels_graph = np.asarray(graph_of, dtype=np.int64)
+    kernels_row = np.asarray(row_of, dtype=np.int64)
     # the weights a run leaves unread (taps that meet only padding) take no cache space
     unread = table[:, F["weight_bytes"]] * (1.0 - table[:, F["touched_taps"]])
     skipped = np.bincount(kernels_graph, weights=unread[kernels_row], minlength=len(features))
@@ -224,7 +225,7 @@ def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
     context = np.maximum(totals - skipped[:, None], 0.0)
     return KernelTable(
         graph_of=kernels_graph,
-        row_of=np.asarray(kernels_row, dtype=np.int64),
+        row_of=kernels_row,
         fields=table,
         row_graph=np.asarray(row_graph, dtype=np.int64),
         key_names=list(key_codes),

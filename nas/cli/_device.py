@@ -241,7 +241,7 @@ class DeviceCheckCommand(BaseCommand):
     name = "check"
     help = (
         "Measure fixed reference graphs (compute-bound ones of about 0.1, 1 and 30 ms on one "
-        "x86 core, and a memory-bound one of about 10 ms) twice each in fresh sessions and "
+        "x86 core, and a memory-bound one of about 20 ms) twice each in fresh sessions and "
         "report the run-to-run spread: the noise floor that predictor errors must be read "
         "against."
     )
