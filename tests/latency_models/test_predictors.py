@@ -253,32 +253,47 @@ def test_loads_without_torch_in_subprocess(
 
 
 # --- real measurements of arbitrary graphs, imported as JSONL ---------------------------
-def _time_graph(model: onnx.ModelProto, window_s: float = 0.04) -> float:
+def _time_graphs(
+    models: list[onnx.ModelProto], passes: int = 3, window_s: float = 0.03
+) -> list[float]:
+    """Each graph's latency (ms): the lowest of ``passes`` window medians, passes interleaved.
+
+    The graphs are timed in turn, ``passes`` times over, so a burst of load from another
+    process lands in one window of a graph, not all of them; on a shared machine load only
+    ever adds time, so the lowest median is the least disturbed (as the experiments do).
+    """
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    i = s.get_inputs()[0]
-    x = {i.name: np.random.rand(*[d if isinstance(d, int) else 1 for d in i.shape])}
-    x = {k: v.astype(np.float32) for k, v in x.items()}
-    for _ in range(3):
-        s.run(None, x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 5 or time.perf_counter() - start < window_s:
-        t = time.perf_counter()
-        s.run(None, x)
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    runs = []
+    for model in models:
+        s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        i = s.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        x = {i.name: np.random.rand(*shape).astype(np.float32)}
+        for _ in range(3):
+            s.run(None, x)
+        runs.append((s, x))
+    best = [np.inf] * len(models)
+    for _ in range(passes):
+        for k, (s, x) in enumerate(runs):
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < 5 or time.perf_counter() - start < window_s:
+                t = time.perf_counter()
+                s.run(None, x)
+                times.append(time.perf_counter() - t)
+            best[k] = min(best[k], 1e3 * float(np.median(times)))
+    return best
 
 
 def test_predictor_from_imported_jsonl_predicts_held_out(tmp_path: Path) -> None:
     store_mod = pytest.importorskip("latency_models._store")
     graphs = [random_network(s, size=int(32 + 16 * (s % 3))) for s in range(1000, 1048)]
     lines = []
-    for i, g in enumerate(graphs):
+    for i, (g, ms) in enumerate(zip(graphs, _time_graphs(graphs), strict=True)):
         path = tmp_path / f"m{i}.onnx"
         onnx.save(g, str(path))
-        lines.append(json.dumps({"onnx": path.name, "latency_ms": _time_graph(g)}))
+        lines.append(json.dumps({"onnx": path.name, "latency_ms": ms}))
     (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
     store = store_mod.MeasurementStore("imported-dev", path=tmp_path / "m.sqlite")
     assert store.import_jsonl(tmp_path / "records.jsonl") == len(graphs)
