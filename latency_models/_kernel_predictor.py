@@ -344,9 +344,12 @@ def match_profiles_to_latency(
     slow profile of one of them is only partly corrected (a trimmed refit did no better
     out of fold).
     """
-    sums, fades = _profile_sums(times, fade_ms)
+    timed = _timed(times)
+    sums = np.array([t.sum() for t in timed])
     if math.isinf(fade_ms):  # a constant overhead: every kernel counts, timed or not
         fades = np.array([len(f.kernels) for f in features], dtype=np.float64)
+    else:
+        fades = _fade_sums(timed, fade_ms)
     ok = sums > 0
     if ok.sum() < 3:
         return times
@@ -376,16 +379,22 @@ def fade(times_ms: FloatArray, fade_ms: float) -> FloatArray:
     return np.asarray(np.exp(-times_ms / fade_ms), dtype=np.float64)
 
 
+def _timed(times: Sequence[Sequence[float | None]]) -> list[FloatArray]:
+    """Each graph's timed kernels (the profiler's entries that are not None), as arrays."""
+    return [np.array([x for x in ts if x is not None], dtype=np.float64) for ts in times]
+
+
+def _fade_sums(timed: Sequence[FloatArray], fade_ms: float) -> FloatArray:
+    """Each graph's sum of :func:`fade` over its timed kernels."""
+    return np.array([fade(t, fade_ms).sum() for t in timed], dtype=np.float64)
+
+
 def _profile_sums(
     times: Sequence[Sequence[float | None]], fade_ms: float = math.inf
 ) -> tuple[FloatArray, FloatArray]:
     """Each graph's profiled kernel sum and the sum of its timed kernels' :func:`fade`."""
-    sums = np.zeros(len(times))
-    fades = np.zeros(len(times))
-    for g, ts in enumerate(times):
-        t = np.array([x for x in ts if x is not None], dtype=np.float64)
-        sums[g], fades[g] = t.sum(), fade(t, fade_ms).sum()
-    return sums, fades
+    timed = _timed(times)
+    return np.array([t.sum() for t in timed]), _fade_sums(timed, fade_ms)
 
 
 def fading_overhead_scale(times: Sequence[Sequence[float | None]], y: FloatArray) -> float:
@@ -395,13 +404,14 @@ def fading_overhead_scale(times: Sequence[Sequence[float | None]], y: FloatArray
     graphs for each scale (relative least squares, as :func:`_calibrate`); the scale with
     the lowest residual wins, and ``inf`` (a constant overhead) when it fits no worse.
     """
-    sums = _profile_sums(times)[0]
+    timed = _timed(times)
+    sums = np.array([t.sum() for t in timed])
     ok = sums > 0
     if ok.sum() < 10:
         return math.inf
     best, best_rss = math.inf, _calibration_rss(sums[ok], _counts(times)[ok], y[ok])
     for scale in FADE_GRID_MS:
-        rss = _calibration_rss(sums[ok], _profile_sums(times, scale)[1][ok], y[ok])
+        rss = _calibration_rss(sums[ok], _fade_sums(timed, scale)[ok], y[ok])
         if rss < best_rss:
             best, best_rss = scale, rss
     return best
