@@ -1,8 +1,8 @@
-"""Print the Markdown tables of experiments 2-4 from their results files.
+"""Print the Markdown tables of experiments 1-4 from their results files.
 
     python experiments/tables.py [--results experiments/results]
 
-The tables in experiments/README.md sections 2-4 are this script's output.
+The tables in experiments/README.md sections 1-4 are this script's output.
 """
 
 from __future__ import annotations
@@ -21,6 +21,60 @@ def _f(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+_PREDICTOR_ROWS = (
+    ("combined", "**combined** (default with kernel times)"),
+    ("additive", "additive (default without)"),
+    ("kernel", "kernel"),
+    ("additive-gbt", "additive-gbt"),
+    ("graph-gbt", "graph-gbt"),
+    ("flops", "FLOPs baseline"),
+)
+_PREDICTOR_PARTS = ("all", "out_of_family", "sweep_held_out", "second_other_families")
+
+
+def predictor_accuracy(d: dict[str, Any]) -> str:
+    def cell(m: dict[str, Any]) -> str:
+        return f"{100 * m['within_10']:.1f}% / {m['mape']:.1f}% / {m['kendall']:.3f}"
+
+    n_sweep = d["n_test"] - d["n_test_other_families"]
+    out = [
+        f"| device | predictor | all {d['n_test']} | other families "
+        f"({d['n_test_other_families']}) | unseen sweep ({n_sweep}) | second set "
+        f"({d['n_second_other_families']}) |",
+        "|---|---|---|---|---|---|",
+        "| | | within ±10% / MAPE / Kendall τ | | | |",
+    ]
+    for device, r in d["devices"].items():
+        for key, label in _PREDICTOR_ROWS:
+            if key not in r["predictors"]:
+                continue
+            cells = [cell(r["predictors"][key][part]) for part in _PREDICTOR_PARTS]
+            if key == "combined":
+                cells = [f"**{c}**" for c in cells]
+            out.append(f"| {device} | {label} | " + " | ".join(cells) + " |")
+        fresh = r.get("repeat_session", {})
+        if fresh:
+            first = cell(fresh["first_set"]["metrics"])
+            second = cell(fresh["second_set"]["metrics"])
+            out.append(f"| {device} | *a fresh measurement* | *{first}* | | | *{second}* |")
+    out.append("")
+    for device, r in d["devices"].items():
+        floor = ", ".join(
+            f"{g} {v['spread_pct']:.1f}%" for g, v in r.get("noise_floor", {}).items()
+        )
+        sp = r.get("speed", {})
+        out.append(
+            f"{device}: device check spread {floor}; predicting {sp.get('n')} graphs "
+            f"{1e3 * sp.get('predict_s', 0) / max(sp.get('n', 1), 1):.3f} ms a graph, "
+            f"{sp.get('ratio_harness', 0):.0f}x faster than the harness "
+            f"({sp.get('harness_s_per_graph', 0):.3f} s a graph; distinct graphs "
+            f"{sp.get('ratio_harness_distinct', 0):.0f}x); mix "
+            f"{r['predictors'].get('combined', {}).get('kernel_weight')}; load "
+            f"{r['load_before']:.2f} before, {r['load_after']:.2f} after."
+        )
+    return "\n".join(out)
 
 
 def search_vs_baselines(d: dict[str, Any]) -> str:
@@ -181,6 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.results)
     for name, render in (
+        ("predictor_accuracy.json", predictor_accuracy),
         ("search_vs_baselines.json", search_vs_baselines),
         ("speedup_at_accuracy.json", speedup),
         ("search_throughput.json", throughput),
