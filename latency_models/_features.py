@@ -33,7 +33,7 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
@@ -49,6 +49,9 @@ FEATURE_VERSION = 6
    (it was ``dwconv`` or ``conv``, and slowed the predictions of NCHWc ones); so is an int8
    ``MaxPool`` that runs NCHW, ``qpool``, and a float ``MaxPool`` read only by a
    ``QuantizeLinear`` is that: onnxruntime quantizes ahead of it (it was an fp32 pool).
+7: the kernel predictor's work unit for ``qpool`` is its window taps, not the bytes it
+   moves (:func:`latency_models._kernel_predictor.row_work`; kernels unchanged; saved
+   predictors of version 6 read their ``qpool`` throughput per byte and must be refit).
 """
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")

@@ -13,16 +13,18 @@ Per kernel kind and dtype (``conv.fp32``...), a kernel costs
 
 ``work`` (:func:`row_work`) is what the kernel must do at full speed: effective MACs for
 compute kernels (the channels padded to onnxruntime's NCHWc block, the taps that fall in
-the zero padding skipped, as MLAS skips them), megabytes moved for the others. ``z`` is
+the zero padding skipped, as MLAS skips them), window taps for ``qpool`` (a uint8 MaxPool
+in NCHW, which onnxruntime runs in a generic loop over every tap), megabytes moved for the
+others. ``z`` is
 the log of the time per unit of work, learned by gradient boosted trees on the kernel's
 shape and the graph's total weight and activation bytes (whether its weights are still
 cached when it runs). Weights count as read only where some output reads them: an fp32
 conv skips its taps that meet only padding, so ResNet-18's last 3x3 convs, on 1x1 maps at
 32 px input, read a ninth of their weights and the whole net 19 of its 47 MB, which stay
-in a 32 MB L3 between runs (:func:`~latency_models._kernel_table.touched_tap_fraction`;
-the additive model's weight term counts the same bytes). Trees do not extrapolate;
-a kernel bigger than any in training gets
-the speed of the biggest ones, which is the physically right limit (throughput
+in a 32 MB L3 between runs (the AMD EPYC the experiments ran on until the eighth session;
+:func:`~latency_models._kernel_table.touched_tap_fraction`; the additive model's weight
+term counts the same bytes). Trees do not extrapolate; a kernel bigger than any in
+training gets the speed of the biggest ones, which is the physically right limit (throughput
 saturates), where a tree on the time itself would cap the time. ``c0`` is a fixed launch
 cost. The graph's latency is then ``a * sum(t) + b + c * sum(fade(t))``, fit on the
 measured latencies: the profiler adds a few microseconds to every kernel it times (``c``
@@ -93,11 +95,19 @@ def effective_mmacs(k: KernelFeatures) -> float:
 def row_work(raw: FloatArray, key: str) -> FloatArray:
     """Work unit of the throughput of kernels of ``key``, from their raw rows.
 
-    Effective MMACs for compute kernels, MB moved (activations and weights) for the others;
+    Effective MMACs for compute kernels; million window taps (outputs times window size)
+    for ``qpool``, whose generic loop visits every tap (a 3x3 window costs about 9/4 of a
+    2x2 one at the same output size); MB moved (activations and weights) for the others.
     ``raw`` is :func:`kernel_row` output, before :func:`kernel_rows` logs it.
     """
-    compute = key.split(".")[0] in COMPUTE_KINDS
-    return np.asarray((raw[:, 17] if compute else raw[:, 1] + raw[:, 2]) / 1e6 + 1e-3)
+    kind = key.split(".")[0]
+    if kind in COMPUTE_KINDS:
+        work = raw[:, 17]
+    elif kind == "qpool":
+        work = raw[:, 0]  # a pool's MACs count its window taps
+    else:
+        work = raw[:, 1] + raw[:, 2]
+    return np.asarray(work / 1e6 + 1e-3)
 
 
 _LOGGED = np.array([True] * 5 + [False] * 2 + [True] * 4 + [False] * 4 + [True, False] + [True] * 3

@@ -188,6 +188,30 @@ def test_touched_taps_count_the_weights_some_output_reads() -> None:
     assert kernel_fields(qconv)[FIELDS.index("touched_taps")] == 1.0
 
 
+def test_a_quantized_nchw_pool_is_costed_by_its_window_taps() -> None:
+    """onnxruntime runs a MaxPool between an fp32 and an int8 conv in uint8 NCHW, a generic
+    loop over every window tap: its work is outputs x window, not bytes moved."""
+    from latency_models._sweep import _Builder
+
+    def qpool_work(window: int) -> float:
+        b = _Builder(np.random.default_rng(0))
+        y = b.conv("input", 3, 32, 3)
+        pads = [window // 2] * 4 if window == 3 else [0] * 4
+        y = b.node("MaxPool", [y], kernel_shape=[window] * 2, strides=[2, 2], pads=pads)
+        g = b.model([1, 3, 32, 32], b.conv(y, 32, 32, 3), f"pool{window}")
+        g = quantize_qdq(g, nodes_to_exclude=[g.graph.node[0].name])  # fp32 stem
+        feats = graph_features(g)
+        (pool,) = [k for k in feats.kernels if k.source_op == "MaxPool"]
+        assert pool.kind == "qpool" and pool.output_shape == (1, 32, 16, 16)
+        t = kernel_table([feats])
+        rows = kp._raw_rows(t)[t.row_of]
+        i = feats.kernels.index(pool)
+        return float(kp.row_work(rows[i : i + 1], pool.key)[0])
+
+    assert qpool_work(3) - 1e-3 == pytest.approx(9 / 4 * (qpool_work(2) - 1e-3))
+    assert qpool_work(2) - 1e-3 == pytest.approx(32 * 16 * 16 * 4 / 1e6)
+
+
 def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None:
     conv = graph_features(kernel_graph("conv", cin=16, cout=16, size=8, kernel=3))
     deep = graph_features(staged_network(3, size=64, block="basic", max_weight_mb=2.0))
