@@ -44,7 +44,7 @@ from latency_models import (
     sweep_graphs,
 )
 from latency_models._home import home_dir
-from latency_models._sweep import OPSET, _Builder, _conv_macs
+from latency_models._sweep import OPSET, SWEEP_REVISION, _Builder, _conv_macs
 
 PACK_SIZES = (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 112, 224)
 """Output map sizes a pack draws from (those of ImageNet and CIFAR networks)."""
@@ -121,7 +121,9 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     cache = home_dir() / "experiments" / "predictor_accuracy"
-    sweep = pa.cached_graphs(sweep_graphs(300, seed=0, wide=True), cache / "train")
+    sweep = pa.cached_graphs(
+        sweep_graphs(300, seed=0, wide=True), cache / f"train-r{SWEEP_REVISION}"
+    )
     pack = pa.cached_graphs(packs(100), cache / "packs")
     test = pa.cached_graphs(pa.ood_graphs([224, 96, 32], 0), cache / "ood")
     second = pa.cached_graphs(pa.more_other_families(), cache / "val")

@@ -39,7 +39,7 @@ from latency_models import (
 )
 from latency_models._home import home_dir
 from latency_models._predictors import KERNEL_PREDICTOR
-from latency_models._sweep import _Builder
+from latency_models._sweep import SWEEP_REVISION, _Builder
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -314,9 +314,13 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     cache = home_dir() / "experiments" / "predictor_accuracy"
-    train = cached_graphs(sweep_graphs(args.n_train, seed=args.seed, wide=True), cache / "train")
+    rev = f"r{SWEEP_REVISION}"  # a cache of another sweep revision holds other graphs
+    train = cached_graphs(
+        sweep_graphs(args.n_train, seed=args.seed, wide=True), cache / f"train-{rev}"
+    )
     test = cached_graphs(ood_graphs(args.sizes, args.seed), cache / "ood") + cached_graphs(
-        sweep_graphs(args.n_sweep_test, seed=args.seed + 1000, wide=True), cache / "sweep_test"
+        sweep_graphs(args.n_sweep_test, seed=args.seed + 1000, wide=True),
+        cache / f"sweep_test-{rev}",
     )
     ood = np.array([not n.startswith(("w", "net", "k")) for n, _ in test])
     second = cached_graphs(more_other_families(), cache / "val")

@@ -409,6 +409,11 @@ def quantize_qdq(
         return onnx.load(str(dst))
 
 
+SWEEP_REVISION = 2
+"""Bumped when :func:`sweep_graphs` yields other graphs for the same arguments (caches of
+its graphs name it). 2: a fifth of the wide sweep's single kernels are max pools."""
+
+
 def sweep_graphs(
     n: int,
     *,
@@ -431,8 +436,10 @@ def sweep_graphs(
         int8_share: Share of graphs quantized to int8 QDQ.
         network_share: Share of random networks (the rest are single kernels).
         wide: Cover the shapes of ImageNet-size networks too: kernels and networks at up to
-            224 px and 960 channels (single kernels capped at ``_WIDE_MAX_MACS``), and
-            networks in mixed precision (some convs int8, the rest fp32).
+            224 px and 960 channels (single kernels capped at ``_WIDE_MAX_MACS``), networks
+            in mixed precision (some convs int8, the rest fp32), and max pools between two
+            convs in fp32, int8 and fp32-to-int8 (:func:`_wide_pool`, a fifth of the
+            single-kernel graphs).
         mixed_share: With ``wide``, share of networks quantized with about half their
             convs left in fp32 (int8/fp32 edges: Quantize/DequantizeLinear kernels).
         staged_share: With ``wide``, share of the networks that are ImageNet-shaped
@@ -456,6 +463,10 @@ def sweep_graphs(
         elif is_net:
             name, graph = f"net{i}", random_network(int(rng.integers(1 << 30)))
         elif wide:
+            pools = np.random.default_rng([seed, i, 3])
+            if pools.random() < _WIDE_POOL_SHARE:  # its own stream: the others stay as they were
+                yield _wide_pool(pools, i)
+                continue
             name, graph = _wide_kernel(rng, i)
         else:
             name, graph = _random_kernel(rng, i)
@@ -512,6 +523,40 @@ def _wide_kernel(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto
         if rng.random() < 0.75 else None,
     )  # fmt: skip
     return f"w{i}_{op}_{cin}x{cout}_{size}px_k{kernel}s{stride}", g
+
+
+_WIDE_POOL_SHARE = 0.2
+"""Share of the wide sweep's single-kernel graphs that are max-pool graphs (:func:`_wide_pool`)."""
+
+
+def _wide_pool(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
+    """A max pool between two convs, in fp32, int8, or fp32 in and int8 out.
+
+    The last is what a mixed-precision network with an fp32 stem runs: onnxruntime
+    quantizes ahead of the pool and runs it on uint8 NCHW data in a generic loop
+    (``qpool``), far slower than the fp32 or the int8 NHWC pool. Networks alone gave
+    the profile three such pools, all 2x2, where ResNet's stem pool is a padded 3x3.
+    """
+    chans = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    for _ in range(100):
+        cin = int(rng.choice([3, *chans]))
+        c = int(rng.choice(chans))
+        size = int(rng.choice([8, 14, 16, 28, 32, 56, 64, 112]))
+        kernel = int(rng.choice([1, 3]))
+        if _conv_macs("conv", cin, c, size, kernel, 1) <= _WIDE_MAX_MACS / 2:
+            break
+    window = int(rng.choice([2, 3]))
+    stride = int(rng.choice([1, 2, 2]))
+    pads = [1] * 4 if window == 3 and rng.random() < 0.8 else [0] * 4
+    b = _Builder(np.random.default_rng(i))
+    y = b.conv("input", cin, c, kernel)
+    y = b.node("MaxPool", [y], kernel_shape=[window] * 2, strides=[stride] * 2, pads=pads)
+    g = b.model([1, cin, size, size], b.conv(y, c, c, 1, act=None), "")
+    precision = str(rng.choice(["fp32", "int8", "fp32-int8"], p=[0.25, 0.25, 0.5]))
+    if precision != "fp32":
+        first = [g.graph.node[0].name] if precision == "fp32-int8" else []
+        g = quantize_qdq(g, seed=i, nodes_to_exclude=first)
+    return f"w{i}_pool_{cin}x{c}_{size}px_k{window}s{stride}p{pads[0]}_{precision}", g
 
 
 def _wide_network(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:

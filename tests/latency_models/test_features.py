@@ -272,3 +272,18 @@ def test_conv_layout_follows_onnxruntime_channel_rules(
 def test_staged_network_refuses_an_unknown_block() -> None:
     with pytest.raises(ValueError, match="block must be one of"):
         staged_network(3, block="dense")
+
+
+def test_wide_sweep_pools_cover_the_quantized_nchw_pool() -> None:
+    """The wide sweep's pool graphs run each of onnxruntime's three MaxPool kernels, the
+    uint8 NCHW one (an fp32 conv before, an int8 one after) with 3x3 windows among them."""
+    from latency_models._sweep import _wide_pool
+
+    seen: dict[str, set[int]] = {}
+    for i in range(40):
+        name, g = _wide_pool(np.random.default_rng([0, i, 3]), i)
+        (pool,) = [k for k in graph_features(g).kernels if k.source_op == "MaxPool"]
+        seen.setdefault(f"{pool.kind}.{pool.dtype}", set()).add(pool.kernel_size[0])
+        assert name.endswith(("fp32", "int8"))
+    assert set(seen) == {"pool.fp32", "pool.int8", "qpool.int8"}
+    assert seen["qpool.int8"] == {2, 3}
