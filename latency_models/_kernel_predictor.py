@@ -42,8 +42,8 @@ is noisy on deep nets of small kernels; the additive model is the reverse. Which
 differs by device, so the weight is chosen per device, on the device's own profile: the
 weight in :data:`WEIGHT_GRID` whose 5-fold out-of-fold predictions of the training graphs
 have the most within +-10% (ties: lowest MAPE). In ``experiments/predictor_accuracy.py``
-that picked 0.75 on ``local-cpu`` (1.0 a point behind) and 0.5 on ``local-cpu-2t`` (0.75 a
-third of a point behind); experiments/README.md has the held-out numbers.
+(eighth session) that picked 0.75 on ``local-cpu`` (73.3% out of fold; 1.0: 71.7%) and on
+``local-cpu-2t`` (69.0%; 1.0: 68.7%); experiments/README.md has the held-out numbers.
 """
 
 from __future__ import annotations
