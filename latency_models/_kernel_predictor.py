@@ -355,7 +355,7 @@ def match_profiles_to_latency(
     out of fold).
     """
     timed = _timed(times)
-    sums = np.array([t.sum() for t in timed])
+    sums = _sums(timed)
     if math.isinf(fade_ms):  # a constant overhead: every kernel counts, timed or not
         fades = np.array([len(f.kernels) for f in features], dtype=np.float64)
     else:
@@ -394,6 +394,11 @@ def _timed(times: Sequence[Sequence[float | None]]) -> list[FloatArray]:
     return [np.array([x for x in ts if x is not None], dtype=np.float64) for ts in times]
 
 
+def _sums(timed: Sequence[FloatArray]) -> FloatArray:
+    """Each graph's profiled kernel sum."""
+    return np.array([t.sum() for t in timed], dtype=np.float64)
+
+
 def _fade_sums(timed: Sequence[FloatArray], fade_ms: float) -> FloatArray:
     """Each graph's sum of :func:`fade` over its timed kernels."""
     return np.array([fade(t, fade_ms).sum() for t in timed], dtype=np.float64)
@@ -404,7 +409,7 @@ def _profile_sums(
 ) -> tuple[FloatArray, FloatArray]:
     """Each graph's profiled kernel sum and the sum of its timed kernels' :func:`fade`."""
     timed = _timed(times)
-    return np.array([t.sum() for t in timed]), _fade_sums(timed, fade_ms)
+    return _sums(timed), _fade_sums(timed, fade_ms)
 
 
 def fading_overhead_scale(times: Sequence[Sequence[float | None]], y: FloatArray) -> float:
@@ -415,7 +420,7 @@ def fading_overhead_scale(times: Sequence[Sequence[float | None]], y: FloatArray
     the lowest residual wins, and ``inf`` (a constant overhead) when it fits no worse.
     """
     timed = _timed(times)
-    sums = np.array([t.sum() for t in timed])
+    sums = _sums(timed)
     ok = sums > 0
     if ok.sum() < 10:
         return math.inf

@@ -465,7 +465,7 @@ def sweep_graphs(
         elif wide:
             pools = np.random.default_rng([seed, i, 3])
             if pools.random() < _WIDE_POOL_SHARE:  # its own stream: the others stay as they were
-                yield _wide_pool(pools, i)
+                yield _wide_pool(pools, i, int8=int8_share > 0)
                 continue
             name, graph = _wide_kernel(rng, i)
         else:
@@ -529,10 +529,13 @@ _WIDE_POOL_SHARE = 0.2
 """Share of the wide sweep's single-kernel graphs that are max-pool graphs (:func:`_wide_pool`)."""
 
 
-def _wide_pool(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
+def _wide_pool(
+    rng: np.random.Generator, i: int, *, int8: bool = True
+) -> tuple[str, onnx.ModelProto]:
     """A max pool between two convs, in fp32, int8, or fp32 in and int8 out.
 
-    The last is what a mixed-precision network with an fp32 stem runs: onnxruntime
+    Only fp32 when not ``int8``: a sweep with ``int8_share=0`` has no integer kernel. The
+    last is what a mixed-precision network with an fp32 stem runs: onnxruntime
     quantizes ahead of the pool and runs it on uint8 NCHW data in a generic loop
     (``qpool``), far slower than the fp32 or the int8 NHWC pool. Networks alone gave
     the profile three such pools, all 2x2, where ResNet's stem pool is a padded 3x3.
@@ -553,6 +556,7 @@ def _wide_pool(rng: np.random.Generator, i: int) -> tuple[str, onnx.ModelProto]:
     y = b.node("MaxPool", [y], kernel_shape=[window] * 2, strides=[stride] * 2, pads=pads)
     g = b.model([1, cin, size, size], b.conv(y, c, c, 1, act=None), "")
     precision = str(rng.choice(["fp32", "int8", "fp32-int8"], p=[0.25, 0.25, 0.5]))
+    precision = precision if int8 else "fp32"
     if precision != "fp32":
         first = [g.graph.node[0].name] if precision == "fp32-int8" else []
         g = quantize_qdq(g, seed=i, nodes_to_exclude=first)

@@ -16,6 +16,7 @@ from latency_models import (
     quantize_qdq,
     random_network,
     staged_network,
+    sweep_graphs,
 )
 from latency_models._sweep import _Builder
 
@@ -287,3 +288,7 @@ def test_wide_sweep_pools_cover_the_quantized_nchw_pool() -> None:
         assert name.endswith(("fp32", "int8"))
     assert set(seen) == {"pool.fp32", "pool.int8", "qpool.int8"}
     assert seen["qpool.int8"] == {2, 3}
+    # a sweep without int8 (a device profiled in fp32 only) gets fp32 pools only
+    fp32 = list(sweep_graphs(60, wide=True, network_share=0.0, int8_share=0.0, mixed_share=0.0))
+    assert any("_pool_" in name for name, _ in fp32)
+    assert not any(n.op_type == "QuantizeLinear" for _, g in fp32 for n in g.graph.node)
