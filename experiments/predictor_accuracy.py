@@ -32,6 +32,7 @@ from latency_models import (
     MeasurementStore,
     get_device,
     graph_features,
+    measure,
     measure_cached,
     prediction_metrics,
     quantize_qdq,
@@ -184,23 +185,26 @@ def measure_all(graphs, device: str, max_seconds: float, pin: list[int] | None, 
 
     On a shared machine other processes only ever add time, so the best of a few sessions
     taken minutes apart is the estimate least disturbed by them; every session is kept in
-    the device's store (a rerun measures only what is missing).
+    the device's store (a rerun measures only what is missing). Each pass goes over all the
+    graphs given, training and held-out together, in one shuffled order: the host's speed
+    drifts over hours (the ninth session found every graph 5-19% faster than the labels
+    taken three hours before), so sets measured one after the other would be labelled in
+    different states of the machine.
     """
     store = MeasurementStore(device)
-    feats = []
-    for i, (name, path) in enumerate(graphs):
-        f = graph_features(str(path))
+    order = np.random.default_rng(0).permutation(len(graphs))
+    feats = [graph_features(str(path)) for _, path in graphs]
+    for done, i in enumerate(order):
         measure_cached(
-            str(path), device, store=store, features=f.to_dict(), max_seconds=max_seconds,
-            pin_cpus=pin,
+            str(graphs[i][1]), device, store=store, features=feats[i].to_dict(),
+            max_seconds=max_seconds, pin_cpus=pin,
         )  # fmt: skip
-        feats.append(f)
-        if (i + 1) % 50 == 0:
-            print(f"  {device}: {i + 1}/{len(graphs)} ({name}) load {_load():.2f}", flush=True)
+        if (done + 1) % 100 == 0:
+            print(f"  {device}: {done + 1}/{len(graphs)} load {_load():.2f}", flush=True)
     hashes = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p in graphs]
     for extra in range(1, passes):
         counts = _sessions(store)
-        todo = [i for i, h in enumerate(hashes) if len(counts.get(h, [])) <= extra]
+        todo = [i for i in order if len(counts.get(hashes[i], [])) <= extra]
         print(f"  {device}: pass {extra + 1}: {len(todo)} graphs, load {_load():.2f}", flush=True)
         for i in todo:
             measure_cached(
@@ -242,15 +246,11 @@ def repeat_sessions(graphs, labels: np.ndarray, device: str, max_seconds: float,
 
     ``hwnas device check`` measures the spread of three small reference graphs; this shows
     what run-to-run variation does to the share within +-10% on the graphs actually
-    evaluated (large memory-bound graphs vary the most). The session is stored, so a rerun
-    of this script counts it in the labels.
+    evaluated (large memory-bound graphs vary the most). The session is not stored: stored,
+    it would count in the held-out graphs' labels on a rerun and in no training graph's.
     """
-    store = MeasurementStore(device)
     fresh = np.array([
-        measure_cached(
-            str(path), device, store=store, remeasure=True, max_seconds=max_seconds,
-            pin_cpus=pin,
-        ).latency_ms
+        measure(str(path), device, max_seconds=max_seconds, pin_cpus=pin).latency_ms
         for _, path in graphs
     ])  # fmt: skip
     return {"metrics": prediction_metrics(labels, fresh), "load_after": _load()}
@@ -342,10 +342,14 @@ def main() -> None:
         pin = [1] if spec.threads == 1 else None
         t0 = time.time()
         load0 = _load()
-        ftr, ytr, str_ = measure_all(train, spec.name, args.max_seconds, pin, args.passes)
+        feats, ys, spread = measure_all(
+            train + test + second, spec.name, args.max_seconds, pin, args.passes
+        )
         ktr = kernel_times(train, spec.name, args.max_seconds, pin)
-        fte, yte, ste = measure_all(test, spec.name, args.max_seconds, pin, args.passes)
-        f2, y2, _ = measure_all(second, spec.name, args.max_seconds, pin, args.passes)
+        cut = np.cumsum([len(train), len(test)])
+        ftr, fte, f2 = feats[: cut[0]], feats[cut[0] : cut[1]], feats[cut[1] :]
+        ytr, yte, y2 = np.split(ys, cut)
+        str_, ste = spread[: cut[0]], spread[cut[0] : cut[1]]
         res: dict = {"measure_s": time.time() - t0, "load_before": load0, "load_after": _load(),
                      "pinned_cpus": pin, "session_spread": {
                          "median_pct": 100 * float(np.median(str_ + ste)),

@@ -33,7 +33,7 @@ from latency_models._graph import GraphLike, load_graph
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 7
+FEATURE_VERSION = 8
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
@@ -52,6 +52,10 @@ FEATURE_VERSION = 7
 7: the kernel predictor's work unit for ``qpool`` is its window taps, not the bytes it
    moves (:func:`latency_models._kernel_predictor.row_work`; kernels unchanged; saved
    predictors of version 6 read their ``qpool`` throughput per byte and must be refit).
+8: an int8 convolution's effective MACs count the taps that land in the padding (its
+   im2col buffer holds them, and the integer GEMM multiplies them;
+   :func:`latency_models._kernel_table.effective_mmacs_of`; kernels unchanged; saved
+   predictors of version 7 read int8 convs' throughput per valid tap and must be refit).
 """
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")

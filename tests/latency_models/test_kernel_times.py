@@ -39,6 +39,7 @@ from latency_models._kernel_predictor import (
     fade,
     fading_overhead_scale,
     kernel_row,
+    launch_cost,
     match_profiles_to_latency,
     own_rows,
 )
@@ -158,12 +159,29 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
     wide = graph_features(kernel_graph("conv1x1", cin=20, cout=20, size=8))
     k = next(k for k in wide.kernels if k.kind == "conv1x1")
     assert effective_mmacs(k) == pytest.approx(32 * 32 * 64 / 1e6)  # channels to 2 blocks
+    # an int8 conv multiplies its im2col buffer, the padding's zero points included
+    qconv = next(
+        k for k in graph_features(quantize_qdq(kernel_graph("conv", cin=16, cout=16, size=1,
+                                                            kernel=3))).kernels
+        if k.kind == "conv"
+    )  # fmt: skip
+    assert qconv.dtype == "int8" and effective_mmacs(qconv) == pytest.approx(16 * 16 * 9 / 1e6)
     # kernel_fields inlines valid_tap_fraction for speed: the two agree on every kernel
     deep = graph_features(staged_network(5, size=64, block="basic", max_weight_mb=2.0))
     column, read = FIELDS.index("valid_taps"), FIELDS.index("touched_taps")
     for kernel in [*deep.kernels, conv, k]:
         assert kernel_fields(kernel)[column] == valid_tap_fraction(kernel)
         assert kernel_fields(kernel)[read] == touched_tap_fraction(kernel)
+
+
+def test_launch_cost_is_the_intercept_of_time_on_work_within_its_bound() -> None:
+    work = np.array([0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+    t = 0.002 + 0.004 * work  # 2 us to launch, 4 us per unit of work
+    assert launch_cost(t, work) == pytest.approx(0.002)
+    # never above 0.9 x the 5th-percentile time, never below zero
+    slow_start = 0.02 + 0.004 * work
+    assert launch_cost(slow_start, work) == pytest.approx(0.9 * np.percentile(slow_start, 5))
+    assert launch_cost(0.004 * work, work) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_touched_taps_count_the_weights_some_output_reads() -> None:
