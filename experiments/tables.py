@@ -59,6 +59,17 @@ def predictor_accuracy(d: dict[str, Any]) -> str:
             first = cell(fresh["first_set"]["metrics"])
             second = cell(fresh["second_set"]["metrics"])
             out.append(f"| {device} | *a fresh measurement* | *{first}* | | | *{second}* |")
+            if "metrics_drift_removed" in fresh["first_set"]:  # ninth session on
+                ratios = "/".join(
+                    f"{fresh[part]['median_ratio_to_labels']:.3f}"
+                    for part in ("first_set", "second_set")
+                )
+                first = cell(fresh["first_set"]["metrics_drift_removed"])
+                second = cell(fresh["second_set"]["metrics_drift_removed"])
+                out.append(
+                    f"| {device} | *the same, divided by its median ratio to the labels "
+                    f"(x{ratios})* | *{first}* | | | *{second}* |"
+                )
     out.append("")
     for device, r in d["devices"].items():
         floor = ", ".join(

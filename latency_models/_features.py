@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from latency_models._graph import GraphLike, load_graph
+from latency_models._nchwc import NCHWC_BLOCKS, host_nchwc_block
 
 if TYPE_CHECKING:
     import onnx
 
-FEATURE_VERSION = 8
+FEATURE_VERSION = 9
 """Version of the featurization; part of every saved predictor and stored feature record.
 
 2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
@@ -56,13 +57,15 @@ FEATURE_VERSION = 8
    im2col buffer holds them, and the integer GEMM multiplies them;
    :func:`latency_models._kernel_table.effective_mmacs_of`; kernels unchanged; saved
    predictors of version 7 read int8 convs' throughput per valid tap and must be refit).
+9: the NCHWc channel block is that of the CPU that runs the graph (8 with AVX2 only, 16
+   with AVX-512F; :mod:`latency_models._nchwc`), recorded in the totals as ``nchwc_block``;
+   it was 16 everywhere, and an AVX2 CPU blocks the pools and convs of 8-channel multiples
+   that an AVX-512 one runs NCHW between reorders.
 """
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")
 """Kernel kinds that do multiply-adds; ``kernel_fields`` codes them by position (others -1)."""
 
-NCHWC_BLOCK = 16
-"""Channel block of onnxruntime's NCHWc layout on AVX-512 CPUs (8 on AVX2-only CPUs)."""
 
 NCHWC_ALIGN = 4
 """Channel multiple onnxruntime pads up to whole NCHWc blocks; other channel counts stay NCHW."""
@@ -231,7 +234,9 @@ class GraphFeatures:
         )
 
 
-def graph_features(graph: GraphLike | GraphFeatures, *, batch_size: int = 1) -> GraphFeatures:
+def graph_features(
+    graph: GraphLike | GraphFeatures, *, batch_size: int = 1, nchwc_block: int | None = None
+) -> GraphFeatures:
     """The kernels onnxruntime will run for ``graph`` and the graph totals.
 
     Deterministic and torch-free; a ResNet-18 takes a few tens of milliseconds.
@@ -239,17 +244,26 @@ def graph_features(graph: GraphLike | GraphFeatures, *, batch_size: int = 1) -> 
     Args:
         graph: A ModelProto, ``.onnx`` path or serialized bytes (features pass through).
         batch_size: Value for symbolic (dynamic) leading dims; other symbolic dims become 1.
+        nchwc_block: Channel block of onnxruntime's NCHWc layout on the CPU that will run
+            the graph, 8 (AVX2) or 16 (AVX-512F); default this machine's
+            (:func:`~latency_models._nchwc.host_nchwc_block`). Recorded in the totals.
 
     Returns:
         The graph's :class:`GraphFeatures`.
 
     Raises:
-        ValueError: ``graph`` is not a valid ONNX model.
+        ValueError: ``graph`` is not a valid ONNX model, or ``nchwc_block`` is not 8 or 16.
     """
     if isinstance(graph, GraphFeatures):
         return graph
+    block = host_nchwc_block() if nchwc_block is None else nchwc_block
+    if block not in NCHWC_BLOCKS:
+        raise ValueError(
+            f"nchwc_block must be one of {list(NCHWC_BLOCKS)}, got {nchwc_block!r}. Use 16 for "
+            f"a CPU with AVX-512F, 8 for one with AVX2 only, or None for this machine's."
+        )
     model = load_graph(graph)
-    return _Fuser(model, batch_size).run()
+    return _Fuser(model, batch_size, block).run()
 
 
 def graph_totals(kernels: Sequence[KernelFeatures]) -> dict[str, float]:
@@ -298,9 +312,10 @@ def _pair(values: Sequence[int], default: int = 1) -> tuple[int, int]:
 class _Fuser:
     """One pass over a graph: fold constants, recognise QDQ kernels, fuse fp32 chains."""
 
-    def __init__(self, model: onnx.ModelProto, batch_size: int) -> None:
+    def __init__(self, model: onnx.ModelProto, batch_size: int, block: int) -> None:
         self.model = model
         self.batch_size = batch_size
+        self.block = block
         self.graph = model.graph
         self.inits = {i.name: i for i in self.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -512,7 +527,7 @@ class _Fuser:
             if j is None or j in int8 or j in absorbed:
                 return False
             op = nodes[j]["op"]
-            return j in nchwc_conv or (op in _POOL_OPS and self._channels(t) % NCHWC_BLOCK == 0)
+            return j in nchwc_conv or (op in _POOL_OPS and self._channels(t) % self.block == 0)
 
         for idx, n in enumerate(nodes):
             if idx in absorbed:
@@ -623,7 +638,9 @@ class _Fuser:
             kernels, kernel_inputs, nchwc_convs, made_by, passthrough, graph_outputs
         )
         return GraphFeatures(
-            kernels=tuple(kernels), totals=graph_totals(kernels), unknown_ops=tuple(unknown)
+            kernels=tuple(kernels),
+            totals={**graph_totals(kernels), "nchwc_block": float(self.block)},
+            unknown_ops=tuple(unknown),
         )
 
     def _nchwc_conv(self, n: dict[str, Any]) -> bool:
@@ -643,12 +660,10 @@ class _Fuser:
             return False
         cout, cin, groups = int(w[0]), int(w[1]), int(n["attrs"].get("group", 1))
         if groups == 1:
-            return cin < NCHWC_BLOCK or cin % NCHWC_ALIGN == 0
+            return cin < self.block or cin % NCHWC_ALIGN == 0
         if cin == 1 and cout == groups:
             return cout % NCHWC_ALIGN == 0
-        return (
-            cin % NCHWC_BLOCK == 0 and cout % groups == 0 and (cout // groups) % NCHWC_BLOCK == 0
-        )
+        return cin % self.block == 0 and cout % groups == 0 and (cout // groups) % self.block == 0
 
     def _layout_kernels(
         self,
@@ -661,15 +676,16 @@ class _Fuser:
     ) -> list[KernelFeatures]:
         """Insert the layout conversions onnxruntime's CPU provider adds between kernels.
 
-        fp32 convs run in the blocked NCHWc layout (block :data:`NCHWC_BLOCK`), so do fp32
-        pools whose channels are a multiple of the block and element-wise ops between
+        fp32 convs run in the blocked NCHWc layout (:attr:`block` channels a block, the
+        CPU's: :func:`~latency_models._nchwc.host_nchwc_block`), so do fp32 pools whose
+        channels are a multiple of the block and element-wise ops between
         NCHWc tensors. int8 convs run channels-last (NHWC), and so do other int8 kernels
         whose inputs all come channels-last: onnxruntime wraps only the integer convs in
         transposes and pushes those forward through the ops they feed, so an int8 pool or
         add fed from the fp32 side stays NCHW. A tensor crossing from one
         layout to another costs a ``ReorderInput``/``ReorderOutput`` (fp32) or a
         ``Transpose`` (int8) over the whole tensor. An fp32 conv with fewer than
-        :data:`NCHWC_BLOCK` input channels reads NCHW directly. Found by reading the
+        :attr:`block` input channels reads NCHW directly. Found by reading the
         optimised graphs onnxruntime 1.32 writes (``optimized_model_filepath``).
         """
 
@@ -703,7 +719,7 @@ class _Fuser:
                 ok = all(j is not None and layouts[j] == "nhwc" for j in ins)
                 layouts.append("nhwc" if ok and ins else "nchw")
             elif i in nchwc_convs or (
-                k.dtype == "fp32" and k.kind == "pool" and k.in_channels % NCHWC_BLOCK == 0
+                k.dtype == "fp32" and k.kind == "pool" and k.in_channels % self.block == 0
             ):
                 layouts.append("nchwc")
             elif k.source_op in {"Add", "Sum", "Relu", "Clip"} and k.dtype == "fp32":
@@ -721,7 +737,7 @@ class _Fuser:
                 and consumer is not None
                 and consumer.source_op == "Conv"
                 and consumer.kind != "dwconv"
-                and consumer.in_channels < NCHWC_BLOCK
+                and consumer.in_channels < self.block
             ):
                 to = "nchw"  # the conv reads NCHW input directly
             if frm == to or "any" in (frm, to) or (t, to) in done:

@@ -54,8 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, GraphFeatures, KernelFeatures
 from latency_models._kernel_table import (
+    WORK_CHANNEL_BLOCK,
     KernelTable,
     c16,
     effective_mmacs_of,
@@ -143,7 +144,7 @@ def own_rows(f: FloatArray) -> FloatArray:
         macs, act, wb * read, cin, cout, kh, stride, groups, pix, h_out, h_in,
         cin % 8 == 0, cout % 8 == 0, cin % 16 == 0, cout % 16 == 0, numel, n_fused,
         np.where(kind >= 0, effective_mmacs_of(f) * 1e6, 0.0), im2col,
-        h_out * c16(cout) / NCHWC_BLOCK, post, add,
+        h_out * c16(cout) / WORK_CHANNEL_BLOCK, post, add,
     ])  # fmt: skip
 
 

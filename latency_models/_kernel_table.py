@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, GraphFeatures, KernelFeatures
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -123,9 +123,19 @@ def fields_matrix(fields: Sequence[tuple[float, ...]]) -> FloatArray:
     return np.array(fields, dtype=np.float64).reshape(len(fields), len(FIELDS))
 
 
+WORK_CHANNEL_BLOCK = 16
+"""Channel multiple a compute kernel's work is padded to (:func:`effective_mmacs_of`).
+
+The NCHWc block of an AVX-512 CPU, and 16 on AVX2-only CPUs too, whose block is 8: MLAS's
+AVX2 kernels compute several filter blocks at once. On an AVX2 AMD EPYC (tenth session,
+``experiments/predictor_accuracy.py``, kernel model, mean of five tree seeds) padding to 8
+gave 84.0% within +-10% of the first held-out set where 16 gave 90.8% (local-cpu-2t: 82.3%
+and 82.8%), with the layout itself (:mod:`latency_models._nchwc`) the host's in both."""
+
+
 def c16(c: FloatArray) -> FloatArray:
-    """Channels rounded up to whole NCHWc blocks."""
-    return np.asarray(np.ceil(c / NCHWC_BLOCK) * NCHWC_BLOCK, dtype=np.float64)
+    """Channels rounded up to whole :data:`WORK_CHANNEL_BLOCK` blocks."""
+    return np.asarray(np.ceil(c / WORK_CHANNEL_BLOCK) * WORK_CHANNEL_BLOCK, dtype=np.float64)
 
 
 def effective_mmacs_of(f: FloatArray) -> FloatArray:

@@ -14,7 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from latency_models._features import COMPUTE_KINDS, NCHWC_BLOCK, GraphFeatures, KernelFeatures
+from latency_models._features import COMPUTE_KINDS, GraphFeatures, KernelFeatures
+from latency_models._nchwc import NCHWC_BLOCKS
 
 _COMPUTE_FP32 = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
 _COMPUTE_INT8 = {
@@ -64,7 +65,7 @@ def _fits(ours: Sequence[int], theirs: Sequence[int]) -> bool:
     want = math.prod(ours) if ours else 1
     got = math.prod(theirs) if theirs else 1
     channels = ours[1] if len(ours) > 1 else 1
-    return want <= got <= want + (want // max(channels, 1)) * (NCHWC_BLOCK - 1)
+    return want <= got <= want + (want // max(channels, 1)) * (max(NCHWC_BLOCKS) - 1)
 
 
 def align_kernel_times(

@@ -101,6 +101,7 @@ def save_predictor(
         "device": device if device is not None else getattr(predictor, "device_", None),
         "runtime_version": predictor.runtime_version_,
         "feature_version": predictor.feature_version_,
+        "nchwc_block": getattr(predictor, "nchwc_block_", None),
         "n_train": predictor.n_train_,
         "metrics": dict(metrics or getattr(predictor, "metrics_", {}) or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -189,6 +190,7 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
         ) from exc
     predictor.n_train_ = int(meta.get("n_train") or 0)
     predictor.feature_version_ = fv
+    predictor.nchwc_block_ = meta.get("nchwc_block")
     predictor.runtime_version_ = meta.get("runtime_version")
     predictor.device_ = meta.get("device")
     predictor.target_ = meta.get("target")

@@ -143,13 +143,14 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             self._fit_features(feats, target)
         self.n_train_ = int(target.size)
         self.feature_version_ = FEATURE_VERSION
+        self.nchwc_block_ = _nchwc_block_of(feats)
         self.runtime_version_ = _runtime_version()
         return self
 
     def predict(self, X: Sequence[GraphLike | GraphFeatures]) -> FloatArray:
         """Predicted values, shape (n,), in the unit of the fitted target (ms or mJ)."""
         check_is_fitted(self, "n_train_")
-        return self.predict_features(featurize(X))
+        return self.predict_features(featurize(X, nchwc_block=getattr(self, "nchwc_block_", None)))
 
     def predict_features(self, features: Sequence[GraphFeatures]) -> FloatArray:
         """Like :meth:`predict` on precomputed features (the fast path of a search)."""
@@ -163,6 +164,15 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
                 f"got features version {sorted(versions)}: the running hwnas computes features "
                 f"differently from the one that fit it. Refit it (`hwnas device profile "
                 f"DEVICE`) or run the hwnas version that wrote it."
+            )
+        block = getattr(self, "nchwc_block_", None)
+        blocks = {int(f.totals["nchwc_block"]) for f in features if "nchwc_block" in f.totals}
+        if block is not None and blocks - {block}:
+            raise IncompatibleArtifactError(
+                f"this predictor was fit on graphs laid out for onnxruntime's NCHWc block "
+                f"{block}, got features computed for block {sorted(blocks - {block})}: "
+                f"compute them with graph_features(graph, nchwc_block={block}), or predict "
+                f"from the graphs themselves."
             )
         pred = self._predict_features(list(features))
         return np.maximum(np.nan_to_num(pred, nan=0.0, posinf=0.0), 0.0)
@@ -241,14 +251,34 @@ def _register(cls: type[BaseLatencyPredictor]) -> type[BaseLatencyPredictor]:
     return cls
 
 
-def featurize(X: Sequence[GraphLike | GraphFeatures]) -> list[GraphFeatures]:
-    """Features of each graph (features pass through unchanged)."""
+def featurize(
+    X: Sequence[GraphLike | GraphFeatures], *, nchwc_block: int | None = None
+) -> list[GraphFeatures]:
+    """Features of each graph (features pass through unchanged).
+
+    ``nchwc_block`` is the NCHWc block the graphs are laid out for (default this machine's).
+    """
     if isinstance(X, (str, bytes)) or not isinstance(X, Sequence):
         raise TypeError(
             f"X must be a sequence of graphs (ModelProto, path, bytes) or GraphFeatures, "
             f"got {type(X).__name__}. Wrap a single graph in a list."
         )
-    return [graph_features(g) for g in X]
+    return [graph_features(g, nchwc_block=nchwc_block) for g in X]
+
+
+def _nchwc_block_of(features: Sequence[GraphFeatures]) -> int | None:
+    """The one NCHWc block ``features`` were computed for (None if they do not say).
+
+    Raises:
+        ValueError: they were computed for different blocks.
+    """
+    blocks = {int(f.totals["nchwc_block"]) for f in features if "nchwc_block" in f.totals}
+    if len(blocks) > 1:
+        raise ValueError(
+            f"the graphs' features were computed for different NCHWc blocks {sorted(blocks)}; "
+            f"a device has one: compute them all with graph_features(graph, nchwc_block=N)."
+        )
+    return blocks.pop() if blocks else None
 
 
 def _runtime_version() -> str | None:

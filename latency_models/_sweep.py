@@ -242,8 +242,9 @@ def staged_network(
 
     Covers what :func:`random_network`'s few shallow blocks do not: the macro structure of
     classification networks. A 3x3/7x7 stride-2 stem (often followed by a padded 3x3
-    max pool), stages that halve the map and multiply the width by 1.5-2.5 (so weights reach
-    tens of MB and late convs run on 1x1-7x7 maps), 1-4 blocks a stage, and a 10-1000-class
+    max pool; under 64 px half the networks have a stride-1 3x3 stem instead), stages that
+    halve the map and multiply the width by 1.5-2.5 (so weights reach tens of MB and late
+    convs run on 1x1-7x7 maps), 1-4 blocks a stage, and a 10-1000-class
     head, sometimes behind a wide 1x1 conv. One block kind per network: ``"basic"`` and
     ``"bottleneck"`` residual blocks, ``"inverted"`` residuals (expansion 3-6, 3x3 or 5x5
     depthwise), ``"plain"`` conv stacks with max-pool downsampling, ``"separable"``
@@ -274,7 +275,11 @@ def staged_network(
     growth = float(rng.choice([1.5, 2.0, 2.0, 2.5]))
     stem = int(rng.choice([16, 24, 32, 48, 64]))
     depths = [int(rng.integers(1, 5)) for _ in range(n_stages)]
-    big = size >= 64
+    # an ImageNet stem (stride 2, often a max pool) at any size; below 64 px only half the
+    # networks, as a net built for 224 px and run on a small input: its late convs then run
+    # on 1x1-2x2 maps with MBs of weights (ResNet-18 at 32 px), which a stride-1 stem never
+    # reaches (the draw is made for small inputs only: the others stay as they were)
+    big = size >= 64 or rng.random() < 0.5
     stem_k = int(rng.choice([3, 7])) if big else 3
     pool_stem = big and block != "plain" and rng.random() < 0.6
     expansion = int(rng.choice([3, 4, 6]))
@@ -310,7 +315,10 @@ def staged_network(
         if small or width < 0.05:
             break
         width *= 0.8
-    g.graph.name = f"staged{seed}_{block}_{size}px_s{stem}x{growth}_d{''.join(map(str, depths))}"
+    tag = "_s2stem" if big and size < 64 else ""
+    g.graph.name = (
+        f"staged{seed}_{block}_{size}px{tag}_s{stem}x{growth}_d{''.join(map(str, depths))}"
+    )
     return g
 
 
@@ -409,9 +417,10 @@ def quantize_qdq(
         return onnx.load(str(dst))
 
 
-SWEEP_REVISION = 2
+SWEEP_REVISION = 3
 """Bumped when :func:`sweep_graphs` yields other graphs for the same arguments (caches of
-its graphs name it). 2: a fifth of the wide sweep's single kernels are max pools."""
+its graphs name it). 2: a fifth of the wide sweep's single kernels are max pools. 3: half
+the staged networks under 64 px have an ImageNet stem (:func:`staged_network`)."""
 
 
 def sweep_graphs(

@@ -25,12 +25,17 @@ def _conv_bn_relu() -> onnx.ModelProto:
     return kernel_graph("conv", cin=8, cout=16, size=8, kernel=3, bn=True, act="Relu")
 
 
-def test_conv_bn_relu_is_one_fused_kernel() -> None:
-    f = graph_features(_conv_bn_relu())
-    # the NCHWc conv writes blocked output; onnxruntime reorders it back for the graph output
-    assert [k.op for k in f.kernels] == ["FusedConv", "ReorderOutput"]
-    assert f.kernels[1].kind == "layout" and f.kernels[1].activation_bytes == 2 * 16 * 8 * 8 * 4
-    k = f.kernels[0]
+@pytest.mark.parametrize("block", [16, 8])
+def test_conv_bn_relu_is_one_fused_kernel(block: int) -> None:
+    f = graph_features(_conv_bn_relu(), nchwc_block=block)
+    assert f.totals["nchwc_block"] == block
+    # the NCHWc conv writes blocked output; onnxruntime reorders it back for the graph output;
+    # its 8 input channels are less than an AVX-512 block (read NCHW), a whole AVX2 one
+    layout_in = ["ReorderInput"] if block == 8 else []
+    assert [k.op for k in f.kernels] == [*layout_in, "FusedConv", "ReorderOutput"]
+    out = f.kernels[-1]
+    assert out.kind == "layout" and out.activation_bytes == 2 * 16 * 8 * 8 * 4
+    k = f.kernels[-2]
     assert k.op == "FusedConv"
     assert k.kind == "conv" and k.dtype == "fp32"
     assert k.fused == ("BatchNormalization", "Relu")
@@ -49,7 +54,7 @@ def test_qdq_conv_is_one_int8_kernel() -> None:
     assert len(convs) == 1
     assert convs[0].op == "QLinearConv" and convs[0].dtype == "int8"
     # int8 weights: a quarter of the fp32 twin's bytes (plus the int32 bias)
-    fp32 = graph_features(_conv_bn_relu()).kernels[0]
+    (fp32,) = [k for k in graph_features(_conv_bn_relu()).kernels if k.kind == "conv"]
     assert convs[0].weight_bytes == pytest.approx(fp32.weight_bytes / 4, rel=0.1)
     # the quantization of the graph input and dequantization of its output remain
     assert sorted(k.op for k in f.kernels if k.kind == "quant") == [
