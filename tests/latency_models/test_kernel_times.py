@@ -38,6 +38,8 @@ from latency_models._kernel_predictor import (
     effective_mmacs,
     fade,
     fading_overhead_scale,
+    family_folds,
+    graph_family,
     kernel_row,
     launch_cost,
     match_profiles_to_latency,
@@ -372,3 +374,20 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     assert untimed.kernel_weight_ == kp.FALLBACK_WEIGHT
     with pytest.raises(ValueError, match="'auto'"):
         CombinedPredictor(kernel_weight=2).fit(feats, y, kernel_times=times)
+
+
+def test_family_folds_keep_each_family_in_one_fold() -> None:
+    """Whole families go to a fold, so the combined predictor's mix is scored on families
+    its fit did not see; the folds come out about equal in size."""
+    graphs = [staged_network(s, size=64, block=b, max_weight_mb=1.0)
+              for b in ("basic", "inverted", "plain", "separable") for s in range(3)]  # fmt: skip
+    graphs += [kernel_graph("conv", cin=16, cout=16, size=s) for s in (8, 12, 16)]
+    graphs += [kernel_graph("dwconv", cin=32, size=s) for s in (8, 12, 16)]
+    feats = [graph_features(g) for g in graphs]
+    fams = [graph_family(f) for f in feats]
+    assert len(set(fams)) == 6  # four block kinds, single convs, single depthwise convs
+    fold = family_folds(feats, 5)
+    assert set(fold.tolist()) == set(range(5))
+    for fam in set(fams):
+        assert len({int(f) for f, g in zip(fold, fams, strict=True) if g == fam}) == 1
+    assert max(np.bincount(fold)) <= 6
