@@ -215,7 +215,20 @@ def measure_all(graphs, device: str, max_seconds: float, pin: list[int] | None, 
     ys = np.array([min(sessions[h]) for h in hashes])
     # between-session spread: max/min - 1 of the session medians of each graph
     spread = [max(sessions[h]) / min(sessions[h]) - 1 for h in hashes]
-    return feats, ys, spread
+    return feats, ys, spread, [sessions[h] for h in hashes]
+
+
+def split_half(sessions: list[list[float]]) -> dict:
+    """How well the labels reproduce themselves: the lowest of the odd-numbered sessions
+    scored against the lowest of the even-numbered ones, as if it were a prediction.
+
+    A label is the lowest of at least six sessions; a fresh session (``repeat_sessions``)
+    is one, so it varies more than a label does. This is the noise floor of a label made
+    of half as many sessions, from what is stored (no measuring).
+    """
+    odd = np.array([min(s[0::2]) for s in sessions])
+    even = np.array([min(s[1::2]) for s in sessions])
+    return prediction_metrics(odd, even)
 
 
 def _sessions(store) -> dict[str, list[float]]:
@@ -353,7 +366,7 @@ def main() -> None:
         pin = [1] if spec.threads == 1 else None
         t0 = time.time()
         load0 = _load()
-        feats, ys, spread = measure_all(
+        feats, ys, spread, sessions = measure_all(
             train + test + second, spec.name, args.max_seconds, pin, args.passes
         )
         ktr = kernel_times(train, spec.name, args.max_seconds, pin)
@@ -367,6 +380,10 @@ def main() -> None:
                          "share_over_10pct": float(np.mean(np.array(str_ + ste) > 0.1)),
                          "share_over_5pct": float(np.mean(np.array(str_ + ste) > 0.05))},
                      "predictors": {}}  # fmt: skip
+        res["label_split_half"] = {
+            "first_set": split_half(sessions[cut[0] : cut[1]]),
+            "second_set": split_half(sessions[cut[1] :]),
+        }
         if args.measure_only:
             continue
         res["noise_floor"] = noise_floor(spec.name, args.max_seconds, pin)

@@ -70,6 +70,13 @@ def predictor_accuracy(d: dict[str, Any]) -> str:
                     f"| {device} | *the same, divided by its median ratio to the labels "
                     f"(x{ratios})* | *{first}* | | | *{second}* |"
                 )
+        halves = r.get("label_split_half")
+        if halves:  # tenth session on
+            first, second = cell(halves["first_set"]), cell(halves["second_set"])
+            out.append(
+                f"| {device} | *labels of the odd sessions against the even ones* | *{first}* "
+                f"| | | *{second}* |"
+            )
     out.append("")
     for device, r in d["devices"].items():
         floor = ", ".join(
