@@ -108,7 +108,11 @@ def _cpu_model() -> str:
 
 
 def host_info() -> dict[str, str]:
-    """What identifies this host for a measurement: CPU model, cores, runtime, hostname hash."""
+    """What identifies this host for a measurement: CPU model, cores, runtime, hostname hash.
+
+    Also the channel block of onnxruntime's NCHWc layout here (``nchwc_block``), which
+    decides the kernels a graph runs as on this host (:mod:`latency_models._nchwc`).
+    """
     return {
         "cpu_model": _cpu_model(),
         "cores": str(os.cpu_count() or 0),
@@ -117,7 +121,25 @@ def host_info() -> dict[str, str]:
         "python": platform.python_version(),
         "runtime": runtime_version(),
         "hostname_hash": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
+        "nchwc_block": str(_nchwc_block()),
     }
+
+
+def _nchwc_block() -> int:
+    try:
+        from latency_models._nchwc import host_nchwc_block
+    except ImportError:  # a copied stand-alone agent (no onnx to build the probe with)
+        return nchwc_block_from_cpu_flags()
+    return host_nchwc_block()
+
+
+def nchwc_block_from_cpu_flags() -> int:
+    """16 if ``/proc/cpuinfo`` lists ``avx512f`` (onnxruntime's AVX-512F kernels), else 8."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    return 16 if " avx512f" in flags else 8
 
 
 def host_fingerprint(info: Mapping[str, str] | None = None) -> str:

@@ -9,10 +9,14 @@ kernel lists of 74 of the 456 graphs of ``experiments/predictor_accuracy.py`` di
 the optimised graph onnxruntime 1.32 wrote on an AVX2-only AMD EPYC (VGG-11 and MobileNetV2
 at widths 0.6 and 0.9 among them); with the host's block, 3 did.
 
-The block is a property of the machine that runs the graph, so it is found where the
-features are computed: by asking onnxruntime (the channels it pads a small convolution's
-weights to), else from the CPU's flags. ``HWNAS_NCHWC_BLOCK`` overrides it, for features of
-graphs that will run on another machine (a measurement agent's): set it to that CPU's block.
+The block is a property of the machine that runs the graph. Each measurement records the
+block of the host that measured it (``host_info["nchwc_block"]``, from
+:func:`host_nchwc_block` there, or the CPU's flags on a stand-alone agent), and a device's
+stored graphs are featurized with it (:func:`~latency_models._persist.training_data`,
+``hwnas device profile``), so a device measured through an agent or a Ray node is laid out
+for that machine, not for the one fitting the predictor; a fitted predictor keeps its block.
+Here the block is found by asking onnxruntime (the channels it pads a small convolution's
+weights to), else from the CPU's flags; ``HWNAS_NCHWC_BLOCK`` overrides it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import functools
 import os
 import tempfile
 from pathlib import Path
+
+from latency_models._bench import nchwc_block_from_cpu_flags
 
 NCHWC_BLOCKS = (8, 16)
 """Blocks onnxruntime's x86-64 kernels use (AVX2, AVX-512F)."""
@@ -41,7 +47,7 @@ def host_nchwc_block() -> int:
                 f"for a CPU with AVX-512F, 8 for one with AVX2 only, or unset it to detect it."
             )
         return int(env)
-    return _probe_onnxruntime() or _from_cpu_flags()
+    return _probe_onnxruntime() or nchwc_block_from_cpu_flags()
 
 
 def _probe_onnxruntime() -> int | None:
@@ -78,12 +84,3 @@ def _probe_onnxruntime() -> int | None:
         if len(init.dims) == 4 and int(init.dims[0]) in NCHWC_BLOCKS:
             return int(init.dims[0])
     return None
-
-
-def _from_cpu_flags() -> int:
-    """16 if ``/proc/cpuinfo`` lists ``avx512f``, else 8."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return 8
-    return 16 if " avx512f" in flags else 8

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latency_models._errors import IncompatibleArtifactError, LatencyModelsError
-from latency_models._features import FEATURE_VERSION, GraphFeatures
+from latency_models._features import FEATURE_VERSION, GraphFeatures, graph_features
 from latency_models._home import home_dir
 from latency_models._metrics import prediction_metrics
 from latency_models._predictors import (
@@ -341,7 +341,9 @@ def training_data(
     add time, so the best session is the least disturbed one. (On the 2-thread device of
     this project's shared VM, the newest of a graph's sessions was over 1.1x its best for
     17% of 664 graphs and over 1.5x for 7%; on the 1-thread device, pinned, 6% and none.)
-    Sessions from an older runtime or another host are not mixed in.
+    Sessions from an older runtime or another host are not mixed in. Features are laid out
+    for the NCHWc block of the host that measured the graph (its ``host_info``), not this
+    machine's: a device behind an agent may be another kind of CPU.
 
     Args:
         records: A ``MeasurementStore`` (its ``records()``) or an iterable of its records.
@@ -367,28 +369,46 @@ def training_data(
         if value is None or not math.isfinite(float(value)) or float(value) <= 0:
             continue
         ident = (rec.measurement.runtime_version, rec.measurement.host)
+        block = measured_nchwc_block(rec.measurement)
         idx = position.get(rec.graph_hash)
         if idx is not None:  # measured again: the best session of the newest runtime and host
             same = identity[idx] == ident
             ys[idx] = min(ys[idx], float(value)) if same else float(value)
             identity[idx] = ident
+            if block is not None and feats[idx].totals.get("nchwc_block") != block:
+                feats[idx] = _stored_features(rec, block)  # another host's layout
             continue
-        f = None
-        if rec.features and rec.features.get("feature_version") == FEATURE_VERSION:
-            try:
-                f = GraphFeatures.from_dict(rec.features)
-            except (KeyError, TypeError, ValueError):
-                f = None
-        if f is None:
-            from latency_models._features import graph_features
-
-            f = graph_features(rec.graph())
         position[rec.graph_hash] = len(hashes)
         identity.append(ident)
-        feats.append(f)
+        feats.append(_stored_features(rec, block))
         ys.append(float(value))
         hashes.append(rec.graph_hash)
     return feats, np.asarray(ys, dtype=np.float64), hashes
+
+
+def measured_nchwc_block(m: Any) -> int | None:
+    """The NCHWc block of the host that took measurement ``m``.
+
+    None when it was not recorded (measurements from before it was, imported ones).
+    """
+    block = (getattr(m, "host_info", None) or {}).get("nchwc_block")
+    try:
+        return int(block) if block is not None else None
+    except ValueError:
+        return None
+
+
+def _stored_features(rec: Any, block: int | None) -> GraphFeatures:
+    """``rec``'s stored features when they are of this version and ``block``, else computed."""
+    if rec.features and rec.features.get("feature_version") == FEATURE_VERSION:
+        try:
+            f = GraphFeatures.from_dict(rec.features)
+        except (KeyError, TypeError, ValueError):
+            pass
+        else:
+            if block is None or f.totals.get("nchwc_block") == block:
+                return f
+    return graph_features(rec.graph(), nchwc_block=block)
 
 
 def training_kernel_times(

@@ -79,6 +79,10 @@ class ProfileResult:
     elapsed_s: float = 0.0
 
 
+MIN_GRAPHS = 10
+"""Fewest measured graphs a profile fits predictors on."""
+
+
 class _Clock:
     def __init__(self, budget_minutes: float) -> None:
         self.start = time.monotonic()
@@ -188,7 +192,14 @@ def _candidates(
 def _measure_one(
     name: str, graph: Any, spec: Any, store: Any, options: dict[str, Any]
 ) -> tuple[GraphFeatures, float] | None:
-    from latency_models import MeasurementError, graph_features, measure_cached
+    """Measure ``graph`` (or find it stored) and store its features.
+
+    The features are laid out for the NCHWc block of the host that measured the graph (its
+    ``host_info``), which a device behind an agent or on a Ray node may not share with this
+    machine.
+    """
+    from latency_models import MeasurementError, graph_features, graph_hash, measure_cached
+    from latency_models._persist import measured_nchwc_block
 
     feats = graph_features(graph)
     try:
@@ -196,6 +207,10 @@ def _measure_one(
     except MeasurementError as exc:
         _logger.warning("skipping %s: %s", name, exc)
         return None
+    block = measured_nchwc_block(m)
+    if block is not None and block != feats.totals["nchwc_block"]:
+        feats = graph_features(graph, nchwc_block=block)
+        store.set_features(graph_hash(graph), feats.to_dict())
     return feats, float(m.latency_ms)
 
 
@@ -250,7 +265,9 @@ def profile_device(
             estimated (:data:`FINAL_FIT_KERNEL_FITS` times one timed kernel fit after the
             initial set) and kept back from adaptive sampling. A budget whose initial set
             alone leaves less than that still runs past it by the difference.
-        initial_share: Share of the budget for the initial set; the rest is adaptive.
+        initial_share: Share of the budget for the initial set; the rest is adaptive. The
+            initial set goes on past it until :data:`MIN_GRAPHS` graphs are measured (or
+            the budget is spent): a fit needs them, and adaptive rounds need a fit.
         round_size: Graphs added per adaptive round.
         seed: Seed of the sweep, the configs and the splits; the same seed lists the same
             graphs, so a rerun finds the earlier ones in the store.
@@ -265,7 +282,8 @@ def profile_device(
         The :class:`ProfileResult`.
 
     Raises:
-        BudgetError: ``budget_minutes`` <= 0, or fewer than 10 graphs could be measured.
+        BudgetError: ``budget_minutes`` <= 0, or fewer than :data:`MIN_GRAPHS` graphs could be
+            measured within it.
         UnknownNameError: ``device`` is not registered.
     """
     from latency_models import (
@@ -302,7 +320,10 @@ def profile_device(
     # 1-2. initial set, resumable through the store
     stream = _candidates(loaded, seed=seed, start=0, spec=spec, wide=wide)
     measured = 0
-    while clock.elapsed() < clock.budget_s * initial_share:
+    # the initial share of the budget, and past it (within the budget) until a fit is possible
+    while clock.elapsed() < clock.budget_s * initial_share or (
+        measured < MIN_GRAPHS and clock.left() > 0
+    ):
         name, graph = next(stream)
         before = len(store)
         if _measure_one(name, graph, spec, store, options) is None:
@@ -314,10 +335,10 @@ def profile_device(
 
     # 3-4. fit, then adaptive rounds
     feats, y, hashes = training_data(store)
-    if len(feats) < 10:
+    if len(feats) < MIN_GRAPHS:
         raise BudgetError(
             f"only {len(feats)} graphs measured on {spec.name} within {budget_minutes} min; "
-            f"a predictor needs at least 10. Give a larger --budget-minutes."
+            f"a predictor needs at least {MIN_GRAPHS}. Give a larger --budget-minutes."
         )
     reserve_s = _final_fit_reserve_s(feats, y, training_kernel_times(store, hashes))
     say(f"  keeping {reserve_s:.0f} s of the budget for the final fit")
@@ -332,9 +353,10 @@ def profile_device(
         pool: list[tuple[str, Any, GraphFeatures]] = []
         from latency_models import graph_features
 
+        block = int(feats[0].totals["nchwc_block"])  # the device's layout, as measured
         while len(pool) < 4 * round_size and clock.left() > reserve_s:
             name, graph = next(pool_stream)
-            pool.append((name, graph, graph_features(graph)))
+            pool.append((name, graph, graph_features(graph, nchwc_block=block)))
         for i in _nearest([p[2] for p in pool], worst, round_size):
             if clock.left() <= reserve_s:
                 break
@@ -415,7 +437,7 @@ def evaluate_device(
 
     Raises:
         PredictorNotFoundError: the device has no saved predictor.
-        BudgetError: fewer than 10 stored graphs.
+        BudgetError: fewer than :data:`MIN_GRAPHS` stored graphs.
     """
     from latency_models import (
         PREDICTORS,
@@ -429,7 +451,7 @@ def evaluate_device(
     saved = device_predictor(device, target)
     store = MeasurementStore(device)
     feats, y, hashes = training_data(store, target=target)
-    if len(feats) < 10:
+    if len(feats) < MIN_GRAPHS:
         raise BudgetError(
             f"only {len(feats)} stored graphs for {device!r}; run `hwnas device profile "
             f"{device}` first."

@@ -62,14 +62,22 @@ def _healthy(server: AgentServer) -> bool:
 
 def test_measures_through_agent_and_agrees_with_local(agent: AgentServer) -> None:
     graph = conv_stack(16, 28, 2)
-    remote = measure(graph, _device(agent), max_seconds=0.3, warmup_s=0.05)
-    local = measure(graph, "local-cpu", max_seconds=0.3, warmup_s=0.05)
+    # The 2-core test machine is shared with other jobs, whose load moves the median; the
+    # fast end of the distribution (p10) is what the device itself does, and the best of
+    # two interleaved measurements each keeps a burst of load out of the comparison (one
+    # each failed here at a p10 ratio of 0.57, then passed three times in a row).
+    remotes, locals_ = [], []
+    for _ in range(2):
+        remotes.append(measure(graph, _device(agent), max_seconds=0.3, warmup_s=0.05))
+        locals_.append(measure(graph, "local-cpu", max_seconds=0.3, warmup_s=0.05))
+    remote, local = remotes[0], locals_[0]
     assert remote.device == "remote" and remote.n_runs > 0
     assert remote.host == local.host and remote.runtime_version == local.runtime_version
-    # The 2-core test machine is shared with other jobs, whose load moves the median; the
-    # fast end of the distribution (p10) is what the device itself does.
-    assert 0.67 < remote.p10_ms / local.p10_ms < 1.5
-    assert 0.33 < remote.latency_ms / local.latency_ms < 3.0
+    assert remote.host_info["nchwc_block"] == local.host_info["nchwc_block"]
+    p10 = min(m.p10_ms for m in remotes) / min(m.p10_ms for m in locals_)
+    assert 0.67 < p10 < 1.5
+    median = min(m.latency_ms for m in remotes) / min(m.latency_ms for m in locals_)
+    assert 0.33 < median < 3.0
     assert _healthy(agent)
 
 

@@ -9,11 +9,13 @@ from latency_models import (
     kernel_graph,
     random_network,
 )
-from latency_models._nchwc import _from_cpu_flags, _probe_onnxruntime, host_nchwc_block
+from latency_models._bench import host_info, nchwc_block_from_cpu_flags
+from latency_models._nchwc import _probe_onnxruntime, host_nchwc_block
 
 
 def test_onnxruntime_and_the_cpu_flags_agree_on_this_hosts_block() -> None:
-    assert _probe_onnxruntime() == _from_cpu_flags() == host_nchwc_block()
+    assert _probe_onnxruntime() == nchwc_block_from_cpu_flags() == host_nchwc_block()
+    assert host_info()["nchwc_block"] == str(host_nchwc_block())  # each measurement keeps it
 
 
 def test_the_block_can_be_set_for_another_machine(monkeypatch: pytest.MonkeyPatch) -> None:

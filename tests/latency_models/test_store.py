@@ -221,3 +221,26 @@ def test_training_label_is_the_best_session_of_the_newest_runtime_and_host() -> 
     _, y, hashes = training_data(store)
     assert hashes == [graph_hash(a), graph_hash(b)]
     assert y.tolist() == [1.0, 3.0]
+
+
+def test_stored_graphs_are_laid_out_for_the_host_that_measured_them() -> None:
+    from latency_models import graph_features, training_data
+    from latency_models._nchwc import host_nchwc_block
+
+    here = host_nchwc_block()
+    other = 24 - here  # an agent's CPU of the other x86-64 kind (8 on AVX2, 16 on AVX-512F)
+    store = MeasurementStore("local-cpu")
+    a, b, c = conv_stack(40, 8, 2), conv_stack(24, 8, 1), mlp(8, 1)
+    feats_here = graph_features(a).to_dict()
+    store.put(a, _fake(1.0, host_info={"nchwc_block": str(other)}), features=feats_here)
+    store.put(b, _fake(1.0, host_info={"nchwc_block": str(here)}), features=feats_here)
+    store.put(c, _fake(1.0), features=graph_features(c, nchwc_block=other).to_dict())
+    store.put(c, _fake(0.9, host="h2/cpu/2c", host_info={"nchwc_block": str(here)}))
+    feats, _, _ = training_data(store)
+    # a: stored features of this host's block are recomputed for the measuring host's
+    assert feats[0].totals["nchwc_block"] == other
+    assert feats[0] == graph_features(a, nchwc_block=other)
+    # b: stored features of the right block are used as stored (here: a's, on purpose)
+    assert feats[1] == graph_features(a)
+    # c: measured again on another host: its newest host's layout
+    assert feats[2].totals["nchwc_block"] == here

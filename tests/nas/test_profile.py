@@ -119,3 +119,38 @@ def test_profile_keeps_time_for_the_final_fit(monkeypatch: pytest.MonkeyPatch) -
     )  # fmt: skip
     assert result.rounds == 0
     assert any(line.startswith("  keeping ") for line in lines)
+
+
+def test_initial_set_goes_on_until_a_fit_is_possible() -> None:
+    from latency_models import MeasurementStore, training_data
+    from nas import _profile
+
+    # a share of the budget that measures one graph: the set goes on to MIN_GRAPHS (it
+    # raised "only 1 graphs measured" before, with most of the budget unspent)
+    result = _profile.profile_device(
+        "local-cpu", budget_minutes=0.15, initial_share=0.001, max_seconds_per_graph=0.05
+    )
+    assert len(training_data(MeasurementStore("local-cpu"))[0]) >= _profile.MIN_GRAPHS
+    assert result.paths["latency_ms"].is_dir()  # fitted and saved
+
+
+def test_profiled_graphs_are_laid_out_for_the_measuring_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device behind an agent may block channels unlike this machine: its measurements
+    say how (``host_info["nchwc_block"]``), and the features the profile stores follow."""
+    import latency_models._bench as bench
+    from latency_models import MeasurementStore, get_device, graph_hash, training_data
+    from latency_models._nchwc import host_nchwc_block
+    from nas._profile import _measure_one
+
+    other = 24 - host_nchwc_block()
+    monkeypatch.setattr(bench, "_nchwc_block", lambda: other)  # what the agent's host reports
+    store = MeasurementStore("local-cpu")
+    graph = random_network(3, size=16)
+    measured = _measure_one("g", graph, get_device("local-cpu"), store, {"max_seconds": 0.05})
+    assert measured is not None and measured[0].totals["nchwc_block"] == other
+    stored = store.get(graph_hash(graph))
+    assert stored is not None and stored.features is not None
+    assert stored.features["totals"]["nchwc_block"] == other
+    assert training_data(store)[0][0] == measured[0]
