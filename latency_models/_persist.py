@@ -389,13 +389,13 @@ def training_data(
 def measured_nchwc_block(m: Any) -> int | None:
     """The NCHWc block of the host that took measurement ``m``.
 
-    None when it was not recorded (measurements from before it was, imported ones).
+    None when it was not recorded (measurements from before it was, imported ones) or is
+    not one the features know (:data:`~latency_models._nchwc.NCHWC_BLOCKS`).
     """
-    block = (getattr(m, "host_info", None) or {}).get("nchwc_block")
-    try:
-        return int(block) if block is not None else None
-    except ValueError:
-        return None
+    from latency_models._nchwc import NCHWC_BLOCKS
+
+    block = str((getattr(m, "host_info", None) or {}).get("nchwc_block"))
+    return int(block) if block in {str(b) for b in NCHWC_BLOCKS} else None
 
 
 def _stored_features(rec: Any, block: int | None) -> GraphFeatures:

@@ -236,6 +236,8 @@ def test_stored_graphs_are_laid_out_for_the_host_that_measured_them() -> None:
     store.put(b, _fake(1.0, host_info={"nchwc_block": str(here)}), features=feats_here)
     store.put(c, _fake(1.0), features=graph_features(c, nchwc_block=other).to_dict())
     store.put(c, _fake(0.9, host="h2/cpu/2c", host_info={"nchwc_block": str(here)}))
+    d = mlp(16, 1)  # a block the features do not know (not 8 or 16): the stored ones stand
+    store.put(d, _fake(1.0, host_info={"nchwc_block": "4"}), features=feats_here)
     feats, _, _ = training_data(store)
     # a: stored features of this host's block are recomputed for the measuring host's
     assert feats[0].totals["nchwc_block"] == other
@@ -244,3 +246,4 @@ def test_stored_graphs_are_laid_out_for_the_host_that_measured_them() -> None:
     assert feats[1] == graph_features(a)
     # c: measured again on another host: its newest host's layout
     assert feats[2].totals["nchwc_block"] == here
+    assert feats[3] == graph_features(a)
