@@ -13,10 +13,11 @@ Per kernel kind and dtype (``conv.fp32``...), a kernel costs
 
 ``work`` (:func:`row_work`) is what the kernel must do at full speed: effective MACs for
 compute kernels (the channels padded to onnxruntime's NCHWc block, the taps that fall in
-the zero padding skipped, as MLAS skips them), window taps for ``qpool`` (a uint8 MaxPool
-in NCHW, which onnxruntime runs in a generic loop over every tap), megabytes moved for the
-others. ``z`` is
-the log of the time per unit of work, learned by gradient boosted trees on the kernel's
+the zero padding skipped, as MLAS skips them) plus the weight bytes they read, at a cost
+per byte learned per kind and device (:func:`weight_traffic_ratio`); window taps for
+``qpool`` (a uint8 MaxPool in NCHW, which onnxruntime runs in a generic loop over every
+tap); megabytes moved for the others. ``z`` is the log of the time per unit of work,
+learned by gradient boosted trees on the kernel's
 shape and the graph's total weight and activation bytes (whether its weights are still
 cached when it runs). Weights count as read only where some output reads them: an fp32
 conv skips its taps that meet only padding, so ResNet-18's last 3x3 convs, on 1x1 maps at
@@ -95,17 +96,19 @@ def effective_mmacs(k: KernelFeatures) -> float:
     return float(effective_mmacs_of(fields_matrix([kernel_fields(k)]))[0])
 
 
-def row_work(raw: FloatArray, key: str) -> FloatArray:
+def row_work(raw: FloatArray, key: str, bytes_per_mac: float = 0.0) -> FloatArray:
     """Work unit of the throughput of kernels of ``key``, from their raw rows.
 
-    Effective MMACs for compute kernels; million window taps (outputs times window size)
-    for ``qpool``, whose generic loop visits every tap (a 3x3 window costs about 9/4 of a
-    2x2 one at the same output size); MB moved (activations and weights) for the others.
-    ``raw`` is :func:`kernel_row` output, before :func:`kernel_rows` logs it.
+    Effective MMACs for compute kernels, plus their weight traffic: the weight bytes some
+    output reads, in MAC-equivalents (``bytes_per_mac`` is the kind's ratio of time per byte
+    to time per MAC, :func:`weight_traffic_ratio`); million window taps (outputs times
+    window size) for ``qpool``, whose generic loop visits every tap (a 3x3 window costs
+    about 9/4 of a 2x2 one at the same output size); MB moved (activations and weights)
+    for the others. ``raw`` is :func:`kernel_row` output, before :func:`kernel_rows` logs it.
     """
     kind = key.split(".")[0]
     if kind in COMPUTE_KINDS:
-        work = raw[:, 17]
+        work = raw[:, 17] + bytes_per_mac * raw[:, 2]
     elif kind == "qpool":
         work = raw[:, 0]  # a pool's MACs count its window taps
     else:
@@ -224,18 +227,19 @@ class KernelPredictor(BaseLatencyPredictor):
             if not timed.any():
                 continue
             raw, t_ms = raw_all[table.row_of[timed]], times_all[timed]
-            work = row_work(raw, key)
             if len(t_ms) < MIN_TREE_SAMPLES:
-                z_mid = float(np.median(np.log(t_ms / work)))
-                self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None}
+                z_mid = float(np.median(np.log(t_ms / row_work(raw, key))))
+                self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None, "bytes_per_mac": 0.0}
                 continue
+            ratio = weight_traffic_ratio(raw, t_ms) if key.split(".")[0] in COMPUTE_KINDS else 0.0
+            work = row_work(raw, key, ratio)
             c0 = launch_cost(t_ms, work)
             z = np.log(np.maximum(t_ms - c0, 2e-4)) - np.log(work)
             forest, _ = _fit_trees(
                 kernel_rows(raw), z, n_estimators=self.n_estimators, max_depth=self.max_depth,
                 learning_rate=self.learning_rate, seed=self.seed,
             )  # fmt: skip
-            self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest}
+            self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest, "bytes_per_mac": ratio}
         self.keys_ = sorted(self.models_)
         sums, fades = self._kernel_sums(features, table)
         self.calibration_ = _calibrate(sums, fades, y)
@@ -284,7 +288,8 @@ class KernelPredictor(BaseLatencyPredictor):
                 z = np.full(len(idx), model["z"])
             else:
                 z = predict_trees(model["forest"], kernel_rows(raw))
-            times[idx] = model["c0"] + row_work(raw, key) * np.exp(np.clip(z, -20, 20))
+            work = row_work(raw, key, model["bytes_per_mac"])
+            times[idx] = model["c0"] + work * np.exp(np.clip(z, -20, 20))
         total = np.bincount(t.graph_of, weights=times[t.row_of], minlength=len(features))
         fades = np.bincount(
             t.graph_of, weights=fade(times, self.fade_ms_)[t.row_of], minlength=len(features)
@@ -305,6 +310,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 "c0": m["c0"],
                 "z": m["z"],
                 "forest": None if m["forest"] is None else forest_state(m["forest"]),
+                "bytes_per_mac": m["bytes_per_mac"],
             }
             for key, m in self.models_.items()
         }
@@ -318,6 +324,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 "c0": float(m["c0"]),
                 "z": float(m["z"]),
                 "forest": None if m["forest"] is None else forest_from_state(m["forest"]),
+                "bytes_per_mac": float(m.get("bytes_per_mac", 0.0)),  # files before it: none
             }
             for key, m in state["models"].items()
         }
@@ -344,6 +351,30 @@ def launch_cost(t_ms: FloatArray, work: FloatArray) -> float:
     a = np.stack([1 / t_ms, work / t_ms], axis=1)
     c0, rate = np.linalg.lstsq(a, np.ones_like(t_ms), rcond=None)[0]
     return float(min(max(c0, 0.0), cap)) if rate > 0 else cap
+
+
+def weight_traffic_ratio(raw: FloatArray, t_ms: FloatArray) -> float:
+    """Time per weight byte read over time per MAC, of one compute kind on this device.
+
+    ``t ~ c0 + r_mac * MMACs + r_byte * MB`` fit on the kind's profiled kernels (relative
+    error, non-negative coefficients); the ratio ``r_byte / r_mac`` (MACs a byte costs)
+    makes :func:`row_work` count weight traffic as well as arithmetic, so a kernel that reads
+    many weights for few MACs (a 1x1 conv on a 1x1 map, a GEMV) is not given the speed of
+    one that reuses each weight over many pixels. Without it, the trees had to learn that
+    from the few such kernels in the training graphs: on the AVX2 host of the eleventh
+    session, ``conv1x1.fp32`` 720 -> 240 on a 1x1 map (691 KB of weights) in MobileNetV2 at
+    32 px was predicted at 26 us against 54 us profiled. Gemm's weights are its MACs (one
+    each), so its ratio comes out 0. There the ratios came out 0.9 (``conv1x1.fp32``), 2.4
+    (``conv.fp32``), 4.2 (``dwconv.fp32``) and 0.2-0.6 (int8) MACs a byte on ``local-cpu``;
+    ``experiments/predictor_accuracy.py``'s stored labels refit, 3 seeds, the kernel model
+    went 89.7% -> 90.8% within +-10% of the first held-out set on ``local-cpu`` (out of fold
+    on family folds 70.7% -> 73.5%) and 82.8% -> 85.6% on ``local-cpu-2t`` (63.3% -> 63.3%).
+    """
+    from scipy.optimize import nnls
+
+    a = np.stack([np.ones_like(t_ms), raw[:, 17] / 1e6, raw[:, 2] / 1e6], axis=1) / t_ms[:, None]
+    coef = nnls(a, np.ones_like(t_ms))[0]
+    return float(coef[2] / coef[1]) if coef[1] > 0 else 0.0
 
 
 PROFILE_SCALE_LIMITS = (0.6, 1.4)

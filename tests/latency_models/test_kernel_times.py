@@ -44,6 +44,8 @@ from latency_models._kernel_predictor import (
     launch_cost,
     match_profiles_to_latency,
     own_rows,
+    row_work,
+    weight_traffic_ratio,
 )
 from latency_models._kernel_table import (
     FIELDS,
@@ -186,6 +188,25 @@ def test_launch_cost_is_the_intercept_of_time_on_work_within_its_bound() -> None
     assert launch_cost(0.004 * work, work) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_weight_traffic_ratio_recovers_the_cost_of_a_byte_against_a_mac() -> None:
+    """A 1x1 conv on a 1x1 map reads each weight once: it is costed by bytes as well as MACs."""
+    rng = np.random.default_rng(0)
+    raw = np.zeros((40, 24))
+    raw[:, 17] = rng.uniform(1e4, 5e7, 40)  # effective MACs
+    raw[:, 2] = raw[:, 17] / rng.choice([1.0, 4.0, 49.0, 196.0], 40)  # weight bytes read
+    t = 0.008 + 0.05 * raw[:, 17] / 1e6 + 0.1 * raw[:, 2] / 1e6  # 1 byte costs 2 MACs
+    assert weight_traffic_ratio(raw, t) == pytest.approx(2.0, rel=1e-3)
+    # with the ratio, work is proportional to the time less the launch cost
+    work = row_work(raw, "conv1x1.fp32", 2.0)
+    assert np.allclose((t - 0.008) / (work - 1e-3), 0.05)
+    # time that grows with MACs alone gives 0 (so work is MACs, as before the ratio)
+    assert weight_traffic_ratio(raw, 0.008 + 0.05 * raw[:, 17] / 1e6) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    # no ratio: work is the effective MACs alone
+    assert np.allclose(row_work(raw, "conv1x1.fp32"), raw[:, 17] / 1e6 + 1e-3)
+
+
 def test_touched_taps_count_the_weights_some_output_reads() -> None:
     def conv(size: int, stride: int = 1, kernel: int = 3) -> KernelFeatures:
         g = kernel_graph("conv", cin=16, cout=16, size=size, kernel=kernel, stride=stride)
@@ -324,7 +345,22 @@ def test_kernel_predictors_learn_from_kernel_times(
     assert np.all(np.isfinite(pred)) and np.all(pred > 0)
     assert prediction_metrics(y[~train], pred)["mape"] < 60  # tiny, noisy graphs
     est.save(tmp_path / "p", device="local-cpu")
-    np.testing.assert_array_equal(load_predictor(tmp_path / "p").predict_features(held), pred)
+    loaded = load_predictor(tmp_path / "p")
+    np.testing.assert_array_equal(loaded.predict_features(held), pred)
+    kernel = est if cls is KernelPredictor else est.kernel_
+    ratios = {k: m["bytes_per_mac"] for k, m in kernel.models_.items()}
+    assert ratios == {
+        k: m["bytes_per_mac"]
+        for k, m in (loaded if cls is KernelPredictor else loaded.kernel_).models_.items()
+    }
+    assert all(r >= 0 for r in ratios.values())
+    # a file from before the ratio was learned loads with none (work is MACs alone)
+    state = kernel.get_state()
+    for m in state["models"].values():
+        del m["bytes_per_mac"]
+    old = KernelPredictor()
+    old.set_state(state)
+    assert all(m["bytes_per_mac"] == 0.0 for m in old.models_.values())
 
 
 def test_fit_predictor_picks_by_what_was_measured(
