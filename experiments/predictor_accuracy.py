@@ -418,6 +418,7 @@ def main() -> None:
                 chosen = res["predictors"][name]
                 chosen["kernel_weight"] = p.kernel_weight_
                 chosen["weight_oof_within_10"] = getattr(p, "weight_scores_", None)
+                chosen["weight_oof_mape"] = getattr(p, "weight_mape_", None)
             if name == KERNEL_PREDICTOR:
                 res["speed"] = speed_ratio(
                     p, fte, ftr + fte + f2, yte, test, spec.name, pin

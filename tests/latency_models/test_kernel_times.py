@@ -390,9 +390,9 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     monkeypatch.setattr(kp, "MIN_WEIGHT_CV_GRAPHS", 20)  # the fixture has 28 graphs
     auto = CombinedPredictor(n_estimators=20).fit(feats, y, kernel_times=times)
     assert auto.kernel_weight_ in kp.WEIGHT_GRID
-    assert set(auto.weight_scores_) == set(kp.WEIGHT_GRID)
-    best = max(auto.weight_scores_.values())
-    assert auto.weight_scores_[auto.kernel_weight_] == best
+    assert set(auto.weight_scores_) == set(auto.weight_mape_) == set(kp.WEIGHT_GRID)
+    assert all(0 <= share <= 1 for share in auto.weight_scores_.values())
+    assert auto.weight_mape_[auto.kernel_weight_] == min(auto.weight_mape_.values())
     auto.save(tmp_path / "p", device="local-cpu")
     assert load_predictor(tmp_path / "p").kernel_weight_ == auto.kernel_weight_
     # a file from before the per-device choice: the fixed weight was only in the params
