@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -347,15 +348,17 @@ def test_kernel_predictors_learn_from_kernel_times(
     est.save(tmp_path / "p", device="local-cpu")
     loaded = load_predictor(tmp_path / "p")
     np.testing.assert_array_equal(loaded.predict_features(held), pred)
-    kernel = est if cls is KernelPredictor else est.kernel_
-    ratios = {k: m["bytes_per_mac"] for k, m in kernel.models_.items()}
-    assert ratios == {
-        k: m["bytes_per_mac"]
-        for k, m in (loaded if cls is KernelPredictor else loaded.kernel_).models_.items()
-    }
-    assert all(r >= 0 for r in ratios.values())
+
+    def kernel_part(p: Any) -> KernelPredictor:
+        return p if cls is KernelPredictor else p.kernel_
+
+    def ratios(p: Any) -> dict[str, float]:
+        return {k: m["bytes_per_mac"] for k, m in kernel_part(p).models_.items()}
+
+    assert ratios(loaded) == ratios(est)
+    assert all(r >= 0 for r in ratios(est).values())
     # a file from before the ratio was learned loads with none (work is MACs alone)
-    state = kernel.get_state()
+    state = kernel_part(est).get_state()
     for m in state["models"].values():
         del m["bytes_per_mac"]
     old = KernelPredictor()
