@@ -2,19 +2,23 @@
 
 Both the kernel-additive model (:class:`~latency_models._predictors.KernelAdditivePredictor`)
 and the per-kernel trees (:class:`~latency_models._kernel_predictor.KernelPredictor`) cost a
-graph as a sum over its kernels. Walking the kernels in Python is most of their prediction
-time, so it is done once (:func:`kernel_table`): each kernel becomes a tuple of numbers
-(:func:`kernel_fields`), equal kernels of one graph share a row, and everything after that
-is vectorised over the rows. :class:`~latency_models._kernel_predictor.CombinedPredictor`
-builds the table once for both of its models.
+graph as a sum over its kernels. Walking the kernels in Python was most of their prediction
+time, so it is done once, and little is done per kernel (:func:`kernel_table`): each kernel's
+attributes are read into a tuple, equal tuples found by a dict, equal kernels of one graph
+share a row, and the numbers :func:`kernel_fields` gives a kernel are worked out in numpy
+for the distinct tuples. :class:`~latency_models._kernel_predictor.CombinedPredictor` builds
+the table once for both of its models.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -202,47 +206,119 @@ class KernelTable:
         return {name: order[bounds[c] : bounds[c + 1]] for c, name in enumerate(self.key_names)}
 
 
+_RAW = operator.attrgetter(
+    "kind", "dtype", "op", "macs", "activation_bytes", "weight_bytes", "in_channels",
+    "out_channels", "kernel_size", "stride", "groups", "input_shape", "output_shape", "fused",
+)  # fmt: skip
+"""What :func:`kernel_fields` reads of a kernel, and its op: kernels equal in these share a row."""
+
+
 def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
-    """All kernels of ``features`` in one :class:`KernelTable`."""
-    graph_of: list[int] = []
-    row_of: list[int] = []
-    fields: list[tuple[float, ...]] = []
-    row_graph: list[int] = []
+    """All kernels of ``features`` in one :class:`KernelTable`.
+
+    Equal to building the rows from :func:`kernel_fields` kernel by kernel (the tests check
+    it), but vectorised: Python only reads each kernel's attributes into a tuple and looks
+    the tuple up in a dict; shapes, fused ops and padding taps are worked out once per
+    distinct value, the rest in numpy.
+    """
+    kernels = [k for f in features for k in f.kernels]
+    raws = list(map(_RAW, kernels))
+    # each kernel's index of the first kernel equal to it (the dict is walked in C)
+    first_equal: dict[tuple[Any, ...], int] = {}
+    raw_of = np.fromiter(
+        map(first_equal.setdefault, raws, itertools.count()), dtype=np.int64, count=len(raws)
+    )
+    graph_of = np.repeat(
+        np.arange(len(features), dtype=np.int64), [len(f.kernels) for f in features]
+    )
+    # a row per distinct kernel of each graph: equal kernels of different graphs do not share
+    # one, since a row also carries its graph's context
+    _, first_of_row, row_of = np.unique(
+        graph_of * max(len(raws), 1) + raw_of, return_index=True, return_inverse=True
+    )
+    distinct = np.fromiter(first_equal.values(), dtype=np.int64, count=len(first_equal))
+    slot = np.zeros(len(raws), dtype=np.int64)
+    slot[distinct] = np.arange(len(distinct))
+    row_raw = slot[raw_of[first_of_row]]  # each row's index into `distinct`
+    table = _fields_of([raws[i] for i in distinct.tolist()])[row_raw]
     key_codes: dict[str, int] = {}
-    key_of: list[int] = []
-    first: list[KernelFeatures] = []
-    add_graph, add_row = graph_of.append, row_of.append
-    for g, f in enumerate(features):
-        seen: dict[tuple[tuple[float, ...], str, str], int] = {}
-        for k in f.kernels:
-            t = kernel_fields(k)  # holds the dtype; the kind is added, and an unknown op's
-            # name, so that each unknown op keeps its own row and is warned about by name
-            r = seen.setdefault((t, k.kind, k.op if k.kind == "other" else ""), len(fields))
-            if r == len(fields):
-                fields.append(t)
-                row_graph.append(g)
-                key_of.append(key_codes.setdefault(k.key, len(key_codes)))
-                first.append(k)
-            add_graph(g)
-            add_row(r)
-    table = fields_matrix(fields)
-    kernels_graph = np.asarray(graph_of, dtype=np.int64)
-    kernels_row = np.asarray(row_of, dtype=np.int64)
+    key_of_raw = np.array(
+        [key_codes.setdefault(f"{raws[i][0]}.{raws[i][1]}", len(key_codes)) for i in distinct],
+        dtype=np.int64,
+    )
+    row_of = row_of.reshape(-1).astype(np.int64)
     # the weights a run leaves unread (taps that meet only padding) take no cache space
     unread = table[:, F["weight_bytes"]] * (1.0 - table[:, F["touched_taps"]])
-    skipped = np.bincount(kernels_graph, weights=unread[kernels_row], minlength=len(features))
+    skipped = np.bincount(graph_of, weights=unread[row_of], minlength=len(features))
     totals = np.array(
         [[f.totals.get("weight_bytes", 0.0), f.totals.get("bytes", 0.0)] for f in features],
         dtype=np.float64,
     ).reshape(len(features), 2)
     context = np.maximum(totals - skipped[:, None], 0.0)
     return KernelTable(
-        graph_of=kernels_graph,
-        row_of=kernels_row,
+        graph_of=graph_of,
+        row_of=row_of,
         fields=table,
-        row_graph=np.asarray(row_graph, dtype=np.int64),
+        row_graph=graph_of[first_of_row],
         key_names=list(key_codes),
-        key_of=np.asarray(key_of, dtype=np.int64),
-        first=first,
+        key_of=key_of_raw[row_raw],
+        first=[kernels[i] for i in first_of_row.tolist()],
         context=context,
     )
+
+
+def _shape_numbers(shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
+    """A shape's rank, dims 2 and 3 (1 below rank 4), spatial size and element count.
+
+    As :func:`kernel_fields` counts them.
+    """
+    if len(shape) >= 4:
+        pixels = math.prod(shape[2:])
+        return len(shape), shape[2], shape[3], pixels, shape[0] * shape[1] * pixels
+    return len(shape), 1, 1, shape[-1] if shape else 1, math.prod(shape) if shape else 1
+
+
+def _fields_of(raws: Sequence[tuple[Any, ...]]) -> FloatArray:
+    """:func:`kernel_fields` of kernels given as :data:`_RAW` tuples, (n, len(FIELDS))."""
+    n = len(raws)
+    if n == 0:
+        return np.zeros((0, len(FIELDS)))
+    (kind, dtype, _, macs, act, wb, cin, cout, ks, st, groups, ishape, oshape, fused) = zip(
+        *raws, strict=True
+    )
+    shapes: dict[tuple[int, ...], int] = {}
+    i_id = [shapes.setdefault(s, len(shapes)) for s in ishape]
+    o_id = [shapes.setdefault(s, len(shapes)) for s in oshape]
+    numbers = np.array([_shape_numbers(s) for s in shapes], dtype=np.int64).reshape(-1, 5)
+    i_num, o_num = numbers[i_id], numbers[o_id]
+    fuse: dict[tuple[str, ...], int] = {}
+    f_id = [fuse.setdefault(x, len(fuse)) for x in fused]
+    fused_numbers = np.array(
+        [(len(x), not POST_ACTIVATIONS.isdisjoint(x), "Add" in x) for x in fuse], dtype=np.float64
+    ).reshape(-1, 3)[f_id]
+    kind_code = np.array([_KIND_CODE.get(x, -1) for x in kind], dtype=np.float64)
+    int8 = np.array([x == "int8" for x in dtype])
+    reads_all = int8 | (kind_code == _KIND_CODE["gconv"])
+    ks_a = np.array(ks, dtype=np.int64).reshape(n, 2)
+    st_a = np.array(st, dtype=np.int64).reshape(n, 2)
+    inside, read = np.ones(n), np.ones(n)
+    spatial = np.flatnonzero((i_num[:, 0] >= 4) & (o_num[:, 0] >= 4))
+    if len(spatial):
+        axes = np.concatenate(
+            [
+                np.stack([i_num[spatial, 1 + a], o_num[spatial, 1 + a], ks_a[spatial, a],
+                          st_a[spatial, a]], axis=1)
+                for a in (0, 1)
+            ]
+        )  # fmt: skip
+        combos, which = np.unique(axes, axis=0, return_inverse=True)
+        taps = np.array([_taps(*map(int, c)) for c in combos], dtype=np.float64).reshape(-1, 2)
+        h, w = taps[which.reshape(-1)[: len(spatial)]], taps[which.reshape(-1)[len(spatial) :]]
+        inside[spatial] = h[:, 0] * w[:, 0]
+        read[spatial] = np.where(reads_all[spatial], 1.0, h[:, 1] * w[:, 1])
+    columns = (
+        macs, act, wb, cin, cout, ks_a[:, 0], ks_a[:, 1], st_a[:, 0], groups, o_num[:, 3],
+        o_num[:, 1], i_num[:, 1], o_num[:, 4], fused_numbers[:, 0], fused_numbers[:, 1],
+        fused_numbers[:, 2], kind_code, int8, inside, read,
+    )  # fmt: skip
+    return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])

@@ -257,17 +257,23 @@ def test_a_quantized_nchw_pool_is_costed_by_its_window_taps() -> None:
 def test_kernel_table_shares_rows_of_equal_kernels_within_a_graph_only() -> None:
     conv = graph_features(kernel_graph("conv", cin=16, cout=16, size=8, kernel=3))
     deep = graph_features(staged_network(3, size=64, block="basic", max_weight_mb=2.0))
-    t = kernel_table([conv, deep, conv])
-    assert len(t.graph_of) == len(t.row_of) == 2 * len(conv.kernels) + len(deep.kernels)
+    mixed = graph_features(quantize_qdq(random_network(9, size=16)))  # int8 and fp32 kernels
+    graphs = [conv, deep, conv, mixed]
+    t = kernel_table(graphs)
+    assert len(t.graph_of) == len(t.row_of) == sum(len(f.kernels) for f in graphs)
     # the two copies of `conv` are separate graphs: their rows are not shared
     first, third = t.row_of[t.graph_of == 0], t.row_of[t.graph_of == 2]
     assert set(first).isdisjoint(third) and len(first) == len(third)
-    for g, f in enumerate([conv, deep, conv]):
+    assert {k.dtype for k in mixed.kernels} == {"fp32", "int8"}
+    for g, f in enumerate(graphs):
         rows = t.row_of[t.graph_of == g]
+        assert (t.row_graph[rows] == g).all()
         for k, r in zip(f.kernels, rows, strict=True):
+            # the vectorised table holds what kernel_fields gives kernel by kernel
             assert t.key_names[t.key_of[r]] == k.key and t.fields[r].tolist() == list(
                 kernel_fields(k)
             )
+            assert t.first[r].op == k.op  # a warning names the op of every kernel it covers
             wb, gb = t.context[g]
             assert kernel_row(k, wb, gb) == [*own_rows(t.fields[r : r + 1])[0], wb, gb]
         # the context is the graph's totals less the weights that meet only padding
