@@ -16,7 +16,10 @@ compute kernels (the channels padded to onnxruntime's NCHWc block, the taps that
 the zero padding skipped, as MLAS skips them) plus the weight bytes they read, at a cost
 per byte learned per kind and device (:func:`weight_traffic_ratio`); window taps for
 ``qpool`` (a uint8 MaxPool in NCHW, which onnxruntime runs in a generic loop over every
-tap); megabytes moved for the others. ``z`` is the log of the time per unit of work,
+tap); megabytes moved for the others. Above a work threshold learned per kind and device
+(:func:`fit_work_split`) the work is scaled by the drop in time per unit found there: on
+two threads onnxruntime runs a small loop on one of them and a large one on both. ``z``
+is the log of the time per unit of work,
 learned by gradient boosted trees on the kernel's
 shape and the graph's total weight and activation bytes (whether its weights are still
 cached when it runs). Weights count as read only where some output reads them: an fp32
@@ -87,6 +90,7 @@ MIN_WEIGHT_CV_GRAPHS = 40
 """With fewer training graphs (or no kernel times) ``"auto"`` takes :data:`FALLBACK_WEIGHT`."""
 FALLBACK_WEIGHT = 0.25
 KERNEL_OVERHEADS = ("fading", "constant")
+WORK_SPLITS = ("learned", "none")
 """Forms of the profiler's per-kernel overhead :class:`KernelPredictor` can calibrate."""
 MIN_TREE_SAMPLES = 8
 """Kernel kinds with fewer measured kernels get one throughput, not trees."""
@@ -184,6 +188,11 @@ class KernelPredictor(BaseLatencyPredictor):
             kernel: ``"fading"`` (more to short kernels than to long ones, its scale fit
             to the training graphs by :func:`fading_overhead_scale`) or ``"constant"``
             (the same for every kernel).
+        work_split: ``"learned"``: per kind that onnxruntime's thread pool runs (not the
+            compute kinds), find where the time per unit of work drops
+            (:func:`fit_work_split`: the runtime's switch to more threads) and scale the
+            work above it; ``"none"``: one rate per kind (the predictor until the twelfth
+            session).
     """
 
     name = "kernel"
@@ -197,12 +206,14 @@ class KernelPredictor(BaseLatencyPredictor):
         learning_rate: float = 0.1,
         seed: int | None = 0,
         kernel_overhead: str = "fading",
+        work_split: str = "learned",
     ) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
         self.seed = seed
         self.kernel_overhead = kernel_overhead
+        self.work_split = work_split
 
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:
         self._fit_kernel_times(features, y, None)
@@ -230,17 +241,24 @@ class KernelPredictor(BaseLatencyPredictor):
             raw, t_ms = raw_all[table.row_of[timed]], times_all[timed]
             if len(t_ms) < MIN_TREE_SAMPLES:
                 z_mid = float(np.median(np.log(t_ms / row_work(raw, key))))
-                self.models_[key] = {"c0": 0.0, "z": z_mid, "forest": None, "bytes_per_mac": 0.0}
+                self.models_[key] = {
+                    "c0": 0.0, "z": z_mid, "forest": None, "bytes_per_mac": 0.0, "split": NO_SPLIT
+                }  # fmt: skip
                 continue
             ratio = weight_traffic_ratio(raw, t_ms) if key.split(".")[0] in COMPUTE_KINDS else 0.0
             work = row_work(raw, key, ratio)
+            split = NO_SPLIT  # MLAS threads the compute kinds by rules of its own
+            if self.work_split == "learned" and key.split(".")[0] not in COMPUTE_KINDS:
+                split = fit_work_split(t_ms, work)
+            work = split_work(work, split)
             c0 = launch_cost(t_ms, work)
             z = np.log(np.maximum(t_ms - c0, 2e-4)) - np.log(work)
             forest, _ = _fit_trees(
                 kernel_rows(raw), z, n_estimators=self.n_estimators, max_depth=self.max_depth,
                 learning_rate=self.learning_rate, seed=self.seed,
             )  # fmt: skip
-            self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest, "bytes_per_mac": ratio}
+            self.models_[key] = {"c0": c0, "z": 0.0, "forest": forest, "bytes_per_mac": ratio,
+                                 "split": split}  # fmt: skip
         self.keys_ = sorted(self.models_)
         sums, fades = self._kernel_sums(features, table)
         self.calibration_ = _calibrate(sums, fades, y)
@@ -251,6 +269,10 @@ class KernelPredictor(BaseLatencyPredictor):
         y: FloatArray,
         kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None,
     ) -> list[list[float | None]]:
+        if self.work_split not in WORK_SPLITS:
+            raise ValueError(
+                f"work_split must be one of {WORK_SPLITS}, got {self.work_split!r}. Try 'learned'."
+            )
         if self.kernel_overhead not in KERNEL_OVERHEADS:
             raise ValueError(
                 f"kernel_overhead must be one of {KERNEL_OVERHEADS}, got "
@@ -289,7 +311,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 z = np.full(len(idx), model["z"])
             else:
                 z = predict_trees(model["forest"], kernel_rows(raw))
-            work = row_work(raw, key, model["bytes_per_mac"])
+            work = split_work(row_work(raw, key, model["bytes_per_mac"]), model["split"])
             times[idx] = model["c0"] + work * np.exp(np.clip(z, -20, 20))
         total = np.bincount(t.graph_of, weights=times[t.row_of], minlength=len(features))
         fades = np.bincount(
@@ -312,6 +334,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 "z": m["z"],
                 "forest": None if m["forest"] is None else forest_state(m["forest"]),
                 "bytes_per_mac": m["bytes_per_mac"],
+                "split": None if math.isinf(m["split"][0]) else list(m["split"]),  # strict JSON
             }
             for key, m in self.models_.items()
         }
@@ -326,6 +349,7 @@ class KernelPredictor(BaseLatencyPredictor):
                 "z": float(m["z"]),
                 "forest": None if m["forest"] is None else forest_from_state(m["forest"]),
                 "bytes_per_mac": float(m.get("bytes_per_mac", 0.0)),  # files before it: none
+                "split": _split_state(m.get("split")),  # None, or files before it: no split
             }
             for key, m in state["models"].items()
         }
@@ -376,6 +400,77 @@ def weight_traffic_ratio(raw: FloatArray, t_ms: FloatArray) -> float:
     a = np.stack([np.ones_like(t_ms), raw[:, 17] / 1e6, raw[:, 2] / 1e6], axis=1) / t_ms[:, None]
     coef = nnls(a, np.ones_like(t_ms))[0]
     return float(coef[2] / coef[1]) if coef[1] > 0 else 0.0
+
+
+NO_SPLIT = (math.inf, 1.0)
+"""A kind's :func:`fit_work_split` when its time per unit of work does not drop: no threshold."""
+
+SPLIT_MIN_GAIN = 0.5
+"""Share of the one-rate fit's squared relative error a :func:`fit_work_split` must stay below."""
+
+
+def _relative_fit(t_ms: FloatArray, columns: Sequence[FloatArray]) -> tuple[float, FloatArray]:
+    """``t ~ columns @ coef`` by least squares on relative error: (squared error, coef)."""
+    a = np.stack(columns, axis=1) / t_ms[:, None]
+    coef = np.asarray(np.linalg.lstsq(a, np.ones_like(t_ms), rcond=None)[0], dtype=np.float64)
+    r = a @ coef - 1.0
+    return float(r @ r), coef
+
+
+def fit_work_split(
+    t_ms: FloatArray, work: FloatArray, *, min_side: int = 3, candidates: int = 40
+) -> tuple[float, float]:
+    """Where a kind's time per unit of work drops, and by how much: ``(threshold, factor)``.
+
+    onnxruntime runs a loop on a second thread only when its estimated cost is large
+    enough (its thread pool uses Eigen's cost model: about 100,000 cycles to start a
+    thread); below that, the kernel runs on one thread whatever the device's thread count.
+    :class:`KernelPredictor` looks for a split in the kinds onnxruntime runs that way (not
+    the compute kinds, which MLAS partitions by rules of its own: on the small graphs of
+    the tests, one thread, ``gemm.fp32`` "split" at a fourth of the rate, the small-matrix
+    inefficiency the trees learn anyway).
+    On ``local-cpu-2t`` (the twelfth session's profiles of ``experiments/predictor_accuracy.py``)
+    the 15 profiled int8 NCHW max-pools (``qpool``) of up to 150,000 window taps took
+    5-9 ns a tap, as on one thread, and those of 200,000 and more 2.1-3.0 ns: a single rate
+    costed a held-out 56,000-tap pool at 180 us against 253 us profiled.
+
+    ``t ~ c0 + r_lo * work`` below the threshold and ``c0 + r_hi * work`` above is fit on
+    relative error at each of ``candidates`` thresholds between the kernels (at least
+    ``min_side`` on each side); the best is kept if its error is below
+    :data:`SPLIT_MIN_GAIN` of the one-rate fit's and ``0 < r_hi < r_lo``. The factor is
+    ``r_hi / r_lo``; :func:`split_work` scales the work above the threshold by it. Returns
+    :data:`NO_SPLIT` otherwise (on ``local-cpu`` no kind splits; on ``local-cpu-2t`` only
+    ``qpool.int8``, at 175,000 taps, factor 0.52).
+    """
+    n = len(t_ms)
+    if n < 2 * min_side + 2:
+        return NO_SPLIT
+    order = np.argsort(work, kind="stable")
+    w, t = work[order], t_ms[order]
+    best, best_split = _relative_fit(t, [np.ones(n), w])[0] * SPLIT_MIN_GAIN, NO_SPLIT
+    for i in np.unique(np.linspace(min_side, n - min_side, candidates + 1).astype(np.int64)):
+        if w[i] <= w[i - 1]:
+            continue
+        above = np.arange(n) >= i
+        rss, (_, r_lo, r_hi) = _relative_fit(
+            t, [np.ones(n), np.where(above, 0.0, w), np.where(above, w, 0.0)]
+        )
+        if rss < best and 0 < r_hi < r_lo:
+            best, best_split = rss, (float(np.sqrt(w[i - 1] * w[i])), float(r_hi / r_lo))
+    return best_split
+
+
+def _split_state(split: Sequence[float] | None) -> tuple[float, float]:
+    if split is None:
+        return NO_SPLIT
+    threshold, factor = split
+    return float(threshold), float(factor)
+
+
+def split_work(work: FloatArray, split: Sequence[float]) -> FloatArray:
+    """``work`` with the part of a kind above its :func:`fit_work_split` threshold scaled."""
+    threshold, factor = split
+    return np.asarray(np.where(work >= threshold, work * factor, work), dtype=np.float64)
 
 
 PROFILE_SCALE_LIMITS = (0.6, 1.4)
@@ -557,6 +652,8 @@ class CombinedPredictor(BaseLatencyPredictor):
         learning_rate: Their shrinkage.
         seed: Their seed.
         kernel_overhead: The kernel part's profiler-overhead term (:class:`KernelPredictor`).
+        work_split: Whether the kernel part learns where a kind's time per unit of work
+            drops (:class:`KernelPredictor`).
     """
 
     name = "combined"
@@ -572,6 +669,7 @@ class CombinedPredictor(BaseLatencyPredictor):
         learning_rate: float = 0.1,
         seed: int | None = 0,
         kernel_overhead: str = "fading",
+        work_split: str = "learned",
     ) -> None:
         self.kernel_weight = kernel_weight
         self.alpha = alpha
@@ -580,12 +678,13 @@ class CombinedPredictor(BaseLatencyPredictor):
         self.learning_rate = learning_rate
         self.seed = seed
         self.kernel_overhead = kernel_overhead
+        self.work_split = work_split
 
     def _parts(self) -> tuple[KernelAdditivePredictor, KernelPredictor]:
         return KernelAdditivePredictor(alpha=self.alpha), KernelPredictor(
             n_estimators=self.n_estimators, max_depth=self.max_depth,
             learning_rate=self.learning_rate, seed=self.seed,
-            kernel_overhead=self.kernel_overhead,
+            kernel_overhead=self.kernel_overhead, work_split=self.work_split,
         )  # fmt: skip
 
     def _fit_features(self, features: list[GraphFeatures], y: FloatArray) -> None:

@@ -32,20 +32,23 @@ from latency_models import (
     training_data,
     training_kernel_times,
 )
-from latency_models._features import KernelFeatures
+from latency_models._features import COMPUTE_KINDS, KernelFeatures
 from latency_models._graph import graph_bytes
 from latency_models._kernel_predictor import (
+    NO_SPLIT,
     PROFILE_SCALE_LIMITS,
     effective_mmacs,
     fade,
     fading_overhead_scale,
     family_folds,
+    fit_work_split,
     graph_family,
     kernel_row,
     launch_cost,
     match_profiles_to_latency,
     own_rows,
     row_work,
+    split_work,
     weight_traffic_ratio,
 )
 from latency_models._kernel_table import (
@@ -177,6 +180,27 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
     for kernel in [*deep.kernels, conv, k]:
         assert kernel_fields(kernel)[column] == valid_tap_fraction(kernel)
         assert kernel_fields(kernel)[read] == touched_tap_fraction(kernel)
+
+
+def test_fit_work_split_finds_where_a_second_thread_halves_the_time() -> None:
+    """onnxruntime runs a small loop on one thread and a large one on two: the time per tap
+    of an int8 max-pool halves above a threshold (175,000 taps on local-cpu-2t)."""
+    rng = np.random.default_rng(0)
+    work = np.sort(rng.uniform(0.005, 2.0, 30))  # million taps
+    noise = rng.uniform(0.97, 1.03, len(work))  # the profiler's
+    t = (0.01 + 5.0 * work * np.where(work >= 0.175, 0.5, 1.0)) * noise  # ms
+    threshold, factor = fit_work_split(t, work)
+    assert work[work < 0.175].max() < threshold <= work[work >= 0.175].min()
+    assert factor == pytest.approx(0.5, rel=0.1)
+    # with the work above the threshold scaled, one rate fits all the kernels again
+    scaled = split_work(work, (threshold, factor))
+    assert np.allclose((t - 0.01) / scaled, 5.0, rtol=0.1)
+    # one rate throughout (one thread), or too few kernels to tell: no split
+    assert fit_work_split((0.01 + 5.0 * work) * noise, work) == NO_SPLIT
+    assert fit_work_split(t[:7], work[:7]) == NO_SPLIT
+    two = [graph_features(random_network(s, size=16)) for s in range(2)]
+    with pytest.raises(ValueError, match=r"work_split must be one of.*'yes'"):
+        KernelPredictor(work_split="yes").fit(two, np.array([0.1, 0.2]))
 
 
 def test_launch_cost_is_the_intercept_of_time_on_work_within_its_bound() -> None:
@@ -366,10 +390,22 @@ def test_kernel_predictors_learn_from_kernel_times(
     # a file from before the ratio was learned loads with none (work is MACs alone)
     state = kernel_part(est).get_state()
     for m in state["models"].values():
-        del m["bytes_per_mac"]
+        del m["bytes_per_mac"], m["split"]
     old = KernelPredictor()
     old.set_state(state)
     assert all(m["bytes_per_mac"] == 0.0 for m in old.models_.values())
+    # a learned work split survives a save in strict JSON, and older files have none
+    part = kernel_part(est)
+    key = next(iter(part.models_))
+    assert all(
+        m["split"] == NO_SPLIT for k, m in part.models_.items() if k.split(".")[0] in COMPUTE_KINDS
+    )  # MLAS threads those by rules of its own
+    part.models_[key]["split"] = (0.05, 0.5)
+    again = KernelPredictor()
+    again.set_state(json.loads(json.dumps(part.get_state(), allow_nan=False)))
+    assert again.models_[key]["split"] == (0.05, 0.5)
+    assert all(again.models_[k]["split"] == part.models_[k]["split"] for k in again.models_)
+    assert all(m["split"] == NO_SPLIT for m in old.models_.values())
 
 
 def test_fit_predictor_picks_by_what_was_measured(
