@@ -35,7 +35,8 @@ from latency_models import (
     random_network,
     training_data,
 )
-from latency_models._predictors import _fit_trees, predict_trees
+from latency_models._features import KernelFeatures
+from latency_models._predictors import MIN_KEY_GRAPHS, _fit_trees, predict_trees
 
 
 def _synthetic_cost(f: GraphFeatures) -> float:
@@ -135,6 +136,38 @@ def test_additive_prediction_is_the_sum_of_its_kernel_costs(
     constant = est.coef_[-1]
     sums = [sum(c for _, c in est.kernel_costs(f)) + constant for f in feats[:20]]
     np.testing.assert_allclose(est.predict_features(feats[:20]), sums, rtol=1e-9)
+
+
+def test_additive_predicts_a_kind_of_few_graphs_by_its_closest_well_seen_kind(
+    tmp_path: Path,
+) -> None:
+    fp32 = [graph_features(random_network(s, size=16)) for s in range(8)]
+    int8 = graph_features(quantize_qdq(random_network(100, size=16)))
+    feats = [*fp32, int8]
+    y = np.array([f.totals["macs"] for f in feats]) / 1e6 + 0.05  # any positive latencies
+    est = KernelAdditivePredictor().fit(feats, y)
+    only_int8 = {k.key for k in int8.kernels} - {k.key for f in fp32 for k in f.kernels}
+    assert only_int8 and only_int8 <= set(est.pooled_)
+    for key in est.pooled_:  # in fewer than MIN_KEY_GRAPHS graphs, but fit with weights of its own
+        assert sum(key in {k.key for k in f.kernels} for f in feats) < MIN_KEY_GRAPHS
+        assert key in est.keys_ and est._cost_key(key) not in est.pooled_
+    # predicting, a kernel of such a kind costs what one of its closest kind would, and no
+    # warning: its op was seen
+    costs = est.kernel_costs(int8)
+    pooled = [(k, c) for k, c in costs if k.key in est.pooled_]
+    assert pooled
+    for k, c in pooled:
+        twin = KernelFeatures(**{**k.__dict__, "kind": est._cost_key(k.key).split(".")[0],
+                                 "dtype": est._cost_key(k.key).split(".")[1]})  # fmt: skip
+        assert c == pytest.approx(dict(est.kernel_costs(GraphFeatures((twin,), {})))[twin])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = est.predict_features([int8])
+    assert pred[0] == pytest.approx(sum(c for _, c in costs) + est.coef_[-1], rel=1e-9)
+    est.save(tmp_path / "p", device="local-cpu")
+    loaded = load_predictor(tmp_path / "p")
+    assert loaded.pooled_ == est.pooled_
+    np.testing.assert_array_equal(loaded.predict_features([int8]), pred)
 
 
 def test_unknown_op_warns_once_naming_it(dataset: tuple[list[GraphFeatures], np.ndarray]) -> None:
