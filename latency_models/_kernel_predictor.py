@@ -90,8 +90,9 @@ MIN_WEIGHT_CV_GRAPHS = 40
 """With fewer training graphs (or no kernel times) ``"auto"`` takes :data:`FALLBACK_WEIGHT`."""
 FALLBACK_WEIGHT = 0.25
 KERNEL_OVERHEADS = ("fading", "constant")
-WORK_SPLITS = ("learned", "none")
 """Forms of the profiler's per-kernel overhead :class:`KernelPredictor` can calibrate."""
+WORK_SPLITS = ("learned", "none")
+"""Values of ``work_split``: learn each kind's :func:`fit_work_split`, or not."""
 MIN_TREE_SAMPLES = 8
 """Kernel kinds with fewer measured kernels get one throughput, not trees."""
 
@@ -429,7 +430,7 @@ def fit_work_split(
     the compute kinds, which MLAS partitions by rules of its own: on the small graphs of
     the tests, one thread, ``gemm.fp32`` "split" at a fourth of the rate, the small-matrix
     inefficiency the trees learn anyway).
-    On ``local-cpu-2t`` (the twelfth session's profiles of ``experiments/predictor_accuracy.py``)
+    Among the training graphs of ``experiments/predictor_accuracy.py`` on ``local-cpu-2t``,
     the 15 profiled int8 NCHW max-pools (``qpool``) of up to 150,000 window taps took
     5-9 ns a tap, as on one thread, and those of 200,000 and more 2.1-3.0 ns: a single rate
     costed a held-out 56,000-tap pool at 180 us against 253 us profiled.
