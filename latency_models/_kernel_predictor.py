@@ -246,10 +246,11 @@ class KernelPredictor(BaseLatencyPredictor):
                     "c0": 0.0, "z": z_mid, "forest": None, "bytes_per_mac": 0.0, "split": NO_SPLIT
                 }  # fmt: skip
                 continue
-            ratio = weight_traffic_ratio(raw, t_ms) if key.split(".")[0] in COMPUTE_KINDS else 0.0
+            compute = key.split(".")[0] in COMPUTE_KINDS
+            ratio = weight_traffic_ratio(raw, t_ms) if compute else 0.0
             work = row_work(raw, key, ratio)
             split = NO_SPLIT  # MLAS threads the compute kinds by rules of its own
-            if self.work_split == "learned" and key.split(".")[0] not in COMPUTE_KINDS:
+            if self.work_split == "learned" and not compute:
                 split = fit_work_split(t_ms, work)
             work = split_work(work, split)
             c0 = launch_cost(t_ms, work)

@@ -94,32 +94,15 @@ def valid_tap_fraction(k: KernelFeatures) -> float:
 def kernel_fields(k: KernelFeatures) -> tuple[float, ...]:
     """The numbers of a kernel the predictors use, in :data:`FIELDS` order.
 
-    Written out flat (no helper calls): it runs once per kernel of every graph predicted.
+    One kernel's row of :func:`kernel_table`, worked out by the same code
+    (:func:`_fields_of`, which does many kernels at once).
     """
-    o, i, ks, st = k.output_shape, k.input_shape, k.kernel_size, k.stride
-    n_out, fused, kind = len(o), k.fused, k.kind
-    if n_out >= 4:
-        pixels = math.prod(o[2:])
-        numel = o[0] * o[1] * pixels
-        if len(i) >= 4:
-            (in_h, read_h), (in_w, read_w) = (
-                _taps(i[2], o[2], ks[0], st[0]),
-                _taps(i[3], o[3], ks[1], st[1]),
-            )
-            inside, read = in_h * in_w, 1.0 if _reads_all(k) else read_h * read_w
-        else:
-            inside = read = 1.0
-    else:
-        pixels = o[-1] if o else 1
-        numel = math.prod(o) if o else 1
-        inside = read = 1.0
-    return (
-        k.macs, k.activation_bytes, k.weight_bytes, k.in_channels, k.out_channels,
-        ks[0], ks[1], st[0], k.groups, pixels, o[2] if n_out >= 4 else 1,
-        i[2] if len(i) >= 4 else 1, numel, len(fused),
-        not POST_ACTIVATIONS.isdisjoint(fused), "Add" in fused,
-        _KIND_CODE.get(kind, -1), k.dtype == "int8", inside, read,
-    )  # fmt: skip
+    return tuple(kernels_fields([k])[0].tolist())
+
+
+def kernels_fields(kernels: Sequence[KernelFeatures]) -> FloatArray:
+    """:func:`kernel_fields` of many kernels at once, (len(kernels), len(FIELDS))."""
+    return _fields_of(list(map(_RAW, kernels)))
 
 
 def fields_matrix(fields: Sequence[tuple[float, ...]]) -> FloatArray:

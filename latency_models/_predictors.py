@@ -56,9 +56,8 @@ from latency_models._features import (
 from latency_models._kernel_table import (
     F,
     KernelTable,
-    fields_matrix,
-    kernel_fields,
     kernel_table,
+    kernels_fields,
 )
 from latency_models._registry import Registry
 
@@ -548,7 +547,7 @@ class KernelAdditivePredictor(BaseLatencyPredictor):
         check_is_fitted(self, "n_train_")
         nb = len(_BASIS)
         index = {k: i for i, k in enumerate(self.keys_)}
-        basis = kernel_basis(fields_matrix([kernel_fields(k) for k in features.kernels]))
+        basis = kernel_basis(kernels_fields(features.kernels))
         out = []
         for k, phi in zip(features.kernels, basis, strict=True):
             key = self._cost_key(k.key)

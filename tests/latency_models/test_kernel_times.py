@@ -174,7 +174,7 @@ def test_effective_macs_skip_padding_and_pad_channels() -> None:
         if k.kind == "conv"
     )  # fmt: skip
     assert qconv.dtype == "int8" and effective_mmacs(qconv) == pytest.approx(16 * 16 * 9 / 1e6)
-    # kernel_fields inlines valid_tap_fraction for speed: the two agree on every kernel
+    # kernel_fields works the taps out vectorised, apart from valid_tap_fraction: they agree
     deep = graph_features(staged_network(5, size=64, block="basic", max_weight_mb=2.0))
     column, read = FIELDS.index("valid_taps"), FIELDS.index("touched_taps")
     for kernel in [*deep.kernels, conv, k]:
