@@ -199,10 +199,10 @@ _RAW = operator.attrgetter(
 def kernel_table(features: Sequence[GraphFeatures]) -> KernelTable:
     """All kernels of ``features`` in one :class:`KernelTable`.
 
-    Equal to building the rows from :func:`kernel_fields` kernel by kernel (the tests check
-    it), but vectorised: Python only reads each kernel's attributes into a tuple and looks
-    the tuple up in a dict; shapes, fused ops and padding taps are worked out once per
-    distinct value, the rest in numpy.
+    Python only reads each kernel's attributes into a tuple and looks the tuple up in a
+    dict; the numbers of the distinct tuples are worked out by :func:`_fields_of` (shapes,
+    fused ops and padding taps once per distinct value, the rest in numpy), the code
+    :func:`kernel_fields` runs for one kernel.
     """
     kernels = [k for f in features for k in f.kernels]
     raws = list(map(_RAW, kernels))
