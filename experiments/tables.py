@@ -73,6 +73,16 @@ def predictor_accuracy(d: dict[str, Any]) -> str:
         halves = r.get("label_split_half")
         if halves:  # tenth session on
             first, second = cell(halves["first_set"]), cell(halves["second_set"])
+            if "splits" in halves["first_set"]:  # thirteenth session on: all 20 splits
+                lo, hi = (100 * v for v in halves["first_set"]["within_10_range"])
+                n = halves["first_set"]["splits"]
+                what = f"mean of {n} splits; ±10%: {lo:.1f} to {hi:.1f}%"
+                out.append(
+                    f"| {device} | *labels of three sessions against the other three ({what})* "
+                    f"| *{first}* | | | *{second}* |"
+                )
+                first = cell(halves["first_set"]["odd_even"])
+                second = cell(halves["second_set"]["odd_even"])
             out.append(
                 f"| {device} | *labels of the odd sessions against the even ones* | *{first}* "
                 f"| | | *{second}* |"
