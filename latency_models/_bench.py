@@ -363,11 +363,13 @@ def benchmark(
         GraphRejected: onnxruntime cannot load or run the graph.
         ValueError: a setting is invalid (providers, pinning).
     """
-    if threads < 1 or batch_size < 1 or max_seconds <= 0 or window_ms <= 0:
+    finite = all(map(math.isfinite, (max_seconds, window_ms, warmup_s, kernel_times_s)))
+    if not (finite and threads >= 1 and batch_size >= 1 and max_seconds > 0 and window_ms > 0):
         raise ValueError(
-            f"threads and batch_size must be >= 1 and max_seconds, window_ms > 0; got "
-            f"threads={threads}, batch_size={batch_size}, max_seconds={max_seconds}, "
-            f"window_ms={window_ms}."
+            f"threads and batch_size must be >= 1, max_seconds and window_ms finite and > 0, "
+            f"warmup_s and kernel_times_s finite; got threads={threads}, "
+            f"batch_size={batch_size}, max_seconds={max_seconds}, window_ms={window_ms}, "
+            f"warmup_s={warmup_s}, kernel_times_s={kernel_times_s}."
         )
     meter, meter_note = open_meter(energy_meter)
     memory = _PeakMemory()

@@ -22,10 +22,12 @@ validate graphs). Run as a script, it imports nothing from hwnas but ``_bench.py
 Where hwnas is fully installed, ``hwnas agent`` or ``python -m latency_models.agent`` do the
 same (they import the whole ``latency_models`` package, with scikit-learn).
 
-On start the agent prints its token (``--token`` or ``$HWNAS_AGENT_TOKEN`` to fix one);
-register the device on the machine that runs the search::
+On start the agent prints a random token, unless one is given in a file
+(``--token-file FILE``, readable by its owner only), in ``$HWNAS_AGENT_TOKEN`` or (visible to
+every user in the process list) with ``--token``; a token under 16 characters is warned
+about. Register the device on the machine that runs the search::
 
-    hwnas device add pi4 --location http://PI_ADDRESS:8765 --token TOKEN --threads 4
+    hwnas device add pi4 --location http://PI_ADDRESS:8765 --token-file token.txt --threads 4
 
 Protocol (version 1)
 --------------------
@@ -41,26 +43,40 @@ Query options: ``threads``, ``batch_size``, ``providers`` (comma-separated),
 
 - 200: the benchmark result as JSON (see ``_bench.benchmark``) plus ``started_at`` and
   ``finished_at`` (agent clock, s since the epoch).
-- 400: the body is not an ONNX model, or an option is invalid (``{"error", "kind"}``).
+- 400: the body is not an ONNX model, the Content-Length is not a number >= 0, or an
+  option is invalid or out of range (``{"error", "kind"}``).
 - 401: missing or wrong token. 411: no Content-Length.
 - 413: the body exceeds ``--max-body-mb`` (the connection is closed unread).
-- 422: onnxruntime rejected the graph. 503: busy for longer than ``--queue-timeout``
-  (``Retry-After`` says when to retry). 500: the measurement failed otherwise.
+- 422: onnxruntime rejected the graph. 503: busy for longer than ``--queue-timeout``, more
+  than ``--max-connections`` open connections, or more bodies in flight than the agent
+  holds in memory (``Retry-After`` says when to retry). 500: the measurement failed otherwise.
 
 Measurements run one at a time (a lock): a request that arrives while another is measured
 waits up to ``--queue-timeout`` seconds, then gets 503. The token is compared in constant
 time. HTTP is not encrypted: on an untrusted network, tunnel it (``ssh -L``).
+
+Limits (what a client, with or without the token, cannot make the agent do): options must be
+finite and in range (``threads`` at most ``--max-threads``, default the CPU count;
+``batch_size`` at most ``--max-batch-size``; times at most ``--max-seconds-limit``); a
+request's line, headers and body must all arrive within ``--request-timeout`` seconds,
+however slowly the bytes trickle; at most ``--max-connections`` connections are served at
+once (each holds one thread), more are answered 503 without a thread; bodies being read or
+queued hold at most four times ``--max-body-mb`` of memory together.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import secrets
+import socket
+import stat
 import sys
 import threading
 import time
@@ -93,13 +109,22 @@ DEFAULT_PORT = 8765
 DEFAULT_MAX_BODY_BYTES = 64 * 2**20
 DEFAULT_QUEUE_TIMEOUT_S = 30.0
 DEFAULT_MAX_SECONDS_LIMIT = 60.0
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+DEFAULT_MAX_BATCH_SIZE = 256
+MAX_WINDOW_MS = 10_000.0
+MAX_MIN_SAMPLES = 1_000_000
+MIN_TOKEN_CHARS = 16
+TOKEN_ENV = "HWNAS_AGENT_TOKEN"
+PENDING_BODIES = 4
+"""Bodies of the largest size that may be read or queued at once (their bytes together)."""
 
 _FLOAT_OPTS = ("max_seconds", "target_rse", "warmup_s", "window_ms", "kernel_times_s")
 _INT_OPTS = ("threads", "batch_size", "min_samples", "seed")
 
 
 class AgentServer(ThreadingHTTPServer):
-    """The agent's HTTP server: settings, token and the one-measurement-at-a-time lock.
+    """The agent's HTTP server: settings, token, limits and the one-measurement-at-a-time lock.
 
     Args:
         address: ``(host, port)``; port 0 picks a free port (see ``server_address``).
@@ -107,9 +132,14 @@ class AgentServer(ThreadingHTTPServer):
         max_body_bytes: Largest accepted request body (bytes).
         queue_timeout_s: How long a request waits for a running measurement (s).
         max_seconds_limit: Cap on a request's ``max_seconds`` (s).
+        max_threads: Cap on a request's ``threads``; default the CPU count.
+        max_batch_size: Cap on a request's ``batch_size``.
+        max_connections: Connections served at once (one thread each); more get 503.
+        request_timeout_s: Time for a request's line, headers and body to arrive (s).
     """
 
     daemon_threads = True
+    request_queue_size = 128  # a burst of connections is accepted (and answered), not dropped
 
     def __init__(
         self,
@@ -119,20 +149,43 @@ class AgentServer(ThreadingHTTPServer):
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
         max_seconds_limit: float = DEFAULT_MAX_SECONDS_LIMIT,
+        max_threads: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         if not token:
             raise ValueError("the agent needs a non-empty token.")
-        if max_body_bytes < 1 or queue_timeout_s < 0 or max_seconds_limit <= 0:
-            raise ValueError(
-                f"max_body_bytes must be >= 1, queue_timeout_s >= 0, max_seconds_limit > 0; "
-                f"got {max_body_bytes}, {queue_timeout_s}, {max_seconds_limit}."
-            )
+        max_threads = (os.cpu_count() or 1) if max_threads is None else max_threads
+        ints = {"max_body_bytes": max_body_bytes, "max_threads": max_threads,
+                "max_batch_size": max_batch_size, "max_connections": max_connections}  # fmt: skip
+        for name, value in ints.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        times = {"queue_timeout_s": queue_timeout_s, "max_seconds_limit": max_seconds_limit,
+                 "request_timeout_s": request_timeout_s}  # fmt: skip
+        for name, value in times.items():
+            may_be_zero = name == "queue_timeout_s"  # 0: a request never waits
+            if not math.isfinite(value) or value < 0 or (value == 0 and not may_be_zero):
+                bound = ">= 0" if may_be_zero else "> 0"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.queue_timeout_s = queue_timeout_s
         self.max_seconds_limit = max_seconds_limit
+        self.max_threads = max_threads
+        self.max_batch_size = max_batch_size
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
         self.measure_lock = threading.Lock()
+        self._limits_lock = threading.Lock()
+        self._n_connections = 0
+        self._pending_bytes = 0
+        self._deadlines: dict[socket.socket, float] = {}
+        self._stop = threading.Event()
         super().__init__(address, _Handler)
+        self._reaper = threading.Thread(target=self._reap, name="agent-reaper", daemon=True)
+        self._reaper.start()
 
     @property
     def url(self) -> str:
@@ -141,11 +194,112 @@ class AgentServer(ThreadingHTTPServer):
         host = host.decode() if isinstance(host, bytes) else str(host)
         return f"http://{host}:{port}"
 
+    @property
+    def n_connections(self) -> int:
+        """Connections being served now (each holds one thread)."""
+        return self._n_connections
+
+    # --- connections: a bounded number, each with a deadline for its request to arrive
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve ``request`` on a thread of its own, or answer 503 if too many are open."""
+        with self._limits_lock:
+            full = self._n_connections >= self.max_connections
+            if not full:
+                self._n_connections += 1
+        if full:
+            _refuse_full(request, self.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connection_done()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """The connection's thread; counts the connection closed when it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_done()
+
+    def _connection_done(self) -> None:
+        with self._limits_lock:
+            self._n_connections -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log at debug level: a client that hung up or missed its deadline is no error."""
+        _logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def watch(self, conn: socket.socket) -> None:
+        """Cut ``conn`` off unless its request has arrived within ``request_timeout_s``."""
+        with self._limits_lock:
+            self._deadlines[conn] = time.monotonic() + self.request_timeout_s
+
+    def unwatch(self, conn: socket.socket) -> None:
+        """The request on ``conn`` has arrived: no deadline any more."""
+        with self._limits_lock:
+            self._deadlines.pop(conn, None)
+
+    def _reap(self) -> None:
+        """One thread for all deadlines (a timer per connection would double the threads)."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            with self._limits_lock:
+                late = [c for c, d in self._deadlines.items() if d <= now]
+                for conn in late:
+                    del self._deadlines[conn]
+            for conn in late:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def reserve_body(self, n_bytes: int) -> bool:
+        """Count ``n_bytes`` of body against the memory bound; False if it would pass it."""
+        with self._limits_lock:
+            if self._pending_bytes + n_bytes > PENDING_BODIES * self.max_body_bytes:
+                return False
+            self._pending_bytes += n_bytes
+            return True
+
+    def release_body(self, n_bytes: int) -> None:
+        """Give back what :meth:`reserve_body` counted."""
+        with self._limits_lock:
+            self._pending_bytes -= n_bytes
+
+    def server_close(self) -> None:
+        """Stop the deadline thread and close the listening socket."""
+        self._stop.set()
+        super().server_close()
+
+
+def _refuse_full(request: socket.socket, limit: int) -> None:
+    """Answer 503 on a connection over the limit, from the accepting thread, without waiting."""
+    body = json.dumps(
+        {"error": f"busy: {limit} connections are open; retry later.", "kind": "busy"}
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):
+        request.setblocking(False)  # a client that reads nothing cannot stall the accept loop
+        request.send(head.encode() + body)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: AgentServer
-    timeout = 120  # s: a client that stops sending does not hold a thread forever
     server_version = f"hwnas-agent/{PROTOCOL}"
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s  # per read; the deadline bounds the sum
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.watch(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.unwatch(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         _logger.info("%s %s", self.address_string(), format % args)
@@ -197,6 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
                 providers=ort.get_available_providers(),
                 max_body_bytes=self.server.max_body_bytes,
                 max_seconds_limit=self.server.max_seconds_limit,
+                max_threads=self.server.max_threads,
+                max_batch_size=self.server.max_batch_size,
             )
         self._send(200, payload)
 
@@ -214,17 +370,42 @@ class _Handler(BaseHTTPRequestHandler):
                 "'Authorization: Bearer TOKEN') with the token the agent printed on start.",
             )
             return
+        length = self._content_length()
+        if length is None:
+            return
+        if not self.server.reserve_body(length):
+            self.close_connection = True
+            self._error(
+                503,
+                "busy",
+                "busy: other bodies being received fill the agent's memory bound; retry later.",
+                **{"Retry-After": "1"},
+            )
+            return
+        try:
+            self._measure(length, parts.query)
+        finally:
+            self.server.release_body(length)
+
+    def _content_length(self) -> int | None:
+        """The body's length, or None after answering why it is refused."""
         length_text = self.headers.get("Content-Length")
         if length_text is None:
             self.close_connection = True
             self._error(411, "length_required", "send the ONNX model with a Content-Length.")
-            return
+            return None
         try:
             length = int(length_text)
         except ValueError:
+            length = -1
+        if length < 0:
             self.close_connection = True
-            self._error(400, "bad_request", f"invalid Content-Length {length_text!r}.")
-            return
+            self._error(
+                400,
+                "bad_request",
+                f"invalid Content-Length {length_text!r}: send the body's size in bytes.",
+            )
+            return None
         if length > self.server.max_body_bytes:
             self.close_connection = True
             self._error(
@@ -234,10 +415,16 @@ class _Handler(BaseHTTPRequestHandler):
                 f"{self.server.max_body_bytes} bytes; restart the agent with a larger "
                 "--max-body-mb.",
             )
-            return
+            return None
+        return length
+
+    def _measure(self, length: int, query: str) -> None:
         body = self.rfile.read(length)
+        if len(body) < length:  # the client hung up, or missed the request deadline
+            return
+        self.server.unwatch(self.connection)
         try:
-            options = self._options(parts.query)
+            options = self._options(query)
         except ValueError as exc:
             self._error(400, "bad_option", str(exc))
             return
@@ -294,12 +481,30 @@ class _Handler(BaseHTTPRequestHandler):
             opts["providers"] = [p for p in raw["providers"].split(",") if p]
         if "energy_meter" in raw:
             opts["energy_meter"] = raw["energy_meter"]
-        limit = self.server.max_seconds_limit
-        if opts.get("max_seconds", 0) > limit:
-            raise ValueError(
-                f"max_seconds={opts['max_seconds']} exceeds this agent's limit of {limit} s."
-            )
+        for key, value in opts.items():
+            low, high = self._range(key)
+            if isinstance(value, (int, float)) and not low <= value <= high:
+                raise ValueError(
+                    f"{key}={raw[key]} is out of range; this agent accepts {low:g} to {high:g}."
+                )
+        if len(opts.get("pin_cpus") or ()) > (os.cpu_count() or 1):
+            raise ValueError(f"pin_cpus lists more CPUs than this host has ({os.cpu_count()}).")
         return opts
+
+    def _range(self, key: str) -> tuple[float, float]:
+        """Allowed values of a numeric option; NaN and infinities fall outside every range."""
+        limit = self.server.max_seconds_limit
+        return {
+            "max_seconds": (1e-3, limit),
+            "target_rse": (1e-12, 1.0),
+            "warmup_s": (0.0, limit),
+            "window_ms": (1e-3, MAX_WINDOW_MS),
+            "kernel_times_s": (0.0, limit),
+            "threads": (1, self.server.max_threads),
+            "batch_size": (1, self.server.max_batch_size),
+            "min_samples": (1, MAX_MIN_SAMPLES),
+            "seed": (0, 2**32 - 1),
+        }.get(key, (-math.inf, math.inf))
 
 
 def _onnx_problem(body: bytes) -> str:
@@ -327,6 +532,7 @@ def make_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
     max_seconds_limit: float = DEFAULT_MAX_SECONDS_LIMIT,
+    **limits: Any,
 ) -> AgentServer:
     """Create (bind, not yet serve) an agent; call ``serve_forever()`` on it.
 
@@ -337,15 +543,58 @@ def make_server(
         max_body_bytes: Largest accepted ONNX model (bytes).
         queue_timeout_s: How long a request waits for a running measurement (s).
         max_seconds_limit: Cap on a request's timed loop (s).
+        **limits: ``max_threads``, ``max_batch_size``, ``max_connections`` and
+            ``request_timeout_s`` of :class:`AgentServer`.
     """
-    token = token or os.environ.get("HWNAS_AGENT_TOKEN") or secrets.token_urlsafe(24)
+    token = token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     return AgentServer(
         (host, port),
         token=token,
         max_body_bytes=max_body_bytes,
         queue_timeout_s=queue_timeout_s,
         max_seconds_limit=max_seconds_limit,
+        **limits,
     )
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace removed).
+
+    Raises:
+        ValueError: the file cannot be read or holds no token.
+    """
+    try:
+        text = open(path, encoding="utf-8").read(4096).strip()  # noqa: SIM115
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file {path!r}: {exc}.") from exc
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(
+            f"token file {path!r} must hold one token on one line (no spaces), e.g. written "
+            "by: python -c 'import secrets; print(secrets.token_urlsafe(24))' > token.txt"
+        )
+    return text
+
+
+def token_warnings(token: str, source: str, token_file: str | None = None) -> list[str]:
+    """What is risky about ``token`` given on ``source`` (``"--token"``, a file, the env)."""
+    out = []
+    if source == "--token":
+        out.append(
+            "--token is visible to every user of this machine in the process list; pass "
+            f"--token-file FILE or set ${TOKEN_ENV} instead."
+        )
+    if len(token) < MIN_TOKEN_CHARS or len(set(token)) < 6:
+        out.append(
+            f"the token is weak ({len(token)} characters, {len(set(token))} distinct); anyone "
+            "who reaches the port may guess it and run graphs here. Use a random one: leave "
+            "the token out to have one generated, or "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'."
+        )
+    if token_file and hasattr(os, "getuid"):
+        with contextlib.suppress(OSError):
+            if os.stat(token_file).st_mode & (stat.S_IRGRP | stat.S_IROTH):
+                out.append(f"token file {token_file!r} is readable by other users; chmod 600 it.")
+    return out
 
 
 def _is_loopback(host: str) -> bool:
@@ -359,11 +608,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The agent's command-line flags (shared by ``hwnas agent``)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free)")
-    parser.add_argument(
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="read the token clients must send from FILE (keep it chmod 600)",
+    )
+    token.add_argument(
         "--token",
         default=None,
-        help="token clients must send (default $HWNAS_AGENT_TOKEN, "
-        "else a random one printed on start)",
+        help=f"token clients must send (visible in the process list: prefer --token-file or "
+        f"${TOKEN_ENV}; default a random one printed on start)",
     )
     parser.add_argument(
         "--max-body-mb",
@@ -383,24 +639,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_SECONDS_LIMIT,
         help="cap on a request's timed loop in seconds (default 60)",
     )
+    parser.add_argument(
+        "--max-threads",
+        type=int,
+        default=None,
+        help="cap on a request's onnxruntime threads (default: this host's CPU count)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"cap on a request's batch size (default {DEFAULT_MAX_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections served at once; more are answered 503 busy "
+        f"(default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help="seconds a request's headers and body may take to arrive, in all "
+        f"(default {DEFAULT_REQUEST_TIMEOUT_S:g})",
+    )
+
+
+def _token_from_args(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(token or None to generate one, where it came from)."""
+    if args.token_file:
+        return read_token_file(args.token_file), f"file {args.token_file}"
+    if args.token:
+        return args.token, "--token"
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV], f"${TOKEN_ENV}"
+    return None, "generated"
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Start the agent from parsed :func:`add_arguments` flags; serve until interrupted."""
-    server = make_server(
-        args.host,
-        args.port,
-        token=args.token,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        queue_timeout_s=args.queue_timeout,
-        max_seconds_limit=args.max_seconds_limit,
-    )
+    """Start the agent from parsed :func:`add_arguments` flags; serve until interrupted.
+
+    Returns:
+        The exit status: 0 after an interrupt, 2 when a setting is invalid (printed).
+    """
+    try:
+        token, source = _token_from_args(args)
+        server = make_server(
+            args.host,
+            args.port,
+            token=token,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            queue_timeout_s=args.queue_timeout,
+            max_seconds_limit=args.max_seconds_limit,
+            max_threads=args.max_threads,
+            max_batch_size=args.max_batch_size,
+            max_connections=args.max_connections,
+            request_timeout_s=args.request_timeout,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"hwnas agent: error: {exc}", file=sys.stderr)
+        return 2
     print(f"hwnas agent (protocol {PROTOCOL}, {runtime_version()}) listening on {server.url}")
-    print(f"token: {server.token}")
-    print(
-        "register it where you search: hwnas device add NAME --location "
-        f"http://<this-host>:{server.server_address[1]} --token {server.token}"
-    )
+    port = server.server_address[1]
+    if source == "generated":
+        print(f"token: {server.token}")
+        print(
+            "register it where you search (put the token in a file, chmod 600): hwnas device "
+            f"add NAME --location http://<this-host>:{port} --token-file TOKEN_FILE"
+        )
+    else:
+        print(f"token: from {source}")
+    for warning in token_warnings(server.token, source, args.token_file):
+        print(f"warning: {warning}", file=sys.stderr)
     if not _is_loopback(args.host):
         print(
             "warning: listening beyond loopback; anyone who has the token can run graphs here, "
