@@ -60,10 +60,10 @@ class TrialRow:
 
     Attributes:
         number: Optuna trial number.
-        values: Objective name -> the value the search optimised (accuracy in %, costs as
-            predicted for the device: latency in ms, energy in mJ, memory in MB).
-        measured: Objective name -> value measured on the device after the search (only for
-            verified trials; empty otherwise).
+        values: Objective name -> the value the search optimised (accuracy in %, latency in
+            ms, energy in mJ, memory in MB): measured or predicted, as ``cost_source`` says.
+        measured: Cost name -> value measured on the device (``user_attrs["measured"]``;
+            empty for trials that were not measured).
         energy_source: How the energy value was obtained ("measured-predictor", "estimated",
             or the meter of the measurement, e.g. "rapl"); "" when energy is not tracked.
         budget_met: True when every budget constraint of the trial is satisfied.
@@ -77,6 +77,8 @@ class TrialRow:
         predicted: Every predicted cost the search stored (``user_attrs["predicted"]``), also
             those that are not objectives.
         accuracy: Top-1 in % after recovery (the accuracy objective, or the stored value).
+        cost_source: Where the costs in ``values`` come from: ``"measured"``, ``"predicted"``
+            or ``"predicted (device unreachable)"``; runs that did not record it predicted.
     """
 
     number: int
@@ -92,6 +94,16 @@ class TrialRow:
     rejected_before_training: bool = False
     predicted: Mapping[str, float] = field(default_factory=dict)
     accuracy: float | None = None
+    cost_source: str = "predicted"
+
+    def cost(self, name: str) -> tuple[float | None, float | None]:
+        """The (predicted, measured) value of cost ``name``; None where there is none."""
+        predicted, measured = self.predicted.get(name), self.measured.get(name)
+        if self.cost_source == "measured":
+            measured = self.values.get(name) if measured is None else measured
+        else:
+            predicted = self.values.get(name) if predicted is None else predicted
+        return predicted, measured
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,17 @@ class RunResults:
         """The lowest accuracy the budget allows (in %), or None."""
         return accuracy_floor(self.budget, self.base_value("accuracy")[0])
 
+    @property
+    def predictor_tracking(self) -> list[dict[str, Any]]:
+        """The latency predictor's error per trial, as the search tracked it, or [].
+
+        Each record has ``number``, ``predicted_ms``, ``measured_ms``, ``error_pct`` and
+        ``refit`` (whether the predictor was refitted after that trial).
+        """
+        tracking = self.user_attrs.get("predictor_tracking")
+        records = tracking.get("trials") if isinstance(tracking, Mapping) else None
+        return [dict(r) for r in records or [] if isinstance(r, Mapping)]
+
 
 def accuracy_floor(budget: Mapping[str, float], base_accuracy: float | None) -> float | None:
     """The lowest accuracy allowed by ``budget`` ("accuracy_drop" in points, or "accuracy")."""
@@ -202,6 +225,17 @@ def accuracy_floor(budget: Mapping[str, float], base_accuracy: float | None) -> 
     if "accuracy_drop" in budget and base_accuracy is not None:
         return float(base_accuracy) - float(budget["accuracy_drop"])
     return None
+
+
+def budget_text(budget: Mapping[str, float]) -> str:
+    """The budget in words, e.g. ``"latency_ms <= 0.8, accuracy_drop <= 3"``, or ``"none"``."""
+    if not budget:
+        return "none"
+    parts = []
+    for name, limit in budget.items():
+        op = ">=" if OBJECTIVES.get(name, ("minimize",))[0] == "maximize" else "<="
+        parts.append(f"{name} {op} {limit:g}")
+    return ", ".join(parts)
 
 
 def pareto_mask(
@@ -382,6 +416,7 @@ def _row(t: Any, objectives: Sequence[str], extra: Mapping[str, Any]) -> TrialRo
         rejected_before_training=bool(ua.get("rejected_before_training", False)),
         predicted=predicted,
         accuracy=float(accuracy) if isinstance(accuracy, (int, float)) else None,
+        cost_source=str(ua.get("cost_source") or "predicted"),
     )
 
 
@@ -504,8 +539,7 @@ def flat_record(row: TrialRow, results: RunResults) -> dict[str, Any]:
         if OBJECTIVES.get(name, ("minimize",))[0] == "maximize":
             rec[name] = row.values.get(name)
         else:
-            rec[f"{name}_predicted"] = row.values.get(name)
-            rec[f"{name}_measured"] = row.measured.get(name)
+            rec[f"{name}_predicted"], rec[f"{name}_measured"] = row.cost(name)
         if name == "energy_mj":
             rec["energy_source"] = energy_label(row)
     rec["budget_met"] = row.budget_met
@@ -573,6 +607,7 @@ def _json_doc(results: RunResults, rows: Sequence[TrialRow]) -> dict[str, Any]:
                 "number": r.number,
                 "values": clean(r.values),
                 "measured": clean(r.measured),
+                "cost_source": r.cost_source,
                 "energy_source": energy_label(r) if "energy_mj" in results.objectives else None,
                 "budget_met": r.budget_met,
                 "constraints": clean(r.constraints),

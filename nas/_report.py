@@ -1,20 +1,10 @@
 """The HTML report of a run: one self-contained page that opens offline.
 
-Sections: the run's settings, the base model's metrics, the front (plot and table), the
-per-layer policy of one trial, the predictor's error on the measured front, and the search
-history as hypervolume over trials. Everything is inline (CSS, SVG, a few lines of script):
-no CDN, no external file.
-
-Hypervolume. Each objective is turned into a loss normalised against the base model, so
-runs on different devices and tasks read on the same scale:
-
-- a cost ``c`` (latency, energy, memory) becomes ``c / c_base`` (the base model is 1);
-- accuracy becomes ``1 - accuracy / accuracy_base`` (the base model is 0, accuracy 0 is 1).
-
-The reference point is 1 in every coordinate: the base model's cost and zero accuracy. A
-trial counts only if it meets the budget and is cheaper than the base model in every cost,
-so the hypervolume is the fraction of the unit box that trials dominate, between 0 and 1.
-Where the base model's value of a cost is unknown, the largest value seen is used instead.
+Sections: the run's settings, the base model's metrics, the front (interactive chart and
+table), the per-layer policy of one trial, the latency predictor's error per trial, and the
+search history as hypervolume over trials. Everything is inline (CSS, SVG, the charts'
+script from ``nas._plots``): no CDN, no external file.
+The hypervolume is explained in ``nas._hypervolume``.
 """
 
 from __future__ import annotations
@@ -28,15 +18,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas._errors import UsageError
-from nas._pareto import OBJECTIVES, RunResults, TrialRow, columns, flat_record, read_run
+from nas._errors import RunError, UsageError
+from nas._hypervolume import hypervolume_history, hypervolume_reference
+from nas._pareto import (
+    OBJECTIVES,
+    RunResults,
+    TrialRow,
+    budget_text,
+    columns,
+    flat_record,
+    read_run,
+)
 from nas._plots import (
     FRONT_COLOR,
     LEGEND_HTML,
-    PLOT_CSS,
-    PLOT_JS,
-    front_svg,
-    nice_ticks,
+    figure_html,
+    front_figure,
+    html_page,
+    line_figure,
 )
 
 _logger = logging.getLogger(__name__)
@@ -45,73 +44,11 @@ _logger = logging.getLogger(__name__)
 PREDICTED_COSTS = ("latency_ms", "energy_mj")
 
 
-# --- hypervolume ---------------------------------------------------------------------------
-
-
-def normalised_losses(results: RunResults, rows: Sequence[TrialRow]) -> list[list[float]]:
-    """Per row, the objectives as normalised losses (see the module docstring)."""
-    scale: dict[str, float] = {}
-    for name in results.objectives:
-        base = results.base_value(name)[0]
-        if base is None or base <= 0:
-            seen = [abs(r.values[name]) for r in results.rows if name in r.values]
-            base = max(seen, default=1.0) or 1.0
-        scale[name] = base
-    out = []
-    for row in rows:
-        point = []
-        for name in results.objectives:
-            v = row.values[name]
-            if OBJECTIVES.get(name, ("minimize",))[0] == "maximize":
-                point.append(1.0 - v / scale[name])
-            else:
-                point.append(v / scale[name])
-        out.append(point)
-    return out
-
-
-def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Hypervolume (minimisation) dominated by ``points`` up to ``reference``.
-
-    Points not strictly better than the reference in every coordinate are ignored.
-    """
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
-    ref = np.asarray(reference, dtype=float)
-    inside = [p for p in points if all(a < b for a, b in zip(p, ref, strict=False))]
-    if not inside:
-        return 0.0
-    return float(compute_hypervolume(np.asarray(inside, dtype=float), ref))
-
-
-def hypervolume_history(results: RunResults) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the feasible trials finished so far), per trial."""
-    rows = sorted(results.rows, key=lambda r: r.number)
-    losses = normalised_losses(results, rows)
-    ref = [1.0] * len(results.objectives)
-    history: list[tuple[int, float]] = []
-    kept: list[list[float]] = []
-    hv = 0.0
-    for row, point in zip(rows, losses, strict=False):
-        inside = row.budget_met and all(math.isfinite(x) and x < 1.0 for x in point)
-        if inside and not any(_weakly_dominates(k, point) for k in kept):
-            kept = [k for k in kept if not _weakly_dominates(point, k)]
-            kept.append(point)
-            hv = hypervolume(kept, ref)
-        history.append((row.number, hv))
-    return history
-
-
-def _weakly_dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True))
-
-
 # --- predictor error -----------------------------------------------------------------------
 
 
 def predictor_errors(results: RunResults) -> list[dict[str, Any]]:
-    """Predicted against measured latency and energy, per verified trial.
+    """Predicted against measured latency and energy, per trial that has both.
 
     Returns:
         Records with ``trial``, ``metric``, ``predicted``, ``measured`` and ``error_pct``
@@ -120,8 +57,7 @@ def predictor_errors(results: RunResults) -> list[dict[str, Any]]:
     out = []
     for row in sorted(results.rows, key=lambda r: r.number):
         for name in PREDICTED_COSTS:
-            pred = row.values.get(name, row.predicted.get(name))
-            meas = row.measured.get(name)
+            pred, meas = row.cost(name)
             if pred is None or meas is None or meas == 0:
                 continue
             out.append(
@@ -150,6 +86,59 @@ def error_summary(errors: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, fl
         }
         for m, errs in by_metric.items()
     }
+
+
+def latency_errors(results: RunResults) -> list[dict[str, Any]]:
+    """The latency predictor's error per trial, in trial order.
+
+    From the search's own tracking (``predictor_tracking``) where the run has it, else from
+    the trials that have both a predicted and a measured latency.
+
+    Returns:
+        Records with ``number``, ``predicted_ms``, ``measured_ms``, ``error_pct`` (signed,
+        in %) and ``refit`` (the predictor was refitted after this trial).
+    """
+    tracked = [r for r in results.predictor_tracking if _is_number(r.get("error_pct"))]
+    if tracked:
+        return sorted(tracked, key=lambda r: r.get("number", 0))
+    return [
+        {
+            "number": e["trial"],
+            "predicted_ms": e["predicted"],
+            "measured_ms": e["measured"],
+            "error_pct": e["error_pct"],
+            "refit": False,
+        }
+        for e in predictor_errors(results)
+        if e["metric"] == "latency_ms"
+    ]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def latency_error_figure(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The chart of :func:`latency_errors`: |error| per trial, refits as dotted lines."""
+    points = [
+        [
+            r["number"],
+            abs(r["error_pct"]),
+            f"trial {r['number']}: predicted {r.get('predicted_ms', float('nan')):.4g} ms, "
+            f"measured {r.get('measured_ms', float('nan')):.4g} ms, "
+            f"error {r['error_pct']:+.1f} %",
+        ]
+        for r in records
+    ]
+    refits = [{"x": r["number"], "label": f"refit after trial {r['number']}"} for r in records]
+    return line_figure(
+        [{"points": points, "markers": True}],
+        title="Latency predictor: |predicted - measured| / measured, per trial",
+        xlabel="trial number",
+        ylabel="|error| [%]",
+        vlines=[v for v, r in zip(refits, records, strict=True) if r.get("refit")],
+        hlines=[{"y": 10.0, "label": "10 %"}],
+    )
 
 
 # --- per-layer policy ----------------------------------------------------------------------
@@ -250,58 +239,6 @@ def _bar_chart(title: str, bars: Sequence[tuple[str, float | None, str, str]]) -
 # --- charts and tables ---------------------------------------------------------------------
 
 
-def line_svg(
-    points: Sequence[tuple[float, float]], *, xlabel: str, ylabel: str, title: str
-) -> str:
-    """A small step-line chart (e.g. hypervolume against trial number)."""
-    width, height, ml, mr, mt, mb = 640, 280, 62, 16, 28, 44
-    if not points:
-        return "<p>No trial yet.</p>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-    y0, y1 = 0.0, max(max(ys) * 1.1, 1e-9)
-
-    def px(v: float) -> float:
-        return ml + (v - x0) / (x1 - x0) * (width - ml - mr)
-
-    def py(v: float) -> float:
-        return height - mb - (v - y0) / (y1 - y0) * (height - mt - mb)
-
-    path = []
-    for i, (x, y) in enumerate(points):
-        if i:
-            path.append(f"L{px(x):.1f},{py(points[i - 1][1]):.1f}")
-        path.append(f"{'M' if not i else 'L'}{px(x):.1f},{py(y):.1f}")
-    out = [
-        f'<svg class="line" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{html.escape(title)}">',
-        f'<rect x="{ml}" y="{mt}" width="{width - ml - mr}" height="{height - mt - mb}" '
-        'fill="#fff" stroke="#888"/>',
-        f'<text x="{ml}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for t in nice_ticks(x0, x1):
-        out.append(
-            f'<text x="{px(t):.1f}" y="{height - mb + 16}" font-size="11" '
-            f'text-anchor="middle">{t:g}</text>'
-        )
-    for t in nice_ticks(y0, y1):
-        out.append(
-            f'<line x1="{ml}" y1="{py(t):.1f}" x2="{width - mr}" y2="{py(t):.1f}" '
-            f'stroke="#eee"/><text x="{ml - 6}" y="{py(t) + 4:.1f}" font-size="11" '
-            f'text-anchor="end">{t:.3g}</text>'
-        )
-    out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{FRONT_COLOR}" stroke-width="2"/>')
-    out.append(
-        f'<text x="{(ml + width) / 2:.1f}" y="{height - 8}" font-size="12" '
-        f'text-anchor="middle">{html.escape(xlabel)}</text>'
-        f'<text x="14" y="{(mt + height - mb) / 2:.1f}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {(mt + height - mb) / 2:.1f})">{html.escape(ylabel)}</text>'
-    )
-    out.append("</svg>")
-    return "\n".join(out)
-
-
 def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, cls: str = "") -> str:
     """A plain HTML table; floats get 4 significant digits, None shows as a dash."""
 
@@ -313,7 +250,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, cls: str
         if isinstance(v, float):
             return f"{v:.4g}"
         if isinstance(v, (dict, list)):
-            return html.escape(json.dumps(v))
+            return html.escape(json.dumps(v)) if v else "none"
         return html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -346,37 +283,103 @@ def _settings_table(results: RunResults) -> str:
     settings = dict(results.settings) or {
         k: v for k, v in results.user_attrs.items() if k not in ("base",)
     }
-    return html_table(["setting", "value"], [[k, v] for k, v in settings.items()])
+    rows = [[k, budget_text(v) if k == "budget" else v] for k, v in settings.items()]
+    return html_table(["setting", "value"], rows)
 
 
 def _errors_section(results: RunResults) -> str:
     errors = predictor_errors(results)
-    if not errors:
+    tracked = latency_errors(results)
+    if not errors and not tracked:
         return (
-            "<p>No trial of this run was measured on the device yet (the search measures the "
-            "front when it finishes), so the predictor's error cannot be shown.</p>"
+            "<p>No trial of this run has both a predicted and a measured cost, so the "
+            "predictor's error cannot be shown.</p>"
         )
-    summary = error_summary(errors)
-    head = html_table(
-        ["metric", "trials", "MAPE %", "max |error| %", "within 10 %"],
-        [
-            [m, int(s["n"]), s["mape"], s["max_abs"], f"{s['within_10']:.0f}%"]
-            for m, s in summary.items()
-        ],
-    )
-    detail = html_table(
-        ["trial", "metric", "predicted", "measured", "error %"],
-        [[e["trial"], e["metric"], e["predicted"], e["measured"], e["error_pct"]] for e in errors],
-    )
-    note = (
+    parts = []
+    if tracked:
+        parts.append(figure_html(latency_error_figure(tracked)))
+        refits = sum(bool(r.get("refit")) for r in tracked)
+        source = "the search's tracking" if results.predictor_tracking else "the measured trials"
+        parts.append(
+            f'<p class="note">From {source}; {refits} refit(s) of the predictor, drawn as '
+            "dotted lines. Hover a point for its numbers.</p>"
+        )
+    if errors:
+        summary = error_summary(errors)
+        parts.append(
+            html_table(
+                ["metric", "trials", "MAPE %", "max |error| %", "within 10 %"],
+                [
+                    [m, int(s["n"]), s["mape"], s["max_abs"], f"{s['within_10']:.0f}%"]
+                    for m, s in summary.items()
+                ],
+            )
+        )
+        detail = html_table(
+            ["trial", "metric", "predicted", "measured", "error %"],
+            [
+                [e["trial"], e["metric"], e["predicted"], e["measured"], e["error_pct"]]
+                for e in errors
+            ],
+        )
+        parts.append(f"<details><summary>per trial</summary>{detail}</details>")
+    parts.append(
         '<p class="note">Error = (predicted - measured) / measured. Memory is computed from '
         "the graph (weights at their bit-widths plus peak activations), not predicted.</p>"
     )
-    return f"{head}{note}<details><summary>per trial</summary>{detail}</details>"
+    return "".join(parts)
+
+
+def _history_section(results: RunResults) -> str:
+    history = hypervolume_history(results)
+    if not history:
+        return "<p>No trial yet.</p>"
+    chart = line_figure(
+        [{"points": [[n, hv] for n, hv in history], "step": True}],
+        title=f"Hypervolume of the feasible trials so far (final {history[-1][1]:.4f})",
+        xlabel="trial number",
+        ylabel="hypervolume",
+    )
+    ref = ", ".join(
+        f"{n} {r:.3g}"
+        for n, r in zip(results.objectives, hypervolume_reference(results), strict=True)
+    )
+    return figure_html(chart) + (
+        '<p class="note">Objectives normalised against the base model: each cost as '
+        "cost / base cost, accuracy as 1 - accuracy / base accuracy. Reference point: the "
+        f"worst of the base model and all trials, plus a tenth of the range ({html.escape(ref)}"
+        "). Only trials that meet the budget count.</p>"
+    )
+
+
+def _chosen_trial(results: RunResults, trial: int | None) -> tuple[TrialRow | None, str]:
+    if trial is not None:
+        return results.trial(trial), f"trial {trial}, as requested"
+    try:
+        best = results.best_trial()
+    except RunError:  # no feasible trial: show the most accurate one instead
+        chosen = max(results.rows, key=lambda r: r.accuracy or 0.0, default=None)
+        return chosen, "no trial meets the budget; showing the most accurate trial"
+    return best, f"trial {best.number}: the most accurate trial that meets the budget"
+
+
+def _summary(results: RunResults) -> str:
+    def setting(key: str) -> str:
+        return html.escape(str(results.settings.get(key, results.user_attrs.get(key, "?"))))
+
+    sources = sorted({r.cost_source for r in results.rows})
+    return (
+        f"task <b>{setting('task')}</b> on device <b>{setting('device')}</b>; objectives "
+        f"{html.escape(', '.join(results.objectives))}; budget "
+        f"{html.escape(budget_text(results.budget))}; {len(results.rows)} complete, "
+        f"{results.n_running} running, {results.n_failed} failed trials; "
+        f"{sum(r.pareto for r in results.rows)} on the front. Costs the search used: "
+        f"{html.escape(', '.join(sources) or 'none')}."
+    )
 
 
 REPORT_CSS = """
-body { font-family: sans-serif; margin: 20px auto; max-width: 1400px; color: #222; }
+body { margin: 20px auto; max-width: 1400px; padding: 0 16px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
@@ -387,72 +390,34 @@ th { background: #f3f3f3; } td:last-child, td:first-child { text-align: left; }
 
 def report_html(results: RunResults, *, trial: int | None = None) -> str:
     """The whole report as one HTML string (see :func:`write_report`)."""
-    name = results.run_dir.name
-    chosen: TrialRow | None
-    if trial is not None:
-        chosen = results.trial(trial)
-        why = f"trial {trial}, as requested"
-    else:
-        try:
-            chosen = results.best_trial()
-            why = f"trial {chosen.number}: the most accurate trial that meets the budget"
-        except Exception:  # no feasible trial: show the most accurate one instead
-            chosen = max(results.rows, key=lambda r: r.accuracy or 0.0, default=None)
-            why = "no trial meets the budget; showing the most accurate trial"
-    history = hypervolume_history(results)
-    settings = results.settings
-    title = f"hwnas report: {name}"
+    chosen, why = _chosen_trial(results, trial)
+    title = f"hwnas report: {results.run_dir.name}"
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    summary = (
-        f"task <b>{html.escape(str(settings.get('task', results.user_attrs.get('task', '?'))))}"
-        f"</b> on device <b>"
-        f"{html.escape(str(settings.get('device', results.user_attrs.get('device', '?'))))}</b>; "
-        f"objectives {html.escape(', '.join(results.objectives))}; budget "
-        f"{html.escape(json.dumps(dict(results.budget)))}; {len(results.rows)} complete, "
-        f"{results.n_running} running, {results.n_failed} failed trials; "
-        f"{sum(r.pareto for r in results.rows)} on the front."
-    )
     policy_html = "<p>No trial to show.</p>"
     if chosen is not None:
         policy_html = f"<p>{html.escape(why)}. {html.escape(chosen.summary)}</p>" + policy_svg(
             results, chosen
         )
-    hv_final = history[-1][1] if history else 0.0
     sections = [
-        f"<h1>{html.escape(title)}</h1><p>{summary}</p>"
-        f'<p class="note">Generated {generated} from {html.escape(str(results.run_dir))}. '
-        "Costs are predicted for the device unless marked measured.</p>",
+        f"<h1>{html.escape(title)}</h1><p>{_summary(results)}</p>"
+        f'<p class="note">Generated {generated} from {html.escape(str(results.run_dir))}.</p>',
         "<h2>Settings</h2>" + _settings_table(results),
         "<h2>Base model</h2>" + _base_table(results),
         "<h2>Pareto front</h2>"
         + LEGEND_HTML
-        + f'<div class="panels">{front_svg(results, panel_width=420, panel_height=320)}</div>'
+        + figure_html(front_figure(results))
         + _front_table(results),
         "<h2>Per-layer policy</h2>" + policy_html,
-        "<h2>Predictor error on the measured front</h2>" + _errors_section(results),
-        "<h2>Search history</h2>"
-        + line_svg(
-            [(float(n), hv) for n, hv in history],
-            xlabel="trial number",
-            ylabel="hypervolume",
-            title=f"Hypervolume of the feasible trials so far (final {hv_final:.4f})",
-        )
-        + '<p class="note">Objectives normalised against the base model: each cost as '
-        "cost / base cost, accuracy as 1 - accuracy / base accuracy; reference point 1 in "
-        "every coordinate (the base model's cost at zero accuracy). Only trials that meet "
-        "the budget count.</p>",
+        "<h2>Predictor error</h2>" + _errors_section(results),
+        "<h2>Search history</h2>" + _history_section(results),
     ]
     if results.failed:
         items = "".join(
             f"<li>trial {n}: {html.escape(err)}</li>" for n, err in sorted(results.failed.items())
         )
         sections.append(f"<h2>Failed trials</h2><ul>{items}</ul>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}{PLOT_CSS}</style></head><body>"
-        + "\n".join(f"<section>{s}</section>" for s in sections)
-        + f"<script>{PLOT_JS}</script></body></html>\n"
-    )
+    body = "\n".join(f"<section>{s}</section>" for s in sections)
+    return html_page(title, body, css=REPORT_CSS)
 
 
 def write_report(run: Any, out: str | Path, *, trial: int | None = None) -> Path:

@@ -30,7 +30,8 @@ class ParetoCommand(BaseCommand):
         parser.add_argument(
             "--plot",
             metavar="FILE",
-            help="also draw the front: FILE.html (interactive, offline), .svg or .png",
+            help="also draw the front: FILE.html (one offline page: hover a point for its "
+            "trial and costs, filter to the front or the budget, zoom), .svg or .png",
         )
 
     def run(self, args: argparse.Namespace) -> int:
@@ -56,8 +57,9 @@ class ReportCommand(BaseCommand):
 
     name = "report"
     help = (
-        "Write one self-contained HTML page (opens offline): settings, base model, front, "
-        "per-layer policy of a trial, predictor error, hypervolume over trials."
+        "Write one self-contained HTML page (opens offline): settings, base model, an "
+        "interactive front (hover, filter, zoom), per-layer policy of a trial, the latency "
+        "predictor's error per trial, hypervolume over trials."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

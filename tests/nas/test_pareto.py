@@ -134,3 +134,40 @@ def test_cli_pareto_json_and_table(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["pareto", str(fake_run), "--plot", str(tmp_path / "front.gif")]) == 1
     assert "must end in .html, .svg or .png" in capsys.readouterr().err
+
+
+def test_cost_source_picks_which_cost_the_values_are(tmp_path: Path) -> None:
+    from _measured_run import PREDICTION_ERROR, make_measured_run
+
+    res = read_run(make_measured_run(tmp_path / "measured", n=6))
+    for row in res.rows:
+        assert row.cost_source == "measured"
+        pred, meas = row.cost("latency_ms")
+        assert meas == row.values["latency_ms"]
+        err = PREDICTION_ERROR[row.number % len(PREDICTION_ERROR)]
+        assert pred == pytest.approx(meas * (1 + err))
+    assert [t["number"] for t in res.predictor_tracking] == list(range(6))
+    rows = list(csv.DictReader(io.StringIO(format_rows(res, include_all=True, fmt="csv"))))
+    first = res.trial(int(rows[0]["trial"]))
+    assert float(rows[0]["latency_ms_measured"]) == first.values["latency_ms"]
+    assert float(rows[0]["latency_ms_predicted"]) == first.cost("latency_ms")[0]
+    doc = json.loads(format_rows(res, fmt="json"))
+    assert {t["cost_source"] for t in doc["trials"]} == {"measured"}
+
+
+def test_old_runs_read_as_predicted(fake_run: Path) -> None:
+    res = read_run(fake_run)
+    assert {r.cost_source for r in res.rows} == {"predicted"}
+    assert res.predictor_tracking == []
+    row = res.front()[0]
+    assert row.cost("latency_ms") == (row.values["latency_ms"], row.measured["latency_ms"])
+
+
+def test_budget_text() -> None:
+    from nas._pareto import budget_text
+
+    assert budget_text({}) == "none"
+    assert budget_text({"latency_ms": 0.8, "accuracy_drop": 3.0}) == (
+        "latency_ms <= 0.8, accuracy_drop <= 3"
+    )
+    assert budget_text({"accuracy": 90.0}) == "accuracy >= 90"

@@ -1,34 +1,17 @@
-"""Pictures of the front: pairwise panels, tooltips, base point, budget lines, PNG."""
+"""Pictures of the front: the figure data, the self-contained page, PNG and SVG files."""
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
+import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from _front_data import make_results
 
 from nas import UsageError
-from nas._plots import front_html, nice_ticks, objective_pairs, plot_front
-
-
-class _Collect(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.titles: list[str] = []
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        self._in_title = tag == "title"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.titles.append(data)
+from nas._plots import figure_html, front_figure, front_html, objective_pairs, plot_front
 
 
 def test_objective_pairs() -> None:
@@ -38,33 +21,67 @@ def test_objective_pairs() -> None:
     assert objective_pairs(["latency_ms", "memory_mb"]) == [("latency_ms", "memory_mb")]
 
 
-def test_nice_ticks() -> None:
-    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    ticks = nice_ticks(0.13, 0.97)
-    assert ticks[0] >= 0.13 and ticks[-1] <= 0.97 and 3 <= len(ticks) <= 8
-
-
 @pytest.mark.parametrize(
     "objectives", [("accuracy", "latency_ms"), ("accuracy", "latency_ms", "memory_mb")]
 )
-def test_front_html_has_panels_tooltips_base_and_budget(objectives: tuple[str, ...]) -> None:
+def test_front_figure_has_every_trial_base_and_budget(objectives: tuple[str, ...]) -> None:
     res = make_results(15, objectives=objectives)
-    page = front_html(res)
-    parser = _Collect()
-    parser.feed(page)
-    panels = [a for t, a in parser.tags if t == "svg" and a.get("class") == "panel"]
-    assert len(panels) == len(objective_pairs(objectives))
-    groups = [a for t, a in parser.tags if t == "g" and "trial" in (a.get("class") or "")]
-    assert len(groups) == 15 * len(panels)
+    fig = front_figure(res)
+    assert fig["pairs"] == objective_pairs(objectives)
+    assert [t["number"] for t in fig["trials"]] == list(range(15))
     front = {r.number for r in res.rows if r.pareto}
-    assert {int(a["data-trial"]) for a in groups if "front" in a["class"]} == front
-    assert any("infeasible" in a["class"] for a in groups)
-    assert any(t.startswith(f"trial {min(front)}") and "width" in t for t in parser.titles)
-    assert any(t.startswith("base model") for t in parser.titles)
-    assert any(t.startswith("budget: latency_ms <= 0.8") for t in parser.titles)
-    assert any(t.startswith("budget: accuracy >= 94") for t in parser.titles)
-    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert "https://" not in page
+    assert {t["number"] for t in fig["trials"] if t["cls"] == "front"} == front
+    assert any(t["cls"] == "infeasible" and t["violations"] for t in fig["trials"])
+    assert fig["limits"]["latency_ms"] == {"value": 0.8, "op": "<="}
+    assert fig["limits"]["accuracy"] == {"value": 94.0, "op": ">="}
+    assert fig["base"]["latency_ms"] == 1.0 and fig["base"]["accuracy"] == 97.0
+    measured = next(t for t in fig["trials"] if t["cls"] == "front")
+    row = res.trial(measured["number"])
+    # the search used predicted costs: the ring is the measured latency
+    assert measured["predicted"]["latency_ms"] == row.values["latency_ms"]
+    assert measured["other"]["latency_ms"] == pytest.approx(row.values["latency_ms"] * 1.05)
+    assert all("width" in t["summary"] for t in fig["trials"])
+
+
+def test_front_figure_of_measured_costs_rings_the_prediction() -> None:
+    res = make_results(6)
+    rows = tuple(
+        replace(
+            r,
+            cost_source="measured",
+            predicted={"latency_ms": 2 * r.values["latency_ms"]},
+            measured={"latency_ms": r.values["latency_ms"]},
+        )
+        for r in res.rows
+    )
+    fig = front_figure(replace(res, rows=rows))
+    for t, r in zip(fig["trials"], rows, strict=True):
+        assert t["source"] == "measured"
+        assert t["measured"]["latency_ms"] == r.values["latency_ms"]
+        assert (
+            t["other"]["latency_ms"] == t["predicted"]["latency_ms"] == 2 * r.values["latency_ms"]
+        )
+    # the base model is drawn at its measured cost, like the trials
+    assert fig["base"]["latency_ms"] == 1.1
+
+
+def test_figure_json_cannot_close_its_script() -> None:
+    res = make_results(4)
+    rows = (replace(res.rows[0], summary="</script><script>alert(1)</script>"), *res.rows[1:])
+    page = figure_html(front_figure(replace(res, rows=rows)))
+    assert page.count("</script>") == 1
+    data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
+    assert data is not None
+    assert json.loads(data.group(1))["trials"][0]["summary"].startswith("</script>")
+
+
+def test_front_html_is_one_offline_file() -> None:
+    page = front_html(make_results(15))
+    assert page.startswith("<!DOCTYPE html>")
+    assert "drawFront" in page  # the renderer is inlined, not loaded
+    assert "<script src" not in page and "<link" not in page
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", page)
+    assert "budget latency_ms &lt;= 0.8, accuracy_drop &lt;= 3" in page
 
 
 def test_plot_files(tmp_path: Path) -> None:
@@ -75,7 +92,7 @@ def test_plot_files(tmp_path: Path) -> None:
 
     assert matplotlib.image.imread(png).shape[1] > 600  # three panels side by side
     svg = plot_front(res, tmp_path / "front.svg").read_text()
-    assert svg.startswith("<svg") and svg.count("<svg") == 4
+    assert "<svg" in svg[:500] and "Pareto front of synthetic" in svg
     html = plot_front(res, tmp_path / "front.html").read_text()
     assert html.startswith("<!DOCTYPE html>")
     with pytest.raises(UsageError, match=r"must end in one of \['.html'"):
