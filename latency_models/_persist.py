@@ -116,15 +116,25 @@ def save_predictor(
     return folder
 
 
+def _not_finite(text: str) -> float:
+    raise ValueError(f"{text} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else _not_finite(text)
+
+
 def _read_json(path: Path) -> Any:
+    """The JSON in ``path``; NaN, Infinity and numbers too large for a float are refused."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist: a saved predictor is a folder with meta.json and "
             f"state.json, written by predictor.save(folder)."
         )
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(path.read_text(), parse_constant=_not_finite, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise IncompatibleArtifactError(
             f"{str(path)!r} is not a hwnas predictor file (invalid JSON: {exc}). Re-save the "
             f"predictor, or refit it with `hwnas device profile DEVICE`."
@@ -182,11 +192,12 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
     try:
         predictor = cls(**meta.get("params", {}))
         predictor.set_state(_read_json(folder / "state.json"))
-    except (TypeError, KeyError, ValueError) as exc:
+        _check_no_nan(predictor)
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as exc:
         raise IncompatibleArtifactError(
             f"predictor {str(folder)!r} ({meta.get('class')!r}) could not be restored: {exc}. "
-            f"It was written by another hwnas version; refit with `hwnas device profile "
-            f"{meta.get('device') or 'DEVICE'}`."
+            f"The file is damaged or was written by another hwnas version; refit with "
+            f"`hwnas device profile {meta.get('device') or 'DEVICE'}`."
         ) from exc
     predictor.n_train_ = int(meta.get("n_train") or 0)
     predictor.feature_version_ = fv
@@ -205,6 +216,35 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
             stacklevel=2,
         )
     return predictor
+
+
+def _check_no_nan(predictor: BaseLatencyPredictor) -> None:
+    """Refuse fitted state holding NaN (a null where a number belongs in ``state.json``).
+
+    Raises:
+        ValueError: naming the attribute.
+    """
+
+    def walk(value: Any, where: str, depth: int = 0) -> None:
+        if depth > 12:
+            return
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            if np.isnan(value).any():
+                raise ValueError(f"{where} holds NaN (a missing number)")
+        elif isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"{where} is NaN (a missing number)")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{where}[{key!r}]", depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]", depth + 1)
+        elif isinstance(value, BaseLatencyPredictor):
+            for key, item in vars(value).items():
+                if key.endswith("_") and not key.startswith("_"):
+                    walk(item, f"{where}.{key}", depth + 1)
+
+    walk(predictor, "the state")
 
 
 def _runtime_version() -> str | None:
@@ -357,8 +397,10 @@ def training_data(
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}.")
+    device = getattr(records, "device_name", "DEVICE")
     if hasattr(records, "records"):
         records = records.records()
+    bad: list[str] = []
     feats: list[GraphFeatures] = []
     ys: list[float] = []
     hashes: list[str] = []
@@ -376,14 +418,34 @@ def training_data(
             ys[idx] = min(ys[idx], float(value)) if same else float(value)
             identity[idx] = ident
             if block is not None and feats[idx].totals.get("nchwc_block") != block:
-                feats[idx] = _stored_features(rec, block)  # another host's layout
+                feats[idx] = _features_or_note(rec, block, bad) or feats[idx]  # another layout
+            continue
+        f = _features_or_note(rec, block, bad)
+        if f is None:
             continue
         position[rec.graph_hash] = len(hashes)
         identity.append(ident)
-        feats.append(_stored_features(rec, block))
+        feats.append(f)
         ys.append(float(value))
         hashes.append(rec.graph_hash)
+    if bad:
+        warnings.warn(
+            f"left out {len(bad)} stored record(s) whose graph cannot be read: "
+            f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Remove them with "
+            f"`hwnas device records {device} --remove ID,...`.",
+            UserWarning,
+            stacklevel=2,
+        )
     return feats, np.asarray(ys, dtype=np.float64), hashes
+
+
+def _features_or_note(rec: Any, block: int | None, bad: list[str]) -> GraphFeatures | None:
+    """:func:`_stored_features`, or None after noting in ``bad`` why the graph is unreadable."""
+    try:
+        return _stored_features(rec, block)
+    except (ValueError, OSError, KeyError, IndexError, TypeError) as exc:
+        bad.append(f"record {getattr(rec, 'id', '?')} ({exc})")
+        return None
 
 
 def measured_nchwc_block(m: Any) -> int | None:

@@ -627,6 +627,11 @@ def predict_trees(forest: Mapping[str, Any], x: FloatArray) -> FloatArray:
     )
     x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn compares float32 features
     n_rows, n_cols = x32.shape
+    if feat.size and int(feat.max()) >= n_cols:  # a flat index would read another row
+        raise ValueError(
+            f"a tree splits on feature {int(feat.max())} of rows with {n_cols} features; the "
+            "predictor file is damaged or from another hwnas. Refit it."
+        )
     n_trees = len(forest["trees"])
     base = (np.arange(n_trees, dtype=np.int32) * size)[None, :]
     flat_x = x32.ravel()
@@ -657,10 +662,48 @@ def forest_state(forest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def forest_from_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`forest_state`: the forest with its traversal arrays rebuilt."""
+    """Inverse of :func:`forest_state`: the forest with its traversal arrays rebuilt.
+
+    Raises:
+        ValueError: the state is not a well-formed forest (a damaged or tampered file).
+    """
     forest = dict(state)
+    _check_forest(forest)
     forest["_arrays"] = _tree_arrays(forest)
     return forest
+
+
+def _check_forest(forest: Mapping[str, Any]) -> None:
+    """Check a loaded forest: shapes, child indices, features and finite numbers.
+
+    sklearn numbers a node's children after the node, so requiring that makes every path end
+    (a tree cannot point back to itself) and bounds it by the tree's size.
+    """
+    rate, trees = forest.get("learning_rate"), forest.get("trees")
+    if (
+        not isinstance(rate, (int, float))
+        or not math.isfinite(rate)
+        or not isinstance(trees, list)
+    ):
+        raise ValueError("a forest needs a finite learning_rate and a list of trees.")
+    for n, t in enumerate(trees):
+        lt, rt, ft = (np.asarray(t[k]) for k in ("left", "right", "feature"))
+        th, v = (np.asarray(t[k], dtype=np.float64) for k in ("threshold", "value"))
+        size = lt.size
+        if size == 0 or any(a.shape != (size,) for a in (lt, rt, ft, th, v)):
+            raise ValueError(f"tree {n}: its node arrays are empty or of different lengths.")
+        if any(a.dtype.kind not in "iu" for a in (lt, rt, ft)):
+            raise ValueError(f"tree {n}: child and feature indices must be whole numbers.")
+        internal, index = lt != -1, np.arange(size)
+        if np.any((rt != -1) != internal) or np.any(
+            internal & ((lt <= index) | (rt <= index) | (lt >= size) | (rt >= size) | (ft < 0))
+        ):
+            raise ValueError(
+                f"tree {n}: a child index is out of range or not after its parent, or a "
+                "feature index is negative."
+            )
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(th[internal]))):
+            raise ValueError(f"tree {n}: a threshold or value is not a finite number.")
 
 
 def _tree_arrays(forest: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -701,12 +744,13 @@ def _depth(left: Sequence[int], right: Sequence[int]) -> int:
     """Longest root-to-leaf path of one sklearn tree (its ``children_left/right`` arrays)."""
     lt, rt = np.asarray(left), np.asarray(right)
     d, level = 0, np.array([0])
-    while True:
+    while d <= MAX_TREE_DEPTH:  # deeper is refused: stop before a level outgrows memory
         level = level[lt[level] != -1]
         if not level.size:
             return d
         level = np.concatenate([lt[level], rt[level]])
         d += 1
+    return d
 
 
 def _fit_trees(

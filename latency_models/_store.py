@@ -7,17 +7,26 @@ with the runtime version, the host fingerprint and the time. Nothing is overwrit
 re-measurement adds a row and :meth:`MeasurementStore.get` returns the newest.
 
 Two processes may write at once: connections use WAL journaling and wait up to 60 s for a
-lock. A file that is not a readable store raises :class:`StoreCorruptedError` naming the path;
-it is never silently replaced.
+lock. A new store is built aside and linked into place in one step, so a file at the path is
+always a complete store: an empty or unreadable file raises :class:`StoreCorruptedError`
+naming the path; it is never silently replaced. A record that cannot be read is skipped with
+a warning naming it (:meth:`MeasurementStore.check` lists such records and
+:meth:`MeasurementStore.remove` drops them); it does not block the others.
+
+Imported measurements (:meth:`MeasurementStore.import_jsonl`) are checked field by field,
+their ONNX files must lie inside the folder of the JSONL file, and each must be an ONNX model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,7 +124,44 @@ class MeasurementStore:
         self.device_name = device_name
         self.path = Path(path) if path is not None else default_store_path(device_name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create()
+        elif self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreCorruptedError(
+                f"measurement store {self.path} is empty (0 bytes): it was truncated or "
+                "overwritten. Restore it from a backup, or move it away to start a new store."
+            )
         self._init()
+
+    def _create(self) -> None:
+        """Build a new store aside and link it into place: the path is never half a store."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{threading.get_ident()}.new")
+        try:
+            conn = sqlite3.connect(tmp)
+            try:
+                with conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                    conn.execute(
+                        "INSERT INTO meta VALUES (?, ?), (?, ?)",
+                        ("schema_version", str(SCHEMA_VERSION), "device", self.device_name),
+                    )
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+            except OSError:  # a file system without hard links
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except sqlite3.Error as exc:
+            raise StoreCorruptedError(
+                f"cannot create measurement store {self.path}: {exc}"
+            ) from exc
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return f"MeasurementStore({self.device_name!r}, path={str(self.path)!r})"
@@ -136,7 +182,8 @@ class MeasurementStore:
                 raise ValueError(f"measurement store {self.path} refused a value: {exc}") from exc
             raise StoreCorruptedError(
                 f"measurement store {self.path} is corrupted or not a store ({exc}). Move it "
-                "away to start a new one; export what is readable first if you need it."
+                "away to start a new one; `sqlite3 FILE .recover | sqlite3 NEW` may save "
+                "what is still readable."
             ) from exc
         finally:
             conn.close()
@@ -224,6 +271,7 @@ class MeasurementStore:
             )
 
     def _query(self, where: str, params: tuple[Any, ...], with_onnx: bool) -> list[StoredRecord]:
+        """Matching records, oldest first; unreadable ones are skipped with a warning."""
         onnx_col = "g.onnx" if with_onnx else "NULL"
         sql = (
             f"SELECT m.id, m.graph_hash, m.measurement, m.runtime_version, m.host, m.created, "
@@ -232,18 +280,88 @@ class MeasurementStore:
         )
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()
-        out = []
+        out, bad = [], []
         for row in rows:
             try:
-                meas = Measurement.from_dict(json.loads(row[2]))
-                feats = None if row[7] is None else json.loads(row[7])
-            except (ValueError, TypeError) as exc:
-                raise StoreCorruptedError(
-                    f"record {row[0]} in measurement store {self.path} is unreadable: {exc}."
-                ) from exc
-            out.append(StoredRecord(row[0], row[1], meas, row[3], row[4], row[5], row[6],
-                                    feats, row[8], row[9]))  # fmt: skip
+                out.append(_record(row))
+            except ValueError as exc:
+                bad.append(f"{row[0]} ({exc})")
+        if bad:
+            warnings.warn(
+                f"measurement store {self.path}: skipped {len(bad)} unreadable record(s): "
+                f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Remove them with "
+                f"`hwnas device records {self.device_name} --remove ID,...`.",
+                UserWarning,
+                stacklevel=3,
+            )
         return out
+
+    def check(self, *, graphs: bool = True) -> list[tuple[int, str, str]]:
+        """Every record as ``(id, graph hash, problem)``; problem is ``""`` when readable.
+
+        Args:
+            graphs: Also check that each stored graph is an ONNX model (reads them all).
+        """
+        with self._connect() as conn:
+            ids = [int(r[0]) for r in conn.execute("SELECT id FROM measurements ORDER BY id")]
+        out = []
+        for rec_id in ids:
+            row, problem = self._row(rec_id, with_onnx=graphs)
+            digest = str(row[1]) if row is not None else "?"
+            if row is not None and not problem:
+                try:
+                    rec = _record(row)
+                    if graphs:
+                        problem = onnx_problem(rec.graph())
+                except (ValueError, OSError) as exc:
+                    problem = str(exc)
+            out.append((rec_id, digest, problem))
+        return out
+
+    def _row(self, rec_id: int, *, with_onnx: bool) -> tuple[Any, str]:
+        """One raw record row by id, or (None, why it cannot be read)."""
+        onnx_col = "g.onnx" if with_onnx else "NULL"
+        try:
+            with self._connect() as conn:
+                row = conn.execute(
+                    f"SELECT m.id, m.graph_hash, m.measurement, m.runtime_version, m.host, "
+                    f"m.created, m.source, g.features, {onnx_col}, g.onnx_path FROM "
+                    f"measurements m LEFT JOIN graphs g ON g.graph_hash = m.graph_hash "
+                    f"WHERE m.id = ?",
+                    (rec_id,),
+                ).fetchone()
+        except StoreCorruptedError as exc:
+            return None, f"unreadable ({exc.__cause__})"
+        if row is None:
+            return None, "missing"
+        if row[8] is None and row[9] is None and with_onnx:
+            return row, "its graph is missing from the store"
+        return row, ""
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Delete the records ``ids`` (and graphs no other record uses); returns how many.
+
+        Raises:
+            ValueError: an id is not a record of this store (nothing is removed then).
+        """
+        wanted = sorted(set(ids))
+        with self._connect() as conn:
+            marks = ",".join("?" * len(wanted))
+            found = {
+                int(r[0])
+                for r in conn.execute(f"SELECT id FROM measurements WHERE id IN ({marks})", wanted)
+            }
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                raise ValueError(
+                    f"no record {missing} in measurement store {self.path}; list them with "
+                    f"`hwnas device records {self.device_name}`."
+                )
+            conn.execute(f"DELETE FROM measurements WHERE id IN ({marks})", wanted)
+            conn.execute(
+                "DELETE FROM graphs WHERE graph_hash NOT IN (SELECT graph_hash FROM measurements)"
+            )
+        return len(wanted)
 
     def get(
         self,
@@ -277,20 +395,32 @@ class MeasurementStore:
             return int(conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
 
     def export_jsonl(self, path: str | Path) -> int:
-        """Write every record as one JSON line; the ONNX files go to ``<folder>/graphs/``.
+        """Write every readable record as one JSON line; the ONNX files go to ``<folder>/graphs/``.
 
         Each line has ``onnx`` (path relative to the JSONL's folder), ``graph_hash``,
-        ``source``, ``features`` and the measurement's fields. Returns the number of lines.
+        ``source``, ``features`` and the measurement's fields. Records that cannot be read
+        (a damaged store) are left out with a warning naming them, so that what is readable
+        can be saved. Returns the number of lines.
         """
         path = Path(path)
         graph_dir = path.parent / "graphs"
         graph_dir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
-        for rec in self.records():
+        skipped: list[str] = []
+        for rec_id, _, problem in self.check(graphs=False):
+            row, problem = (None, problem) if problem else self._row(rec_id, with_onnx=True)
+            try:
+                if problem:
+                    raise ValueError(problem)
+                rec = _record(row)
+                data = rec.graph()
+            except (ValueError, OSError) as exc:
+                skipped.append(f"{rec_id} ({exc})")
+                continue
             rel = Path("graphs") / f"{rec.graph_hash}.onnx"
             target = path.parent / rel
             if not target.exists():
-                target.write_bytes(rec.graph())
+                target.write_bytes(data)
             line: dict[str, Any] = {
                 "onnx": rel.as_posix(),
                 "graph_hash": rec.graph_hash,
@@ -301,30 +431,51 @@ class MeasurementStore:
                 line["features"] = rec.features
             lines.append(json.dumps(line, sort_keys=True))
         path.write_text("".join(line + "\n" for line in lines))
+        if skipped:
+            warnings.warn(
+                f"left {len(skipped)} unreadable record(s) of {self.path} out of {path}: "
+                f"{'; '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}.",
+                UserWarning,
+                stacklevel=2,
+            )
         return len(lines)
 
     def import_jsonl(self, path: str | Path) -> int:
         """Add the measurements of a JSON Lines file; returns how many were new.
 
-        Each line needs ``onnx`` (a path, relative to the JSONL's folder or absolute) and
+        Each line needs ``onnx`` (a path relative to the JSONL's folder, inside it) and
         ``latency_ms``; optional: ``energy_mj``, ``peak_memory_bytes``, ``features``, and any
-        other :class:`Measurement` field. A line already stored (same graph, runtime, host
-        and values) is skipped, so importing twice adds nothing.
+        other :class:`Measurement` field, each checked (type, finite, sign). A line already
+        stored (same graph, runtime, host and values) is skipped, so importing twice adds
+        nothing.
 
         Raises:
-            ValueError: a line is not JSON, lacks a field, or names a missing file (the
-                message gives the line number); nothing is imported then.
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: a line is not a JSON object, lacks a field, has a bad value, or names
+                a file outside the JSONL's folder, missing, or not ONNX (the message gives
+                the file and line number); nothing is imported then.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist.")
         parsed = []
-        for lineno, text in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text_lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not a UTF-8 text file of JSON lines ({exc}).") from exc
+        for lineno, text in enumerate(text_lines, 1):
             if not text.strip():
                 continue
             try:
-                parsed.append(self._parse_line(json.loads(text), path))
-            except (json.JSONDecodeError, ValueError, TypeError, OSError) as exc:
+                line = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: not JSON ({exc.msg} at column {exc.colno}); each line "
+                    'must be one JSON object, e.g. {"onnx": "graphs/a.onnx", "latency_ms": 2.5}.'
+                ) from exc
+            try:
+                parsed.append(self._parse_line(line, path))
+            except (ValueError, TypeError, OSError) as exc:
                 raise ValueError(f"{path}:{lineno}: {exc}") from exc
         existing = {
             (r.graph_hash, json.dumps(_comparable(r.measurement), sort_keys=True))
@@ -344,28 +495,29 @@ class MeasurementStore:
         return added
 
     def _parse_line(
-        self, line: dict[str, Any], path: Path
+        self, line: Any, path: Path
     ) -> tuple[bytes, Measurement, dict[str, Any] | None, str]:
         if not isinstance(line, dict):
-            raise ValueError("each line must be a JSON object.")
+            raise ValueError(
+                'each line must be a JSON object, e.g. {"onnx": "graphs/a.onnx", '
+                f'"latency_ms": 2.5}}; got {type(line).__name__}.'
+            )
         line = dict(line)
         onnx_name = line.pop("onnx", None)
-        if not isinstance(onnx_name, str):
+        if not isinstance(onnx_name, str) or not onnx_name:
             raise ValueError('missing "onnx": the path of the ONNX file (relative to the JSONL).')
         if "latency_ms" not in line:
             raise ValueError('missing "latency_ms".')
-        onnx_path = Path(onnx_name)
-        if not onnx_path.is_absolute():
-            onnx_path = path.parent / onnx_path
-        if not onnx_path.is_file():
-            raise ValueError(f"ONNX file {str(onnx_path)!r} does not exist.")
-        data = onnx_path.read_bytes()
+        data = _read_inside(onnx_name, path.parent)
         features = line.pop("features", None)
+        if features is not None and not isinstance(features, dict):
+            raise ValueError(f'"features" must be a JSON object or null, got {features!r}.')
         line.pop("graph_hash", None)
         source = line.pop("source", None) or f"imported:{path.name}"
+        if not isinstance(source, str):
+            raise ValueError(f'"source" must be a string, got {source!r}.')
+        _check_fields(line)
         latency = float(line["latency_ms"])
-        if not math.isfinite(latency) or latency <= 0:
-            raise ValueError(f"latency_ms must be a positive number, got {line['latency_ms']!r}.")
         energy = line.get("energy_mj")
         defaults: dict[str, Any] = {
             "p10_ms": latency,
@@ -385,6 +537,123 @@ class MeasurementStore:
         }
         meas = Measurement.from_dict({**defaults, **line})
         return data, meas, features, source
+
+
+def _record(row: Any) -> StoredRecord:
+    """A :class:`StoredRecord` from a query row.
+
+    Raises:
+        ValueError: the row's measurement or features are not readable.
+    """
+    try:
+        meas = Measurement.from_dict(json.loads(row[2]))
+        feats = None if row[7] is None else json.loads(row[7])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"unreadable measurement: {exc}") from exc
+    return StoredRecord(row[0], row[1], meas, row[3], row[4], row[5], row[6],
+                        feats, row[8], row[9])  # fmt: skip
+
+
+def _read_inside(name: str, folder: Path) -> bytes:
+    """The ONNX model at ``name``, which must lie inside ``folder``.
+
+    Raises:
+        ValueError: the path leaves the folder, does not exist, or is not an ONNX model.
+    """
+    root = folder.resolve()
+    target = (root / name).resolve()  # resolves ../ and symbolic links
+    if Path(name).is_absolute() or not target.is_relative_to(root):
+        raise ValueError(
+            f'"onnx": {name!r} is outside the folder of the JSONL file ({root}); put the ONNX '
+            "files in that folder (e.g. graphs/) and name them relative to it."
+        )
+    if not target.is_file():
+        raise ValueError(f"ONNX file {str(root / name)!r} does not exist.")
+    data = target.read_bytes()
+    problem = onnx_problem(data)
+    if problem:
+        raise ValueError(f"{str(root / name)!r}: {problem}")
+    return data
+
+
+def onnx_problem(data: bytes) -> str:
+    """Why ``data`` is not a self-contained ONNX model, or ``""``."""
+    import onnx
+
+    if not data:
+        return "empty file; expected an ONNX model."
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf DecodeError and friends
+        return f"not an ONNX model ({len(data)} bytes; {type(exc).__name__}: {exc})."
+    if not model.graph.node and not model.graph.output:
+        return f"not an ONNX model ({len(data)} bytes that decode to an empty graph)."
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return (
+            "the model keeps its weights in external files; save it with the weights inside "
+            "(onnx.save(model, path, save_as_external_data=False))."
+        )
+    return ""
+
+
+_NUMBERS = {  # field: (lowest, whether it may be 0, whether a whole number, may be null)
+    "latency_ms": (0.0, False, False, False),
+    "p10_ms": (0.0, True, False, True),
+    "p90_ms": (0.0, True, False, True),
+    "cv": (0.0, True, False, True),
+    "rse": (0.0, True, False, True),
+    "energy_mj": (0.0, True, False, True),
+    "peak_memory_bytes": (0.0, True, True, True),
+    "weight_bytes": (0.0, True, True, True),
+    "n_runs": (0.0, True, True, False),
+    "n_samples": (0.0, True, True, False),
+    "runs_per_sample": (1.0, True, True, False),
+    "timestamp": (0.0, True, False, False),
+}
+_STRINGS = (
+    "energy_source", "memory_source", "runtime_version", "host", "device", "energy_note",
+)  # fmt: skip
+
+
+def _check_fields(line: Mapping[str, Any]) -> None:
+    """Check the types and ranges of an imported line's measurement fields.
+
+    Raises:
+        ValueError: a field has the wrong type or an out-of-range value (it is named).
+    """
+    for key, (low, zero_ok, whole, null_ok) in _NUMBERS.items():
+        if key not in line:
+            continue
+        value = line[key]
+        if value is None and null_ok:
+            continue
+        kind = "a whole number" if whole else "a number"
+        bound = f">= {low:g}" if zero_ok else f"> {low:g}"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value >= low if zero_ok else value > low)
+        ok = ok and (not whole or float(value).is_integer())
+        if not ok:
+            null = " or null" if null_ok else ""
+            raise ValueError(f'"{key}" must be {kind} {bound}{null}, got {value!r}.')
+    for key in _STRINGS:
+        if key in line and not isinstance(line[key], str):
+            raise ValueError(f'"{key}" must be a string, got {line[key]!r}.')
+    info = line.get("host_info")
+    if info is not None and not (
+        isinstance(info, dict) and all(isinstance(v, str) for v in info.values())
+    ):
+        raise ValueError(f'"host_info" must be an object of strings, got {info!r}.')
+    times = line.get("kernel_times")
+    if times is not None and not (
+        isinstance(times, list)
+        and all(isinstance(t, dict) and _is_time(t.get("ms")) for t in times)
+    ):
+        raise ValueError('"kernel_times" must be a list of objects, each with "ms" >= 0.')
+
+
+def _is_time(value: Any) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return ok and math.isfinite(value) and value >= 0
 
 
 def _strip(d: dict[str, Any]) -> dict[str, Any]:

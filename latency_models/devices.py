@@ -283,8 +283,18 @@ def add_device(spec: DeviceSpec, *, save: bool = True, replace: bool = False) ->
     return spec
 
 
-def remove_device(name: str) -> None:
-    """Forget user device ``name`` and delete its file (its measurements are kept).
+def remove_device(name: str, *, keep_measurements: bool = False) -> Path | None:
+    """Forget user device ``name``: delete its file and its folder (measurements, predictors).
+
+    A device added again under the same name then starts empty, instead of taking up the
+    measurements of the removed one.
+
+    Args:
+        name: The device.
+        keep_measurements: Keep the folder ``home_dir()/devices/<name>/``.
+
+    Returns:
+        The folder that was kept or deleted, or None when there was none.
 
     Raises:
         ValueError: ``name`` is a built-in.
@@ -295,3 +305,11 @@ def remove_device(name: str) -> None:
     DEVICES.get(name)
     DEVICES._entries.pop(name, None)
     device_file(name).unlink(missing_ok=True)
+    folder = devices_dir() / name
+    if not folder.is_dir():
+        return None
+    if not keep_measurements:
+        import shutil
+
+        shutil.rmtree(folder)
+    return folder

@@ -120,7 +120,7 @@ def test_import_minimal_lines(tmp_path: Path) -> None:
         ('{"latency_ms": 1}', r"r\.jsonl:1: missing \"onnx\""),
         ('{"onnx": "m.onnx"}', r"r\.jsonl:1: missing \"latency_ms\""),
         ('{"onnx": "nope.onnx", "latency_ms": 1}', "nope.onnx' does not exist"),
-        ('{"onnx": "m.onnx", "latency_ms": -2}', "latency_ms must be a positive number"),
+        ('{"onnx": "m.onnx", "latency_ms": -2}', r'"latency_ms" must be a number > 0, got -2'),
         ("not json", r"r\.jsonl:1:"),
     ],
 )
