@@ -120,8 +120,9 @@ def _json_default(v: Any) -> Any:
 
 def run_task(task_name: str, args: Any, home: Path, fractions: list[float]) -> dict[str, Any]:
     import nas
+    from nas._base import costs_of as _costs_of
     from nas._config import SearchConfig
-    from nas._search import _costs_of, base_metrics, build_context
+    from nas._search import base_metrics, build_context
 
     timings: dict[str, float] = {}
     task = nas.load_task(task_name)

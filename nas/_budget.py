@@ -4,9 +4,11 @@ An *objective* is a quantity the search optimises: ``accuracy`` (top-1 in %, max
 ``latency_ms``, ``energy_mj`` and ``memory_mb`` (minimised). A *budget* is a set of limits,
 ``"latency_ms=1.5,memory_mb=2,accuracy_drop=1"``: cost limits on latency (ms), energy (mJ)
 and memory (MB, weights plus peak activations), and a limit on the accuracy lost against the
-base model (``accuracy_drop``, in points of top-1). Each limit becomes one Optuna constraint
-(``trial.set_constraint``, value > 0 means violated), so the Pareto front holds only trials
-that meet the budget while infeasible trials still teach the sampler.
+base model (``accuracy_drop``, in points of top-1). A cost limit may be relative to the base
+model, ``latency_ms=0.5x``: the search resolves it against the base model measured on the
+device before the first trial (:meth:`Budget.resolve`). Each limit becomes one Optuna
+constraint (``trial.set_constraint``, value > 0 means violated), so the Pareto front holds
+only trials that meet the budget while infeasible trials still teach the sampler.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from nas._errors import BudgetError
 
@@ -132,51 +134,121 @@ def directions(objectives: Sequence[str]) -> list[Direction]:
     return [OBJECTIVES[name].direction for name in objectives]
 
 
+RELATIVE_SUFFIX = "x"
+"""A cost limit written ``0.5x`` is that fraction of the base model's measured cost."""
+
+
+def _parse_limit(key: str, value: object) -> tuple[float, bool]:
+    """(number, relative) of one budget value: ``1.5``, ``"1.5"`` or ``"0.5x"``."""
+    relative = isinstance(value, str) and value.strip().lower().endswith(RELATIVE_SUFFIX)
+    text = value.strip()[:-1] if relative and isinstance(value, str) else value
+    if relative and key not in COST_OBJECTIVES:
+        raise BudgetError(
+            f"budget {key}={value!r}: only latency_ms, energy_mj and memory_mb can be relative "
+            f"to the base model. Write {key}=1 for at most one top-1 point lost."
+        )
+    try:
+        if isinstance(text, bool):
+            raise TypeError
+        number = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BudgetError(
+            f"budget {key} must be a number or a fraction of the base model such as 0.5x, "
+            f"got {value!r}. Example: {key}=1.5 or {key}=0.5x."
+        ) from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and key != "accuracy_drop"):
+        allowed = ">= 0" if key == "accuracy_drop" else "> 0"
+        raise BudgetError(f"budget {key} must be finite and {allowed}, got {value!r}.")
+    return number, relative
+
+
 @dataclass(frozen=True)
 class Budget:
     """Limits a compressed model must meet.
 
     Attributes:
         limits: Budget key -> limit (keys from :data:`BUDGET_KEYS`; costs in ms, mJ, MB;
-            ``accuracy_drop`` in top-1 points).
+            ``accuracy_drop`` in top-1 points). A cost limit may be given as a string
+            ``"0.5x"``: a fraction of the base model's cost, kept in :attr:`relative` until
+            :meth:`resolve` turns it into an absolute limit.
     """
 
     limits: Mapping[str, float] = field(default_factory=dict)
+    relative: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checked: dict[str, float] = {}
-        for key, value in dict(self.limits).items():
+        relative: dict[str, float] = {}
+        for key, value in [*dict(self.limits).items(), *dict(self.relative).items()]:
             if key not in BUDGET_KEYS:
                 raise BudgetError(
                     f"unknown budget key {key!r}; valid keys: {sorted(BUDGET_KEYS)}."
                     f"{_closest(key, BUDGET_KEYS)}"
                 )
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise BudgetError(
-                    f"budget {key} must be a number, got {value!r}. Example: {key}=1.5."
-                ) from None
-            if not math.isfinite(number) or number < 0 or (number == 0 and key != "accuracy_drop"):
-                allowed = ">= 0" if key == "accuracy_drop" else "> 0"
-                raise BudgetError(f"budget {key} must be finite and {allowed}, got {value!r}.")
-            checked[key] = number
+            if key in checked or key in relative:
+                raise BudgetError(f"budget key {key!r} is given twice.")
+            number, is_relative = _parse_limit(key, value)
+            if is_relative or key in dict(self.relative):
+                relative[key] = number
+            else:
+                checked[key] = number
         object.__setattr__(self, "limits", MappingProxyType(checked))
+        object.__setattr__(self, "relative", MappingProxyType(relative))
 
     def __bool__(self) -> bool:
-        return bool(self.limits)
+        return bool(self.limits) or bool(self.relative)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every limit is absolute (no ``0.5x`` left to resolve)."""
+        return not self.relative
 
     @property
     def cost_limits(self) -> dict[str, float]:
-        """The latency, energy and memory limits (without ``accuracy_drop``)."""
+        """The absolute latency, energy and memory limits (without ``accuracy_drop``)."""
         return {k: v for k, v in self.limits.items() if k in COST_OBJECTIVES}
 
-    def to_dict(self) -> dict[str, float]:
-        """JSON-able copy of the limits."""
-        return dict(self.limits)
+    def to_dict(self) -> dict[str, float | str]:
+        """JSON-able copy of the limits, relative ones as ``"0.5x"`` strings."""
+        out: dict[str, float | str] = dict(self.limits)
+        out.update({k: f"{v:g}{RELATIVE_SUFFIX}" for k, v in self.relative.items()})
+        return out
 
     def __str__(self) -> str:
-        return ",".join(f"{k}={v:g}" for k, v in self.limits.items()) or "none"
+        items = [
+            f"{k}={v}" if isinstance(v, str) else f"{k}={v:g}" for k, v in self.to_dict().items()
+        ]
+        return ",".join(items) or "none"
+
+    def resolve(self, base: Mapping[str, float | None]) -> Budget:
+        """This budget with every relative limit turned absolute against ``base``.
+
+        Args:
+            base: The base model's costs by objective name (measured where possible).
+
+        Raises:
+            BudgetError: ``base`` has no value for a relative key.
+        """
+        limits = dict(self.limits)
+        for key, fraction in self.relative.items():
+            value = base.get(key)
+            if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+                raise BudgetError(
+                    f"budget {key}={fraction:g}x needs the base model's {key}, which is not "
+                    f"known on this device. Give an absolute limit ({key}=VALUE) instead."
+                )
+            limits[key] = fraction * float(value)
+        return Budget(limits)
+
+    def fraction_hints(self) -> list[str]:
+        """Absolute cost limits at most 1 that may have been meant as fractions."""
+        return [
+            f"{key}={value:g} is read as an absolute limit of {value:g} "
+            f"{OBJECTIVES[key].unit}; for {value:g} of the base model's cost write "
+            f"{key}={value:g}x"
+            for key, value in self.cost_limits.items()
+            if value <= 1.0
+        ]
 
     def violations(
         self, values: Mapping[str, float | None], *, base_accuracy: float | None = None
@@ -196,6 +268,11 @@ class Budget:
         Returns:
             Budget key -> constraint value.
         """
+        if not self.is_resolved:
+            raise BudgetError(
+                f"the relative limits {dict(self.relative)} must be resolved against the base "
+                "model first (Budget.resolve)."
+            )
         out: dict[str, float] = {}
         for key, limit in self.limits.items():
             if key == "accuracy_drop":
@@ -228,7 +305,7 @@ class Budget:
         return [k for k, lim in self.cost_limits.items() if predicted.get(k, 0.0) > lim]
 
 
-def parse_budget(spec: str | Mapping[str, float] | Budget | None) -> Budget:
+def parse_budget(spec: str | Mapping[str, Any] | Budget | None) -> Budget:
     """Parse a budget.
 
     Args:
@@ -241,7 +318,8 @@ def parse_budget(spec: str | Mapping[str, float] | Budget | None) -> Budget:
 
     Raises:
         BudgetError: an unknown key (listing the valid ones and the closest), a malformed
-            item, a repeated key or a value that is not a positive number.
+            item, a repeated key or a value that is not a positive number (or fraction
+            ``0.5x`` of a cost).
     """
     if spec is None:
         return Budget()

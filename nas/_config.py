@@ -49,7 +49,8 @@ class SearchConfig:
         device: Device name (see ``hwnas device list``).
         objectives: Two or more of ``accuracy``, ``latency_ms``, ``energy_mj``, ``memory_mb``.
         budget: Limits by key (``latency_ms``, ``energy_mj``, ``memory_mb`` and
-            ``accuracy_drop`` in top-1 points); empty for none.
+            ``accuracy_drop`` in top-1 points); empty for none. A cost limit written
+            ``"0.5x"`` is that fraction of the base model's cost measured on the device.
         n_trials: Trials the run should hold when done; finished trials of an earlier,
             interrupted run of the same folder count toward it.
         workers: Trials evaluated at once; more than one runs them as Ray tasks.
@@ -73,12 +74,23 @@ class SearchConfig:
         fidelity_steps: Steps of that longer fine-tune (0: ten times ``recovery_steps``).
         ray_address: Address of a Ray cluster; ``None`` starts a local Ray when workers > 1.
         show_progress_bar: Show a tqdm progress bar (if tqdm is installed).
+        costs: Where a trial's latency and energy come from: ``measured`` (every trained
+            candidate is measured on the device), ``predicted`` (the device's predictors
+            only; the front is measured at the end) or ``auto`` (measured wherever the
+            device answers).
+        refit_every: Recalibrate the latency predictor on the search's measured candidates
+            after this many new measurements (0: never).
+        resolved_budget: Written by the search: the budget with relative limits turned
+            absolute against the base model measured at the start (a resumed search keeps
+            them).
+        base_measured: Written by the search: the base model's interleaved measurements
+            that resolved the budget (median, runs, spread).
     """
 
     task: str
     device: str = "local-cpu"
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
-    budget: Mapping[str, float] = field(default_factory=dict)
+    budget: Mapping[str, float | str] = field(default_factory=dict)
     n_trials: int = 50
     workers: int = 1
     sampler: str = "tpe"
@@ -97,6 +109,10 @@ class SearchConfig:
     fidelity_steps: int = 0
     ray_address: str | None = None
     show_progress_bar: bool = False
+    costs: str = "auto"
+    refit_every: int = 5
+    resolved_budget: Mapping[str, float] | None = None
+    base_measured: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from nas._samplers import SAMPLERS
@@ -111,7 +127,14 @@ class SearchConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("recovery_steps", "recovery_batch_size", "calibration_samples"):
             _check_int(name, getattr(self, name), minimum=1 if "size" in name else 0)
-        for name in ("fidelity_trials", "fidelity_steps"):
+        from nas._costs import COST_MODES
+
+        if self.costs not in COST_MODES:
+            raise ConfigError(
+                f"costs must be one of {list(COST_MODES)}, got {self.costs!r}. 'auto' measures "
+                "every trained candidate wherever the device answers."
+            )
+        for name in ("fidelity_trials", "fidelity_steps", "refit_every"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)

@@ -101,13 +101,71 @@ def _fmt_optional(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) else "-"
 
 
+def measured_within_budget(row: TrialRow, results: RunResults) -> bool | None:
+    """Whether ``row`` meets the run's budget by measurement; None when a cost is unmeasured.
+
+    Latency and energy limits are judged on the values measured on the device, memory on its
+    computed value, ``accuracy_drop`` on the search's accuracy.
+    """
+    if row.accuracy is None or row.rejected_before_training:
+        return False
+    for key, limit in results.budget.items():
+        if key == "accuracy_drop":
+            floor = results.accuracy_floor()
+            if floor is not None and row.accuracy < floor:
+                return False
+            continue
+        if key == "memory_mb":
+            value = row.predicted.get(key, row.values.get(key))
+        else:
+            value = row.measured.get(key)
+        if value is None:
+            return None
+        if value > limit:
+            return False
+    return True
+
+
+def candidates(results: RunResults) -> tuple[list[TrialRow], str]:
+    """Trials to export, most accurate first, and how they were judged.
+
+    The trials whose *measured* cost meets the budget (ties: the cheaper measured). A run
+    with no measured trial (searched with ``--costs predicted``) falls back to the trials
+    that meet the budget on their recorded values, and says so.
+    """
+    judged = [(row, measured_within_budget(row, results)) for row in results.rows]
+    cost = results.first_cost
+
+    def order(row: TrialRow) -> tuple[float, float]:
+        price = row.measured.get(cost, row.values.get(cost, 0.0)) if cost else 0.0
+        return (-(row.accuracy or 0.0), price)
+
+    measured = sorted((row for row, ok in judged if ok), key=order)
+    if measured or any(ok is not None for _, ok in judged if _.accuracy is not None):
+        return measured, "measured"
+    return [results.best_trial()], "predicted"
+
+
 def _choose(results: RunResults, trial: int | None) -> tuple[TrialRow, str]:
     if trial is not None:
         row = results.trial(trial)
         return row, f"trial {row.number} as requested"
-    row = results.best_trial()
+    rows, how = candidates(results)
+    if not rows:
+        raise RunError(
+            f"no trial of run {results.run_dir} meets the budget {dict(results.budget)} by "
+            f"measurement on the device; pick one yourself with --trial N (see `hwnas pareto "
+            f"{results.run_dir} --all`), or run more trials"
+        )
+    row = rows[0]
+    if how == "predicted":
+        _logger.warning(
+            "no trial of %s was measured on the device during the search (--costs predicted): "
+            "choosing by predicted cost",
+            results.run_dir,
+        )
     why = (
-        f"trial {row.number}: the most accurate trial that meets the budget "
+        f"trial {row.number}: the most accurate trial whose {how} cost meets the budget "
         f"({row.accuracy:.2f}% after the search's short recovery)"
     )
     return row, why
@@ -453,7 +511,7 @@ def _report(
     from dataclasses import asdict
 
     device = {k: v for k, v in asdict(built.device).items() if k != "token"}
-    predicted = {**row.predicted, **{k: v for k, v in row.values.items() if k != "accuracy"}}
+    predicted = dict(row.predicted) or {k: v for k, v in row.values.items() if k != "accuracy"}
     return {
         "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -472,12 +530,24 @@ def _report(
         },
         "verification": verification,
         "measured": measured,
+        "measured_in_search": dict(row.measured),
         "predicted": predicted,
+        "budget": dict(results.budget),
+        "budget_met": _budget_met(measured, results),
         "predicted_energy_source": row.energy_source or None,
         "device": device,
         "versions": _versions(),
         "files": files,
     }
+
+
+def _budget_met(measured: Mapping[str, Any], results: RunResults) -> bool | None:
+    """Whether the export's own measurement meets the run's cost limits (None: no limit)."""
+    limits = {k: v for k, v in results.budget.items() if k in ("latency_ms", "energy_mj")}
+    values = [(measured.get(k), v) for k, v in limits.items()]
+    if not values or any(value is None for value, _ in values):
+        return None
+    return all(float(value or 0.0) <= limit for value, limit in values)
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -307,6 +308,7 @@ def profile_device(
     spec = get_device(device)
     store = MeasurementStore(spec.name)
     clock = _Clock(budget_minutes)
+    loads: list[float] = []  # this host's load average after each graph (local devices)
     result = ProfileResult(device=spec.name)
     # each graph's kernels are timed too (onnxruntime's profiler): the kernel-level
     # predictor's targets, for about a third more measuring time per graph
@@ -329,6 +331,7 @@ def profile_device(
         if _measure_one(name, graph, spec, store, options) is None:
             continue
         measured += 1
+        loads.append(os.getloadavg()[0])
         result.n_new += len(store) - before
         if measured % 10 == 0:
             say(f"  measured {measured} graphs ({clock.elapsed():.0f} s)")
@@ -362,11 +365,24 @@ def profile_device(
                 break
             before = len(store)
             _measure_one(pool[i][0], pool[i][1], spec, store, options)
+            loads.append(os.getloadavg()[0])
             result.n_new += len(store) - before
         result.rounds += 1
         feats, y, _ = training_data(store)
 
     # 5. final fit and save
+    load = _busy_host(spec, loads)
+    if load.get("noisy_profile"):
+        _logger.warning(
+            "%s was profiled while other work ran on this host (load average %.1f, median "
+            "%.1f, with %d measuring thread(s) of its own): the predictor is labelled noisy. "
+            "Re-profile on a quiet machine (`hwnas device profile %s`).",
+            spec.name,
+            load["profile_max_load"],
+            load["profile_median_load"],
+            spec.threads,
+            spec.name,
+        )
     for target in ("latency_ms", "energy_mj"):
         t_feats, t_y, hashes = training_data(store, target=target)
         if target == "energy_mj" and len(t_feats) < MIN_ENERGY_RECORDS:
@@ -378,6 +394,7 @@ def profile_device(
             predictor: BaseLatencyPredictor = fit_predictor(
                 t_feats, t_y, target=target, device=spec.name, seed=seed, kernel_times=times
             )
+        predictor.metrics_ = {**predictor.metrics_, **load}
         path = predictor.save(
             predictor_path(spec.name, target),
             device=spec.name,
@@ -400,6 +417,22 @@ def profile_device(
     result.n_graphs = len(feats)
     result.elapsed_s = clock.elapsed()
     return result
+
+
+BUSY_LOAD = 1.0
+"""Load average beyond the device's own measuring threads that labels a profile noisy."""
+
+
+def _busy_host(spec: Any, loads: list[float]) -> dict[str, Any]:
+    """The profile's load figures, and ``noisy_profile`` when the host was busy."""
+    if spec.kind != "local" or not loads:
+        return {}
+    median = float(np.median(loads))
+    return {
+        "profile_max_load": round(max(loads), 2),
+        "profile_median_load": round(median, 2),
+        "noisy_profile": float(median - spec.threads >= BUSY_LOAD),
+    }
 
 
 def _final_fit_reserve_s(feats: list[GraphFeatures], y: Any, kernel_times: list[Any]) -> float:

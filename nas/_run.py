@@ -230,8 +230,10 @@ class Run:
 
     @property
     def budget(self) -> dict[str, float]:
-        """Budget limits by key (empty for none)."""
-        return dict(self.settings.budget)
+        """Budget limits by key (empty for none), relative ones resolved as the search did."""
+        if self.settings.resolved_budget is not None:
+            return dict(self.settings.resolved_budget)
+        return {k: float(v) for k, v in self.settings.budget.items() if not isinstance(v, str)}
 
     @property
     def base(self) -> dict[str, Any]:

@@ -16,21 +16,24 @@ them; shared storages rely on Optuna's heartbeats instead) and runs replacements
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nas
+from nas._base import (
+    base_metrics,
+    check_budget,
+    check_budget_device,
+    previous_resolution,
+)
 from nas._budget import COST_OBJECTIVES, OBJECTIVES, Budget, directions, parse_budget
 from nas._config import SETTINGS_FILE, SearchConfig
-from nas._errors import BudgetError, RunError
+from nas._driver import drive, record
+from nas._errors import RunError
 from nas._run import (
-    HEARTBEAT_INTERVAL_S,
     STUDY_NAME,
     Run,
     is_local_sqlite,
@@ -39,13 +42,7 @@ from nas._run import (
     storage_url,
 )
 from nas._samplers import make_sampler
-from nas._trial import (
-    TrialContext,
-    evaluate_trial,
-    export_graph,
-    fail_trials_from_env,
-    predict_costs,
-)
+from nas._trial import TrialContext, fail_trials_from_env
 
 if TYPE_CHECKING:
     import optuna
@@ -146,7 +143,11 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
         raise RunError("a search needs a run folder: pass run_dir (--run runs/NAME).")
     run_dir = Path(config.run_dir)
     check_run_folder(config)
+    check_budget_device(config, device)
     ctx, base = prepare(config, task=task, device=device)
+    config = config.replace(
+        resolved_budget=ctx.budget.to_dict(), base_measured=base.get("measured_runs")
+    )
     with run_lock(run_dir):
         check_run_folder(config)  # again, now that no one else can write it
         study = open_study(config, base)
@@ -238,6 +239,7 @@ def load_predictors(
             progress=lambda line: _logger.info("profile: %s", line),
         )
         latency = device_predictor(device.name, "latency_ms")
+    warn_if_poor(latency, device.name)
     predictors = {"latency_ms": latency}
     try:
         predictors["energy_mj"] = device_predictor(device.name, "energy_mj")
@@ -245,6 +247,26 @@ def load_predictors(
     except PredictorNotFoundError:  # no energy meter on the device: estimate, and say so
         source = "estimated"
     return predictors, source
+
+
+def warn_if_poor(predictor: Any, device: str) -> str | None:
+    """Log a WARNING, with the figure and the fix, when ``predictor`` is poor for ``device``."""
+    from latency_models import MeasurementStore
+    from nas._costs import predictor_warning, session_noise_pct
+
+    metrics = dict(getattr(predictor, "metrics_", {}) or {})
+    try:
+        noise = session_noise_pct(MeasurementStore(device).records(with_onnx=False))
+    except Exception:  # an unreadable store: judge by the error alone
+        noise = None
+    message = predictor_warning(metrics, device, noise_pct=noise)
+    if message and (device, message) not in _WARNED:
+        _WARNED.add((device, message))
+        _logger.warning("%s", message)
+    return message
+
+
+_WARNED: set[tuple[str, str]] = set()  # a poor predictor is named once per process
 
 
 def build_context(
@@ -283,7 +305,7 @@ def build_context(
         predictors=predictors,
         energy_source=energy_source,
         objectives=config.objectives,
-        budget=Budget(config.budget),
+        budget=parse_budget(config.budget),
         base_accuracy=float(evaluate(task.model, X_val, y_val)),
         recovery_steps=config.recovery_steps,
         recovery_batch_size=config.recovery_batch_size,
@@ -292,6 +314,7 @@ def build_context(
         calibration=X_train[: config.calibration_samples].clone(),
         seed=config.seed or 0,
         fail_trials=fail_trials_from_env(),
+        measure_costs=config.costs != "predicted",
     )
 
 
@@ -305,9 +328,28 @@ def prepare(
             of the space does not.
     """
     ctx = build_context(config, task=task, device=device)
-    base = base_metrics(ctx)
+    base = base_metrics(ctx, require_measured=config.costs == "measured")
+    previous = previous_resolution(config)
+    if previous is not None:
+        ctx.budget = Budget(previous)
+    else:
+        measured = {k: v for k, v in base["measured"].items() if v is not None}
+        ctx.budget = ctx.budget.resolve({**_predicted_only(base), **measured})
+        if ctx.budget.to_dict() != dict(config.budget):
+            _logger.info(
+                "budget %s resolved against the base model measured on %s: %s",
+                parse_budget(config.budget),
+                ctx.device.name,
+                ctx.budget,
+            )
+    for hint in parse_budget(config.budget).fraction_hints():
+        _logger.info("budget: %s", hint)
     check_budget(ctx, base)
     return ctx, base
+
+
+def _predicted_only(base: dict[str, Any]) -> dict[str, float]:
+    return {k: float(base[k]) for k in COST_OBJECTIVES if isinstance(base.get(k), (int, float))}
 
 
 def fidelity(
@@ -332,84 +374,30 @@ def fidelity(
     return fidelity_check(run, ctx, n_trials=n_trials, steps=steps)
 
 
-def _costs_of(
-    ctx: TrialContext, config: Any, tmp: Path, name: str
-) -> tuple[dict[str, float], Path]:
-    model = ctx.space.apply(ctx.task.model, config)
-    graph = export_graph(ctx, model, config, tmp / f"{name}.onnx")
-    return predict_costs(ctx, graph), graph
-
-
-def base_metrics(ctx: TrialContext) -> dict[str, Any]:
-    """The base model's accuracy, predicted costs and measured latency (study attr "base")."""
-    import tempfile
-
-    from latency_models import measure_cached
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-base-") as tmp:
-        costs, graph = _costs_of(ctx, ctx.space.identity(), Path(tmp), "base")
-        measurement = measure_cached(graph, ctx.device)
-    measured: dict[str, float | None] = {
-        "latency_ms": float(measurement.latency_ms),
-        "energy_mj": measurement.energy_mj,
-        "memory_mb": costs["memory_mb"],
-    }
-    base = {
-        "accuracy": ctx.base_accuracy,
-        **costs,
-        "energy_source": ctx.energy_source,
-        "measured": measured,
-    }
-    _logger.info(
-        "base model: top1=%.2f%% latency_ms=%.3f (predicted; %.3f measured) energy_mj=%.3g "
-        "(%s) memory_mb=%.3f",
-        ctx.base_accuracy,
-        costs["latency_ms"],
-        measured["latency_ms"],
-        costs["energy_mj"],
-        ctx.energy_source,
-        costs["memory_mb"],
-    )
-    return base
-
-
-def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
-    """Refuse a cost budget the base model already meets, or that no config can meet.
-
-    The first is refused (not just warned about) because the search would spend its trials
-    confirming that no compression is needed; drop or tighten the limit. Only cost limits
-    count: ``accuracy_drop`` alone is always met by the base model and is a valid budget.
-    """
-    import tempfile
-
-    limits = ctx.budget.cost_limits
-    if not limits:
-        return
-    if not ctx.budget.unmet(base):
-        shown = ", ".join(f"{k} {base[k]:.4g} <= {v:g}" for k, v in limits.items())
-        raise BudgetError(
-            f"the uncompressed model already meets the budget ({shown}, predicted on "
-            f"{ctx.device.name}). Tighten the limits below the base model's cost, or drop "
-            f"them to search the whole front."
-        )
-    smallest = ctx.space.smallest()
-    with tempfile.TemporaryDirectory(prefix="hwnas-smallest-") as tmp:
-        costs, _ = _costs_of(ctx, smallest, Path(tmp), "smallest")
-    unmet = ctx.budget.unmet(costs)
-    if unmet:
-        shown = ", ".join(f"{k} {costs[k]:.4g} > {limits[k]:g}" for k in unmet)
-        raise BudgetError(
-            f"no config in the search space can meet the budget: even the cheapest one "
-            f"({ctx.space.summarize(smallest)}) is predicted at {shown} on {ctx.device.name}. "
-            f"Raise the limits to at least these values, or pick a faster device."
-        )
-
-
 # -- the study --------------------------------------------------------------------------
 
 
+def metric_names(objectives: Sequence[str], costs: str) -> list[str]:
+    """Names of a study's values with units, as optuna-dashboard shows them.
+
+    ``"accuracy [%]"``, ``"latency_ms (measured) [ms]"``, ``"memory_mb (computed) [MB]"``.
+    """
+    how = {"latency_ms": "predicted" if costs == "predicted" else "measured",
+           "energy_mj": "predicted" if costs == "predicted" else "measured where metered",
+           "memory_mb": "computed"}  # fmt: skip
+    names = []
+    for name in objectives:
+        label = f"{name} ({how[name]})" if name in how else name
+        names.append(f"{label} [{OBJECTIVES[name].unit}]")
+    return names
+
+
 def open_study(config: SearchConfig, base: dict[str, Any]) -> optuna.Study:
-    """Create or load the run's study, checking its attributes against ``config``."""
+    """Create or load the run's study, checking its attributes against ``config``.
+
+    The study attribute ``budget`` holds the resolved (absolute) limits the trials were
+    judged by, ``budget_spec`` the budget as given (``latency_ms=0.5x``).
+    """
     import optuna
 
     url = storage_url(str(config.run_dir), config.storage)
@@ -426,13 +414,14 @@ def open_study(config: SearchConfig, base: dict[str, Any]) -> optuna.Study:
         "task": config.task,
         "device": config.device,
         "objectives": list(config.objectives),
-        "budget": dict(config.budget),
+        "budget_spec": dict(config.budget),
     }
     if "task" in attrs:
+        stored = {**attrs, "budget_spec": attrs.get("budget_spec", attrs.get("budget"))}
         differences = [
-            f"{key}: {attrs.get(key)!r} in the storage vs {value!r} now"
+            f"{key}: {stored.get(key)!r} in the storage vs {value!r} now"
             for key, value in expected.items()
-            if attrs.get(key) != value
+            if stored.get(key) != value
         ]
         if differences:
             raise RunError(
@@ -443,6 +432,11 @@ def open_study(config: SearchConfig, base: dict[str, Any]) -> optuna.Study:
         for key, value in expected.items():
             study.set_user_attr(key, value)
         study.set_user_attr("hwnas_version", nas.__version__)
+        with warnings.catch_warnings():  # experimental in Optuna, stable since 3.2
+            warnings.simplefilter("ignore")
+            study.set_metric_names(metric_names(config.objectives, config.costs))
+    study.set_user_attr("budget", dict(config.resolved_budget or config.budget))
+    study.set_user_attr("costs", config.costs)
     study.set_user_attr("base", base)
     return study
 
@@ -487,217 +481,6 @@ def count_finished(study: optuna.Study) -> int:
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
-# -- the driver loop --------------------------------------------------------------------
-
-
-class _Heartbeat:
-    """Records heartbeats of in-flight trials in shared storages (Optuna's ask/tell does not)."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        self.trial_ids: set[int] = set()
-        self._storage: Any = study._storage
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if is_heartbeat_enabled(self._storage):
-            self._thread = threading.Thread(target=self._beat, daemon=True, name="hwnas-heartbeat")
-            self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-            for trial_id in list(self.trial_ids):
-                with contextlib.suppress(Exception):  # a finished trial, a busy database
-                    self._storage.record_heartbeat(trial_id)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-@contextlib.contextmanager
-def _progress(config: SearchConfig, initial: int) -> Iterator[Any]:
-    bar = None
-    if config.show_progress_bar:
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-            from tqdm.contrib.logging import logging_redirect_tqdm  # type: ignore[import-untyped]
-        except ImportError:
-            _logger.warning("show_progress_bar needs tqdm (pip install tqdm); going on without")
-        else:
-            bar = tqdm(total=config.n_trials, initial=initial, unit="trial", desc="hwnas search")
-            with logging_redirect_tqdm(loggers=[logging.getLogger("nas")]):
-                try:
-                    yield bar
-                finally:
-                    bar.close()
-            return
-    yield None
-
-
-def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new: int) -> None:
-    """Ask, evaluate and tell ``n_new`` trials, ``config.workers`` at a time."""
-    from nas._parallel import make_executor
-
-    if n_new <= 0:
-        return
-    started = time.perf_counter()
-    executor = make_executor(
-        evaluate_trial, ctx, workers=config.workers, address=config.ray_address
-    )
-    executor_start_s = time.perf_counter() - started
-    started = time.perf_counter()
-    heartbeat = _Heartbeat(study)
-    in_flight: dict[int, optuna.Trial] = {}
-    submitted = finished = rejected = failed = 0
-    try:
-        with _progress(config, config.n_trials - n_new) as bar:
-            while submitted < n_new or executor.pending:
-                while submitted < n_new and executor.pending < executor.capacity:
-                    with warnings.catch_warnings():  # heartbeats are ours (_Heartbeat)
-                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                        trial = study.ask()
-                    in_flight[trial.number] = trial  # first, so that Ctrl-C fails it too
-                    heartbeat.trial_ids.add(trial._trial_id)
-                    candidate = ctx.space.sample(trial)
-                    trial.set_user_attr("config", candidate.to_dict())
-                    trial.set_user_attr("summary", ctx.space.summarize(candidate))
-                    executor.submit(
-                        trial.number, {"number": trial.number, "config": candidate.to_dict()}
-                    )
-                    submitted += 1
-                number, outcome = executor.wait_one()
-                trial = in_flight.pop(number)
-                heartbeat.trial_ids.discard(trial._trial_id)
-                failed += int(isinstance(outcome, BaseException) or "error" in outcome)
-                rejected += record(study, trial, outcome, ctx)
-                finished += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(_best_feasible(study, ctx.objectives), refresh=True)
-    except KeyboardInterrupt:
-        executor.cancel_all()
-        for trial in in_flight.values():
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted: the search was stopped (Ctrl-C)")
-            study.tell(trial, state=_fail_state())
-        _logger.warning(
-            "search interrupted: %d trials finished in this session, %d in flight marked "
-            "failed; run the same command again to resume",
-            finished,
-            len(in_flight),
-        )
-        raise
-    finally:
-        heartbeat.stop()
-        executor.shutdown()
-    minutes = (time.perf_counter() - started) / 60
-    completed = finished - failed  # a trial failing at once must not inflate the rate
-    _logger.info(
-        "%d trials in %.1f min (%d completed: %.1f trials/min, %d worker(s)); %d failed; "
-        "%d rejected before training",
-        finished,
-        minutes,
-        completed,
-        completed / minutes if minutes > 0 else float("nan"),
-        config.workers,
-        failed,
-        rejected,
-    )
-    study.set_user_attr(
-        "last_session",
-        {
-            "trials": finished,
-            "failed": failed,
-            "minutes": round(minutes, 3),
-            "trials_per_min": round(completed / minutes, 3) if minutes > 0 else None,
-            "workers": config.workers,
-            "executor_start_s": round(executor_start_s, 2),
-            "rejected_before_training": rejected,
-        },
-    )
-
-
-def _fail_state() -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState.FAIL
-
-
-def record(study: optuna.Study, trial: optuna.Trial, outcome: Any, ctx: TrialContext) -> int:
-    """Tell ``study`` the outcome of ``trial`` and log one line; return 1 if rejected."""
-    if isinstance(outcome, BaseException) or "error" in outcome:
-        if isinstance(outcome, BaseException):
-            error, attrs, trace = f"{type(outcome).__name__}: {outcome}", {}, ""
-        else:
-            error, attrs, trace = (
-                outcome["error"],
-                outcome["user_attrs"],
-                outcome.get("traceback", ""),
-            )
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("error", error)
-        study.tell(trial, state=_fail_state())
-        _logger.warning(
-            "trial %d failed: %s%s", trial.number, error, f"\n{trace}" if trace else ""
-        )
-        return 0
-    attrs = outcome["user_attrs"]
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-    for key, value in outcome["constraints"].items():
-        trial.set_constraint(key, value)
-    study.tell(trial, outcome["values"])
-    _logger.info("%s", _trial_line(trial.number, attrs, outcome["constraints"], ctx))
-    return int(bool(attrs.get("rejected_before_training")))
-
-
-def _trial_line(
-    number: int, attrs: dict[str, Any], constraints: dict[str, float], ctx: TrialContext
-) -> str:
-    predicted = attrs.get("predicted", {})
-    parts = [f"trial {number}:"]
-    if attrs.get("rejected_before_training"):
-        parts.append(
-            "rejected before training (" + "; ".join(attrs.get("rejected_because", [])) + ")"
-        )
-    else:
-        parts.append(f"top1={attrs['accuracy']:.2f}%")
-    for name in COST_OBJECTIVES:
-        if name in predicted:
-            label = (
-                ctx.energy_source
-                if name == "energy_mj"
-                else ("computed" if name == "memory_mb" else "predicted")
-            )
-            parts.append(f"{name}={predicted[name]:.4g} ({label})")
-    if constraints:
-        parts.append("feasible" if all(v <= 0 for v in constraints.values()) else "infeasible")
-    parts.append(f"[{attrs.get('timings_s', {}).get('total', 0.0):.1f} s]")
-    return " ".join(parts)
-
-
-def _best_feasible(study: optuna.Study, objectives: Sequence[str]) -> str:
-    try:
-        best = study.best_trials
-    except Exception:  # no completed trial yet
-        return ""
-    if not best:
-        return "no feasible trial yet"
-    first = objectives[0]
-    top = (
-        max(best, key=lambda t: t.values[0])
-        if OBJECTIVES[first].direction == "maximize"
-        else min(best, key=lambda t: t.values[0])
-    )
-    return (
-        ", ".join(
-            f"{name}={value:.3g}" for name, value in zip(objectives, top.values, strict=True)
-        )
-        + f" ({len(best)} on front)"
-    )
-
-
 __all__ = [
     "base_metrics",
     "build_context",
@@ -708,6 +491,7 @@ __all__ = [
     "fail_interrupted_trials",
     "fidelity",
     "load_predictors",
+    "metric_names",
     "open_study",
     "prepare",
     "record",

@@ -11,13 +11,19 @@ Phases, each timed into ``user_attrs["timings_s"]``:
 1. ``apply``: ``space.apply(base, config)``, a physically smaller model.
 2. ``export``: ONNX with int8 layers as static QDQ (calibrated on training images).
 3. ``predict``: latency (and energy, if the device has a measured-energy predictor) from the
-   device's predictors; memory computed from the graph (weights at their bit-widths plus
-   peak activations); energy otherwise estimated analytically and labelled so.
+   device's predictors, the latency through the search's running calibration
+   (``nas._costs.Calibration``, sent in the payload); memory computed from the graph
+   (weights at their bit-widths plus peak activations); energy otherwise estimated
+   analytically and labelled so.
 4. a candidate predicted far outside the budget stops here, recorded as infeasible with no
    accuracy (``rejected_before_training``).
 5. ``train``: BatchNorm recalibration and a short distillation from the base model.
 6. ``eval``: top-1 on the validation set, of the quantized ONNX graph in onnxruntime when
    the config has layers below 32 bits (what will run), else of the torch model.
+
+With ``ctx.measure_costs`` a trained candidate's graph comes back in the result
+(``"graph"``, ONNX bytes), for the driver to measure on the device (``nas._costs``): workers
+never measure, so measurements never share cores with training.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class TrialContext:
         calibration: Training images that calibrate int8 layers, (N, C, H, W).
         seed: Seed of the recovery (the same for every trial, so trials compare alike).
         fail_trials: Trial numbers that raise on purpose (testing hook).
+        measure_costs: Return each trained candidate's graph for the driver to measure.
     """
 
     task: Task
@@ -90,6 +97,7 @@ class TrialContext:
     calibration: torch.Tensor
     seed: int = 0
     fail_trials: frozenset[int] = field(default_factory=frozenset)
+    measure_costs: bool = False
 
 
 def fail_trials_from_env() -> frozenset[int]:
@@ -187,12 +195,15 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
 
     Args:
         ctx: The shared context.
-        payload: ``{"number": trial number, "config": CompressionConfig.to_dict()}``.
+        payload: ``{"number": trial number, "config": CompressionConfig.to_dict()}`` and
+            optionally ``"calibration"`` (``Calibration.to_dict()``).
 
     Returns:
-        ``{"number", "values", "constraints", "user_attrs"}``, or ``{"number", "error",
+        ``{"number", "values", "constraints", "user_attrs"}`` (and ``"graph"``, ONNX bytes,
+        when ``ctx.measure_costs`` and the candidate was trained), or ``{"number", "error",
         "user_attrs"}`` when the evaluation raised.
     """
+    from nas._costs import Calibration, int8_share
     from search_spaces import CompressionConfig
 
     number = int(payload["number"])
@@ -211,7 +222,14 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
                 graph = export_graph(ctx, model, config, workdir / "candidate.onnx")
             with _timed(timings, "predict"):
                 costs = predict_costs(ctx, graph)
+            calibration = Calibration.from_dict(payload.get("calibration"))
+            attrs["predicted_raw_latency_ms"] = costs["latency_ms"]
+            costs["latency_ms"] = calibration.apply(
+                costs["latency_ms"], int8_share(payload["config"])
+            )
+            attrs["calibration_n"] = calibration.n
             attrs["predicted"] = costs
+            graph_bytes = graph.read_bytes() if ctx.measure_costs else None
             attrs["energy_source"] = ctx.energy_source
             far = ctx.budget.far_outside(costs, factor=ctx.reject_factor)
             accuracy: float | None = None
@@ -233,12 +251,15 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
             {**costs, "accuracy": accuracy}, base_accuracy=ctx.base_accuracy
         )
         timings["total"] = round(time.perf_counter() - start, 4)
-        return {
+        result: dict[str, Any] = {
             "number": number,
             "values": values,
             "constraints": constraints,
             "user_attrs": attrs,
         }
+        if graph_bytes is not None and accuracy is not None:
+            result["graph"] = graph_bytes
+        return result
     except Exception as exc:  # a failed trial is recorded, and the search goes on
         timings["total"] = round(time.perf_counter() - start, 4)
         return {

@@ -45,12 +45,17 @@ def test_demo_runs_the_whole_loop(
     assert (run / "study.db").is_file()
     settings = json.loads((run / "settings.json").read_text())
     assert settings["task"] == "digits-resnet"
+    assert "(every trained candidate measured on the device)" in out
+    # an export is kept only where it meets the budget side by side with the base
+    assert "misses the budget" not in out
     if (run / "export").exists():
-        assert "x faster (measured, side by side)" in out
+        assert "x faster (measured, side by side; " in out
+        assert "meets the budget" in out or "no latency budget" in out
         report = json.loads((run / "export" / "report.json").read_text())
         assert report["measured"]["latency_ms"] > 0
+        assert report["budget_met"] is not False
     else:
-        assert "no export" in out
+        assert "nothing was exported" in out
 
 
 def test_demo_rejects_bad_budget_fraction(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from _real_run import real_run
 
 import nas
 from nas import RunError, UsageError
-from nas._export import export, load_exported
+from nas._export import candidates, export, load_exported
 from nas._pareto import read_run
 
 
@@ -62,11 +62,13 @@ def test_export_best_trial_runs_in_plain_onnxruntime(
 ) -> None:
     out = tmp_path / "best"
     result = export(run, out_dir=out, finetune_steps=20, measure_seconds=0.3)
-    best = read_run(run).best_trial()
+    best = candidates(read_run(run))[0][0]
     assert result.trial == best.number
+    assert best.measured["latency_ms"] > 0  # chosen by its latency measured in the search
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json"]
     report = json.loads((out / "report.json").read_text())
-    assert "most accurate trial that meets the budget" in report["selection"]
+    assert "most accurate trial whose measured cost meets the budget" in report["selection"]
+    assert report["measured_in_search"]["latency_ms"] == best.measured["latency_ms"]
     assert report["verification"]["passed"]
     for name, info in report["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == info["sha256"]
