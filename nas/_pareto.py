@@ -208,14 +208,24 @@ class RunResults:
 
     @property
     def predictor_tracking(self) -> list[dict[str, Any]]:
-        """The latency predictor's error per trial, as the search tracked it, or [].
+        """The latency predictor's error per measured trial, as the search tracked it, or [].
 
-        Each record has ``number``, ``predicted_ms``, ``measured_ms``, ``error_pct`` and
-        ``refit`` (whether the predictor was refitted after that trial).
+        Each record has ``number``, ``predicted_ms`` (what the search used), ``measured_ms``,
+        ``error_pct`` (signed, in %), ``refit`` (the predictor was refitted after it), and
+        ``raw_ms`` (the device predictor before calibration) where the search stored it.
         """
         tracking = self.user_attrs.get("predictor_tracking")
-        records = tracking.get("trials") if isinstance(tracking, Mapping) else None
-        return [dict(r) for r in records or [] if isinstance(r, Mapping)]
+        if not isinstance(tracking, Mapping):
+            return []
+        records = [dict(r) for r in tracking.get("trials") or [] if isinstance(r, Mapping)]
+        # Refits are stored apart, as the number of measurements they followed.
+        for refit in tracking.get("refits") or []:
+            after = refit.get("after") if isinstance(refit, Mapping) else None
+            if isinstance(after, int) and 0 < after <= len(records):
+                records[after - 1]["refit"] = True
+        for r in records:
+            r["refit"] = bool(r.get("refit", False))
+        return records
 
 
 def accuracy_floor(budget: Mapping[str, float], base_accuracy: float | None) -> float | None:

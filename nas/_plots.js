@@ -151,7 +151,7 @@
       band.setAttribute("width", Math.abs(x - start[0]));
       band.setAttribute("height", Math.abs(y - start[1]));
     });
-    node.addEventListener("mouseup", (e) => {
+    window.addEventListener("mouseup", (e) => {
       if (!start) return;
       const [x, y] = at(e);
       const s = start;
@@ -214,7 +214,6 @@
     const count = html(controls, "span", "count");
     html(controls, "span", "hint", "hover a point · drag to zoom · double-click to reset");
     const panels = html(root, "div", "panels");
-    const marks = spec.pairs.map(() => []);
     const shown = (t) =>
       state.filter === "all" ||
       (state.filter === "budget" ? t.cls !== "infeasible" : t.cls === "front");
@@ -223,29 +222,30 @@
         g.classList.toggle("hl", on);
       }
     };
-    function apply() {
-      for (const m of marks.flat()) m.g.style.display = shown(m.t) ? "" : "none";
-      const n = spec.trials.filter(shown).length;
-      count.textContent = `${n} of ${spec.trials.length} trials shown`;
-    }
-    spec.pairs.forEach((pair, i) => {
+    const draws = spec.pairs.map((pair) => {
       const holder = html(panels, "div", "panel-box");
       const draw = (dom) => {
         holder.textContent = "";
-        marks[i] = drawPanel(holder, spec, pair, dom, draw, highlight);
-        apply();
+        drawPanel(holder, spec, pair, spec.trials.filter(shown), dom, draw, highlight);
       };
-      draw(null);
+      return draw;
     });
+    // A filter redraws every panel, scaled to the trials it shows.
+    function apply() {
+      for (const draw of draws) draw(null);
+      const n = spec.trials.filter(shown).length;
+      count.textContent = `${n} of ${spec.trials.length} trials shown`;
+    }
+    apply();
   }
 
-  function drawPanel(holder, spec, [x, y], zoom, redraw, highlight) {
-    const W = 440, H = 330;
+  function drawPanel(holder, spec, [x, y], shownTrials, zoom, redraw, highlight) {
+    const W = 420, H = 320;
     const box = { left: 62, top: 14, w: W - 62 - 14, h: H - 14 - 46 };
     const node = svg(holder, "svg", { class: "panel", width: W, height: H,
       viewBox: `0 0 ${W} ${H}`, role: "img",
       "aria-label": `${spec.labels[y]} against ${spec.labels[x]}` });
-    const all = (k) => spec.trials.flatMap((t) => [t.values[k], t.other[k]])
+    const all = (k) => shownTrials.flatMap((t) => [t.values[k], t.other[k]])
       .concat([spec.base[k], spec.limits[k] && spec.limits[k].value]);
     const dom = zoom || { x: extent(all(x)), y: extent(all(y)) };
     const { sx, sy } = frame(node, box, dom, { x: spec.labels[x], y: spec.labels[y] });
@@ -259,8 +259,7 @@
         y2: vertical ? box.top + box.h : p, stroke: COLOR.base, "stroke-dasharray": "5 4" });
       svg(line, "title", {}, `budget: ${k} ${lim.op} ${fmt(lim.value)}`);
     }
-    const marks = [];
-    const trials = spec.trials.slice().sort((a, b) => ORDER[a.cls] - ORDER[b.cls]);
+    const trials = shownTrials.slice().sort((a, b) => ORDER[a.cls] - ORDER[b.cls]);
     for (const t of trials) {
       const vx = t.values[x], vy = t.values[y];
       if (!num(vx) || !num(vy)) continue;
@@ -282,7 +281,6 @@
       }
       hoverable(g, trialTip(spec, t), () => highlight(t.number, true),
         () => highlight(t.number, false));
-      marks.push({ g, t });
     }
     if (num(spec.base[x]) && num(spec.base[y])) {
       const cx = sx(spec.base[x]), cy = sy(spec.base[y]), d = 7;
@@ -296,7 +294,6 @@
       });
     }
     zoomable(node, box, dom, redraw);
-    return marks;
   }
 
   // --- line charts (hypervolume, predictor error) ----------------------------------------
@@ -328,7 +325,14 @@
       svg(node, "text", { x: box.left + box.w - 4, y: sy(h.y) - 4, "font-size": 11,
         fill: COLOR.base, "text-anchor": "end" }, h.label);
     }
-    for (const s of spec.series) {
+    spec.series.forEach((s, i) => {
+      if (spec.series.length < 2) return;
+      const y = box.top + 14 + 16 * i;
+      const x = box.left + box.w - 240;
+      svg(node, "circle", { cx: x, cy: y - 4, r: 3.5, fill: s.color || COLOR.line });
+      svg(node, "text", { x: x + 8, y, "font-size": 11 }, s.label || "");
+    });
+    for (const s of spec.series.slice().reverse()) {  // the first series on top
       const color = s.color || COLOR.line;
       const d = s.points.map((p, i) => {
         const prev = i && s.step ? `L${sx(p[0])},${sy(s.points[i - 1][1])} ` : "";

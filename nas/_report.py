@@ -119,24 +119,54 @@ def _is_number(v: Any) -> bool:
 
 
 def latency_error_figure(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The chart of :func:`latency_errors`: |error| per trial, refits as dotted lines."""
-    points = [
-        [
-            r["number"],
-            abs(r["error_pct"]),
-            f"trial {r['number']}: predicted {r.get('predicted_ms', float('nan')):.4g} ms, "
-            f"measured {r.get('measured_ms', float('nan')):.4g} ms, "
-            f"error {r['error_pct']:+.1f} %",
-        ]
+    """The chart of :func:`latency_errors`: |error| per trial, refits as dotted lines.
+
+    Where the search stored the device predictor's own estimate (``raw_ms``) beside the
+    calibrated one it used, both are drawn.
+    """
+
+    def point(r: Mapping[str, Any], key: str, what: str) -> list[Any]:
+        error = 100.0 * (r[key] - r["measured_ms"]) / r["measured_ms"]
+        tip = (
+            f"trial {r['number']}: {what} {r[key]:.4g} ms, measured {r['measured_ms']:.4g} ms, "
+            f"error {error:+.1f} %"
+        )
+        return [r["number"], abs(error), tip]
+
+    usable = [
+        r
         for r in records
+        if _is_number(r.get("predicted_ms"))
+        and _is_number(r.get("measured_ms"))
+        and r["measured_ms"] > 0
     ]
-    refits = [{"x": r["number"], "label": f"refit after trial {r['number']}"} for r in records]
+    series = [
+        {
+            "label": "as the search used it",
+            "points": [point(r, "predicted_ms", "predicted") for r in usable],
+            "markers": True,
+        }
+    ]
+    raw = [r for r in usable if _is_number(r.get("raw_ms"))]
+    if raw and any(r["raw_ms"] != r["predicted_ms"] for r in raw):
+        series.append(
+            {
+                "label": "device predictor before calibration",
+                "points": [point(r, "raw_ms", "uncalibrated") for r in raw],
+                "markers": True,
+                "color": "#a8a8a8",
+            }
+        )
     return line_figure(
-        [{"points": points, "markers": True}],
+        series,
         title="Latency predictor: |predicted - measured| / measured, per trial",
         xlabel="trial number",
         ylabel="|error| [%]",
-        vlines=[v for v, r in zip(refits, records, strict=True) if r.get("refit")],
+        vlines=[
+            {"x": r["number"], "label": f"refit after trial {r['number']}"}
+            for r in usable
+            if r.get("refit")
+        ],
         hlines=[{"y": 10.0, "label": "10 %"}],
     )
 
@@ -284,7 +314,8 @@ def _settings_table(results: RunResults) -> str:
         k: v for k, v in results.user_attrs.items() if k not in ("base",)
     }
     rows = [[k, budget_text(v) if k == "budget" else v] for k, v in settings.items()]
-    return html_table(["setting", "value"], rows)
+    table = html_table(["setting", "value"], rows, cls="settings")
+    return f"<details><summary>{len(rows)} settings</summary>{table}</details>"
 
 
 def _errors_section(results: RunResults) -> str:
@@ -385,6 +416,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
 th { background: #f3f3f3; } td:last-child, td:first-child { text-align: left; }
 .note { color: #555; font-size: 13px; }
+.settings td:last-child { max-width: 900px; overflow-wrap: anywhere; }
 """
 
 

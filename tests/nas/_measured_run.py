@@ -37,10 +37,11 @@ def make_measured_run(run_dir: Path, n: int = 16) -> Path:
                 "number": t.number,
                 "predicted_ms": predicted["latency_ms"],
                 "measured_ms": lat,
+                "raw_ms": lat * (1 + 2 * err),
                 "error_pct": err * 100,
-                "refit": (t.number + 1) % REFIT_EVERY == 0,
             }
         )
+    refits = [{"after": k} for k in range(REFIT_EVERY, n + 1, REFIT_EVERY)]
     study.set_user_attr("trial_user_attrs", extra)
-    study.set_user_attr("predictor_tracking", {"trials": tracking, "refits": n // REFIT_EVERY})
+    study.set_user_attr("predictor_tracking", {"trials": tracking, "refits": refits})
     return run_dir

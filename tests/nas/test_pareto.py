@@ -171,3 +171,20 @@ def test_budget_text() -> None:
         "latency_ms <= 0.8, accuracy_drop <= 3"
     )
     assert budget_text({"accuracy": 90.0}) == "accuracy >= 90"
+
+
+def test_predictor_tracking_reads_refit_flags_and_refit_lists() -> None:
+    from dataclasses import replace
+
+    trials = [
+        {"number": n, "predicted_ms": 1.0, "measured_ms": 1.1, "error_pct": -9.1}
+        for n in (0, 2, 3)
+    ]
+    flagged = [dict(trials[0], refit=True), *trials[1:]]
+    res = make_results(3)
+    by_flag = replace(res, user_attrs={"predictor_tracking": {"trials": flagged}})
+    assert [r["refit"] for r in by_flag.predictor_tracking] == [True, False, False]
+    listed = {"trials": trials, "refits": [{"after": 2}, {"after": 9}]}
+    by_list = replace(res, user_attrs={"predictor_tracking": listed})
+    assert [r["refit"] for r in by_list.predictor_tracking] == [False, True, False]
+    assert replace(res, user_attrs={"predictor_tracking": "junk"}).predictor_tracking == []

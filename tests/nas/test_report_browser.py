@@ -68,18 +68,13 @@ def test_report_loads_cleanly_and_draws_one_mark_per_trial(
     assert page.js(MARKS_PER_PANEL) == [N_TRIALS] * 3
     assert page.js('document.querySelectorAll("svg.panel line.budget").length') == 4
     assert page.js('document.querySelectorAll("svg.panel path.base").length') == 3
-    # the predictor's error chart has a point per tracked trial; hypervolume is drawn
-    assert (
-        page.js('document.querySelectorAll("svg.line")[0].querySelectorAll("circle.point").length')
-        == N_TRIALS
-    )
-    assert (
-        page.js(
-            'document.querySelectorAll("svg.line")[1].querySelector("path")'
-            '.getAttribute("d").length'
-        )
-        > 20
-    )
+    # the predictor's error chart: a point per tracked trial for the calibrated and the
+    # raw predictor, a dotted line per refit; the hypervolume is drawn
+    errors = 'document.querySelectorAll("svg.line")[0]'
+    assert page.js(f'{errors}.querySelectorAll("circle.point").length') == 2 * N_TRIALS
+    assert page.js(f'{errors}.querySelectorAll("line.marker").length') == N_TRIALS // 5
+    history = 'document.querySelectorAll("svg.line")[1]'
+    assert len(page.js(f'{history}.querySelector("path").getAttribute("d")')) > 20
 
 
 def test_hover_shows_predicted_and_measured(
