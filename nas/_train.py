@@ -149,6 +149,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfi
         pct_start=0.2,
     )
     model.train()
+    began = time.perf_counter()
     for epoch in range(config.epochs):
         start = time.perf_counter()
         order = torch.randperm(len(X), generator=generator)
@@ -162,12 +163,14 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfi
             optimizer.step()
             scheduler.step()
             total_loss += loss.item()
-        _logger.debug(
-            "epoch %d/%d: loss=%.4f (%.1f s)",
+        elapsed = time.perf_counter() - began
+        _logger.info(  # a first training takes minutes: say how far it is
+            "training: epoch %d/%d, loss %.4f (%.1f s; about %.0f s left)",
             epoch + 1,
             config.epochs,
             total_loss / steps_per_epoch,
             time.perf_counter() - start,
+            elapsed / (epoch + 1) * (config.epochs - epoch - 1),
         )
     return model.eval()
 

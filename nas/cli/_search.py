@@ -43,7 +43,22 @@ class SearchCommand(BaseCommand):
         parser.add_argument(
             "--budget",
             help="limits, e.g. latency_ms=1.5,memory_mb=2,accuracy_drop=1 "
-            "(ms, MB, mJ; accuracy_drop in top-1 points)",
+            "(ms, MB, mJ; accuracy_drop in top-1 points); latency_ms=0.5x is half the base "
+            "model's latency measured on the device at the start",
+        )
+        parser.add_argument(
+            "--costs",
+            choices=("auto", "measured", "predicted"),
+            help="where trial latency comes from: measured on the device for every trained "
+            "candidate (measured), predictions only (predicted), or measured wherever the "
+            "device answers (auto, the default)",
+        )
+        parser.add_argument(
+            "--refit-every",
+            type=non_negative_int,
+            metavar="K",
+            help="recalibrate the latency predictor on the search's measured candidates every "
+            "K measurements (default 5; 0: never)",
         )
         parser.add_argument("--trials", type=_positive_int, help="trials in the run (default 50)")
         parser.add_argument(
@@ -105,6 +120,8 @@ class SearchCommand(BaseCommand):
             "verify": args.verify,
             "fidelity_trials": args.fidelity,
             "show_progress_bar": args.progress,
+            "costs": args.costs,
+            "refit_every": args.refit_every,
         }
         if args.task is None and args.config is None:
             raise UsageError(
@@ -117,9 +134,11 @@ class SearchCommand(BaseCommand):
         print(run.summary())
         front = run.pareto_trials()
         if front:
-            print(
-                f"\n{'trial':>5}  " + "  ".join(f"{n:>11}" for n in run.objectives) + "  summary"
-            )
+            sources = {"latency_ms": "meas", "energy_mj": "meas/est", "memory_mb": "computed"}
+            if config.costs == "predicted":
+                sources.update(latency_ms="pred", energy_mj="pred/est")
+            heads = [f"{n} ({sources[n]})" if n in sources else n for n in run.objectives]
+            print(f"\n{'trial':>5}  " + "  ".join(f"{h:>11}" for h in heads) + "  summary")
             for trial in front:
                 values = "  ".join(f"{v:>11.4g}" for v in trial.values)
                 print(f"{trial.number:>5}  {values}  {trial.user_attrs.get('summary', '')}")
