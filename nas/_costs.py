@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,9 @@ UNREACHABLE = "predicted (device unreachable)"
 
 RETRY_AFTER_S = 30.0
 """Seconds before an unreachable device is tried again."""
+
+MAX_CALIBRATION_ROWS = 200
+"""The newest measured candidates a refit uses (leave-one-out grows with their square)."""
 
 ROLLING_WINDOW = 8
 """Measured candidates in the rolling error of the predictor."""
@@ -67,47 +70,95 @@ def int8_share(config: Mapping[str, Any]) -> float:
     return sum(1 for b in bits.values() if int(b) < 32) / len(bits)
 
 
+CALIBRATION_TERMS = ("identity", "scale", "slope", "int8")
+"""The calibrations a refit chooses among, by leave-one-out error: none; a constant factor;
+a power law of the prediction; and a power law with a factor for the int8 share."""
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A correction of the device predictor, fit on the search's own measured candidates.
 
-    ``log(measured) = a + b * log(predicted) + c * int8_share``, ridge-pulled towards the
-    uncorrected predictor (``a = 0, b = 1, c = 0``) so that a few points cannot bend it far.
+    ``log(measured) = a + b * log(predicted) + c * int8_share``. The slope and the int8 term
+    are ridge-pulled towards the uncorrected predictor (``b = 1, c = 0``), and a refit keeps
+    the simplest of :data:`CALIBRATION_TERMS` whose leave-one-out error on the measured
+    candidates is lowest, so that a few noisy measurements cannot make it worse than the
+    device predictor alone.
 
     Attributes:
         coef: ``(a, b, c)``.
         n: Measured candidates it was fit on (0: the identity).
+        terms: Which of :data:`CALIBRATION_TERMS` it is.
     """
 
     coef: tuple[float, float, float] = (0.0, 1.0, 0.0)
     n: int = 0
+    terms: str = "identity"
 
     def apply(self, predicted_ms: float, share: float) -> float:
         """The calibrated latency (ms) of a candidate predicted at ``predicted_ms``."""
-        if self.n == 0 or not predicted_ms > 0:
+        if self.terms == "identity" or not predicted_ms > 0:
             return predicted_ms
         a, b, c = self.coef
         return float(math.exp(a + b * math.log(predicted_ms) + c * share))
 
     @classmethod
     def fit(
-        cls, predicted: Sequence[float], measured: Sequence[float], shares: Sequence[float]
+        cls,
+        predicted: Sequence[float],
+        measured: Sequence[float],
+        shares: Sequence[float],
+        *,
+        terms: str = "int8",
     ) -> Calibration:
-        """Ridge least squares in log space (see the class docstring)."""
+        """Ridge least squares in log space with the given ``terms``."""
         p = np.log(np.asarray(predicted, dtype=np.float64))
         m = np.log(np.asarray(measured, dtype=np.float64))
         s = np.asarray(shares, dtype=np.float64)
+        n = len(p)
+        if terms == "identity":
+            return cls(n=n)
+        if terms == "scale":
+            return cls(coef=(float(np.median(m - p)), 1.0, 0.0), n=n, terms=terms)
         X = np.column_stack([np.ones_like(p), p - p.mean(), s])
         # the prior is the identity in these centred columns: a = mean(p), b = 1, c = 0
         prior = np.array([p.mean(), 1.0, 0.0])
-        weight = np.diag([0.0, *_RIDGE])
+        ridge = [0.0, _RIDGE[0], _RIDGE[1] if terms == "int8" else 1e9]
+        weight = np.diag(ridge)
         beta = np.linalg.solve(X.T @ X + weight, X.T @ m + weight @ prior)
         a = float(beta[0] - beta[1] * p.mean())
-        return cls(coef=(a, float(beta[1]), float(beta[2])), n=len(p))
+        return cls(coef=(a, float(beta[1]), float(beta[2])), n=n, terms=terms)
+
+    @classmethod
+    def choose(
+        cls, predicted: Sequence[float], measured: Sequence[float], shares: Sequence[float]
+    ) -> tuple[Calibration, dict[str, float]]:
+        """The calibration of the lowest leave-one-out median error, and every kind's error.
+
+        Ties go to the simpler kind (earlier in :data:`CALIBRATION_TERMS`).
+        """
+        n = len(predicted)
+        scores: dict[str, float] = {}
+        for terms in CALIBRATION_TERMS:
+            errors = []
+            for i in range(n):
+                keep = [j for j in range(n) if j != i]
+                fit = cls.fit(
+                    [predicted[j] for j in keep],
+                    [measured[j] for j in keep],
+                    [shares[j] for j in keep],
+                    terms=terms,
+                )
+                errors.append(abs(fit.apply(predicted[i], shares[i]) / measured[i] - 1.0))
+            scores[terms] = 100.0 * float(np.median(errors))
+        best = min(
+            CALIBRATION_TERMS, key=lambda t: (round(scores[t], 6), CALIBRATION_TERMS.index(t))
+        )
+        return cls.fit(predicted, measured, shares, terms=best), scores
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (a trial payload carries it to the worker)."""
-        return {"coef": list(self.coef), "n": self.n}
+        return {"coef": list(self.coef), "n": self.n, "terms": self.terms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Calibration:
@@ -115,7 +166,8 @@ class Calibration:
         if not data:
             return cls()
         a, b, c = (float(x) for x in data["coef"])
-        return cls(coef=(a, b, c), n=int(data["n"]))
+        terms = str(data.get("terms", "int8" if int(data["n"]) else "identity"))
+        return cls(coef=(a, b, c), n=int(data["n"]), terms=terms)
 
 
 @dataclass
@@ -168,22 +220,29 @@ class PredictorTracker:
         due = new >= self.refit_every or (new >= 2 and rolling > REFIT_ERROR_PCT)
         if not due or len(self.rows) < 3:
             return False
-        self.calibration = Calibration.fit(
-            [r["raw_ms"] for r in self.rows],
-            [r["measured_ms"] for r in self.rows],
-            [r["int8_share"] for r in self.rows],
+        rows = self.rows[-MAX_CALIBRATION_ROWS:]
+        self.calibration, scores = Calibration.choose(
+            [r["raw_ms"] for r in rows],
+            [r["measured_ms"] for r in rows],
+            [r["int8_share"] for r in rows],
         )
+        self.calibration = replace(self.calibration, n=len(self.rows))
         self.refits.append(
             {
                 "after": len(self.rows),
+                "terms": self.calibration.terms,
                 "coef": [round(x, 5) for x in self.calibration.coef],
+                "loo_median_error_pct": {k: round(v, 2) for k, v in scores.items()},
                 "rolling_error_pct": round(rolling, 2),
             }
         )
         _logger.info(
-            "latency predictor recalibrated on %d measured candidates (rolling median error "
-            "was %.1f%%)",
-            len(self.rows),
+            "latency predictor recalibrated on %d measured candidates: %s (leave-one-out "
+            "median error %.1f%%, uncalibrated %.1f%%; rolling error was %.1f%%)",
+            len(rows),
+            self.calibration.terms,
+            scores[self.calibration.terms],
+            scores["identity"],
             rolling,
         )
         return True

@@ -97,6 +97,18 @@ def test_calibration_learns_a_predictor_that_is_twice_too_slow_on_int8() -> None
     assert Calibration().apply(0.3, 1.0) == 0.3  # the identity before any fit
 
 
+def test_calibration_never_chosen_worse_than_the_predictor_on_noise() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    predicted = list(rng.uniform(0.02, 0.03, 12))  # tiny graphs: the spread is noise
+    measured = [p * float(np.exp(rng.normal(0, 0.2))) for p in predicted]
+    shares = [float(i % 3 == 0) for i in range(12)]
+    chosen, scores = Calibration.choose(predicted, measured, shares)
+    assert set(scores) == {"identity", "scale", "slope", "int8"}
+    assert scores[chosen.terms] == min(scores.values()) <= scores["identity"]
+
+
 def test_quarter_errors_and_noise_floor() -> None:
     rows = [{"error_pct": e} for e in (40, -40, 20, 10, -5, 5, 1, -1)]
     assert quarter_errors(rows) == [40.0, 15.0, 5.0, 1.0]
