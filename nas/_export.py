@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas._errors import NASError, RunError, UsageError
+from nas._errors import NASError, RunError, TaskError, UsageError
 from nas._pareto import RunResults, TrialRow, read_run
 from nas._trial import is_quantized
 
@@ -172,6 +172,11 @@ def _choose(results: RunResults, trial: int | None) -> tuple[TrialRow, str]:
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an existing ``out_dir`` (unless ``force``) and a place that cannot be written.
+
+    The folder's parent is created and written to (a small synced file, removed again) now,
+    so that a read-only target or a full disk is reported before the fine-tune, not after.
+    """
     if out_dir.exists() and not force:
         raise UsageError(
             f"output folder {str(out_dir)!r} already exists; pass --force (force=True) to "
@@ -179,6 +184,47 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {str(out_dir)!r} is a file, not a folder; choose a folder name")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir.parent) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write into {str(out_dir.parent)!r} for --out {str(out_dir)!r}: "
+            f"{exc.strerror or exc}; choose a folder you may write to"
+        ) from exc
+
+
+def trusted_task_spec(stored: Any, *, task: str | None, trust_task: bool, source: str) -> str:
+    """The task to load for a model or run from elsewhere, without running untrusted code.
+
+    A task named ``module:function`` or ``file.py:function`` inside a folder is code: loading
+    it imports and runs that module. Bundled and registered task names are safe. Anything
+    else runs only when the user names the task (``task``) or trusts the folder.
+
+    Args:
+        stored: The task spec written in the folder.
+        task: The task the user names (used instead of ``stored``).
+        trust_task: Load ``stored`` even when it is code.
+        source: What ``stored`` comes from, for the message.
+
+    Raises:
+        TaskError: ``stored`` is code and neither ``task`` nor ``trust_task`` is given.
+    """
+    from nas._tasks import TASKS
+
+    if task is not None:
+        return task
+    spec = str(stored or "")
+    if not spec or trust_task or spec.strip() in TASKS:  # "": the caller reports no task
+        return spec
+    raise TaskError(
+        f"{source} names the task {spec!r}: code that would be imported and run to rebuild "
+        "the model. Name the task yourself if you know it (CLI: --task SPEC; task=SPEC), or, "
+        "only if you trust where the folder came from, pass --trust-task (trust_task=True)."
+    )
 
 
 def export(
@@ -191,6 +237,8 @@ def export(
     seed: int | None = None,
     int8_agreement: float = INT8_AGREEMENT,
     measure_seconds: float = 3.0,
+    task: str | None = None,
+    trust_task: bool = False,
 ) -> ExportResult:
     """Rebuild, fine-tune, verify, measure and write one trial of ``run``.
 
@@ -206,6 +254,10 @@ def export(
         int8_agreement: Least share of validation samples on which an int8 graph must agree
             with the torch model's top-1 (0..1).
         measure_seconds: Cap on the timed loop of the on-device measurement (s).
+        task: The run's task, named by the user (a bundled name, ``module:function`` or
+            ``file.py:function``); default the one the run names, if it is bundled.
+        trust_task: Import and run the task the run names even when it is code (a run
+            folder from someone else could name any code).
 
     Returns:
         Where the files went, and the report.
@@ -213,7 +265,9 @@ def export(
     Raises:
         RunError: The run is missing or empty, the trial is not a finished trial of it, or
             no trial meets the budget (with ``trial=None``).
-        UsageError: ``out_dir`` exists and ``force`` is False.
+        TaskError: The run names a task that is code, and neither ``task`` nor
+            ``trust_task`` is given (see :func:`trusted_task_spec`).
+        UsageError: ``out_dir`` exists and ``force`` is False, or cannot be written.
         ExportError: Verification failed (nothing is written).
     """
     from nas.logging import get_logger
@@ -227,6 +281,12 @@ def export(
         raise UsageError(f"int8_agreement must be in (0, 1], got {int8_agreement}")
     results = read_run(run)
     row, why = _choose(results, trial)
+    task_spec = trusted_task_spec(
+        results.settings.get("task") or results.user_attrs.get("task"),
+        task=task,
+        trust_task=trust_task,
+        source=f"run folder {str(results.run_dir)!r}",
+    )
     if row.config is None:
         raise RunError(f"trial {row.number} of {results.run_dir} stored no config; cannot rebuild")
     if row.rejected_before_training:
@@ -238,7 +298,9 @@ def export(
     _logger.info("exporting %s", why)
     settings = results.settings
     seed = int(settings.get("seed") or 0) if seed is None else seed
-    built = _rebuild_and_finetune(results, row, finetune_steps=finetune_steps, seed=seed)
+    built = _rebuild_and_finetune(
+        results, row, finetune_steps=finetune_steps, seed=seed, task_spec=task_spec
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -275,7 +337,7 @@ class _Built:
 
 
 def _rebuild_and_finetune(
-    results: RunResults, row: TrialRow, *, finetune_steps: int, seed: int
+    results: RunResults, row: TrialRow, *, finetune_steps: int, seed: int, task_spec: str
 ) -> _Built:
     from latency_models import get_device
     from nas._tasks import load_task
@@ -283,11 +345,10 @@ def _rebuild_and_finetune(
     from search_spaces import CompressionConfig
 
     settings = results.settings
-    task_spec = settings.get("task") or results.user_attrs.get("task")
     device_name = settings.get("device") or results.user_attrs.get("device")
     if not task_spec or not device_name:
         raise RunError(f"{results.run_dir} does not name its task and device; is it a hwnas run?")
-    task = load_task(str(task_spec))
+    task = load_task(task_spec)  # checked by trusted_task_spec
     device = get_device(str(device_name))
     space = _space(task, align=device.align, bits=tuple(device.precisions))
     config = CompressionConfig.from_dict(row.config or {})
@@ -565,18 +626,29 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         os.rename(tmp, out_dir)
 
 
-def load_exported(path: str | Path) -> nn.Module:
+def load_exported(
+    path: str | Path, *, task: str | None = None, trust_task: bool = False
+) -> nn.Module:
     """Rebuild the torch module saved by :func:`export`.
 
     The module is the fp32 torch model (int8 layers exist only in ``model.onnx``), in eval
     mode. The task's base model is loaded (and trained once if not cached) to rebuild the
     architecture; the weights then come from the file.
 
+    The weights load without running code (``weights_only``); the task named inside the
+    file is code when it is not a bundled or registered name, and is then loaded only when
+    the user names it or trusts the file (:func:`trusted_task_spec`).
+
     Args:
         path: The export folder or its ``model.pt``.
+        task: The task the model was exported from, named by the user; default the one
+            the file names, if it is bundled or registered.
+        trust_task: Import and run the task the file names even when it is code.
 
     Raises:
         RunError: The file is missing or from an unknown format version.
+        TaskError: The file names a task that is code, and neither ``task`` nor
+            ``trust_task`` is given.
     """
     import torch
 
@@ -586,7 +658,14 @@ def load_exported(path: str | Path) -> nn.Module:
     file = path / "model.pt" if path.is_dir() else path
     if not file.is_file():
         raise RunError(f"{str(file)!r} does not exist; pass an `hwnas export` folder")
-    data = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle's and torch's many errors for a damaged file
+        raise RunError(
+            f"{str(file)!r} is not a model.pt written by `hwnas export` or is damaged "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "export the model again"
+        ) from exc
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise RunError(
@@ -595,12 +674,17 @@ def load_exported(path: str | Path) -> nn.Module:
         )
     from search_spaces import CompressionConfig
 
-    task = load_task(data["task"])
+    spec = trusted_task_spec(
+        data.get("task"), task=task, trust_task=trust_task, source=f"{str(file)!r}"
+    )
+    task_obj = load_task(spec)
     space_args = data.get("space", {})
     space = _space(
-        task, align=int(space_args.get("align", 8)), bits=tuple(space_args.get("bits", (32, 8)))
+        task_obj,
+        align=int(space_args.get("align", 8)),
+        bits=tuple(space_args.get("bits", (32, 8))),
     )
-    module: nn.Module = space.apply(task.model, CompressionConfig.from_dict(data["config"]))
+    module: nn.Module = space.apply(task_obj.model, CompressionConfig.from_dict(data["config"]))
     module.load_state_dict(data["state_dict"])
     module.eval()
     return module

@@ -330,12 +330,16 @@ def read_run(run: Any, *, require_trials: bool = True) -> RunResults:
     storage = _open_storage(run_dir, settings)
     try:
         study = optuna.load_study(study_name=_study_name(settings), storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        attrs = dict(study.user_attrs)
     except KeyError as exc:
         raise RunError(
             f"{run_dir} holds no study named {_study_name(settings)!r}; is it a hwnas run folder?"
         ) from exc
-    trials = study.get_trials(deepcopy=False)
-    attrs = dict(study.user_attrs)
+    except Exception as exc:  # Optuna's StorageInternalError, sqlalchemy's errors
+        from nas._run import storage_error
+
+        raise storage_error(run_dir / STORAGE_FILE, exc) from exc
     results = _results_from_trials(run_dir, settings, attrs, trials, len(study.directions))
     _dispose(storage)
     if require_trials and not results.rows:
@@ -486,13 +490,19 @@ def _open_storage(run_dir: Path, settings: Mapping[str, Any]) -> Any:
             f"{run_dir} is not a hwnas run folder: it has no {STORAGE_FILE}; start a search "
             f"with `hwnas search TASK ... --run {run_dir}`"
         )
+    from nas._run import check_sqlite_file, storage_error
+
+    check_sqlite_file(db)
     ro_url = f"sqlite:///file:{db.resolve()}?mode=ro&uri=true"
-    return RDBStorage(
-        ro_url,
-        engine_kwargs={"connect_args": {"timeout": 10.0}},
-        skip_compatibility_check=True,
-        skip_table_creation=True,
-    )
+    try:
+        return RDBStorage(
+            ro_url,
+            engine_kwargs={"connect_args": {"timeout": 10.0}},
+            skip_compatibility_check=True,
+            skip_table_creation=True,
+        )
+    except Exception as exc:  # sqlalchemy raises many kinds for a damaged file
+        raise storage_error(db, exc) from exc
 
 
 def _dispose(storage: Any) -> None:

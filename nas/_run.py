@@ -26,6 +26,7 @@ apply, export, predict, train, eval), ``measured`` (only on verified Pareto tria
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -70,19 +71,135 @@ def make_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.BaseSt
 
     SQLite gets a 60 s busy timeout so that a reader (``hwnas pareto``) and the writing
     search wait for each other instead of failing.
+
+    Raises:
+        RunError: the URL is malformed, or its SQLite file is damaged or not a database.
     """
     import optuna
 
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
+        path = sqlite_path(url)
+        if path is not None:
+            check_sqlite_file(path, allow_empty=True)
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or file
-        raise RunError(f"cannot open the Optuna storage {url!r}: {exc}") from exc
+        raise storage_error(url, exc) from exc
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL (None for other URLs and in-memory databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///") :]
+    if rest.startswith("file:"):
+        rest = rest[len("file:") :].split("?", 1)[0]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: Path, *, allow_empty: bool = False) -> None:
+    """Refuse a file at ``path`` that cannot be an SQLite database (before SQL is sent).
+
+    Args:
+        path: The database file; a missing one passes (it will be created, or reported).
+        allow_empty: Let a file shorter than the SQLite header pass (a search may be
+            creating it this moment); readers pass False.
+
+    Raises:
+        RunError: naming the file, what is wrong and what to do.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise RunError(f"cannot read the run's Optuna database {str(path)!r}: {exc}") from exc
+    if not head and allow_empty:
+        return
+    if not head:
+        raise RunError(
+            f"the run's Optuna database {str(path)!r} is empty (0 bytes): it was truncated. "
+            f"Restore it from a backup, or start a new run in another folder."
+        )
+    if head != _SQLITE_MAGIC:
+        raise RunError(
+            f"{str(path)!r} is not an SQLite database (it starts with {head[:8]!r}): the run's "
+            f"Optuna database was overwritten. Restore it from a backup, or start a new run "
+            f"in another folder."
+        )
+
+
+def storage_error(where: str | Path, exc: BaseException) -> RunError:
+    """A one-line :class:`RunError` for a storage that failed to open or read.
+
+    Optuna wraps SQLite's own reason ("database disk image is malformed") in a message about
+    "exceeding max length" and the failed SQL; the reason is dug out of the exception chain.
+    """
+    reason = _root_reason(exc)
+    if any(word in reason for word in ("malformed", "not a database", "corrupt")):
+        return RunError(
+            f"the run's Optuna database {str(where)!r} is damaged ({reason}). Restore it from "
+            f"a backup, or start a new run in another folder; `sqlite3 FILE .recover` may "
+            f"save the finished trials."
+        )
+    return RunError(f"cannot open the Optuna storage {str(where)!r}: {reason}")
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost database error's own message (no SQL, no parameters)."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for err in reversed(seen):
+        orig = getattr(err, "orig", None)  # sqlalchemy keeps the driver's error here
+        if orig is not None:
+            return str(orig).splitlines()[0]
+        if type(err).__module__ == "sqlite3":
+            return str(err).splitlines()[0]
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def check_run_dir_writable(run_dir: str | Path) -> None:
+    """Fail fast when a run folder cannot be written (before any task is loaded).
+
+    Creates the folder if needed, then writes, syncs and removes a small probe file, so a
+    read-only folder or file system, missing permissions or a full disk are reported now
+    rather than after the task was trained and the device measured.
+
+    Raises:
+        RunError: naming the folder, the reason and the fix.
+    """
+    path = Path(run_dir)
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        hint = (
+            "free some space"
+            if exc.errno == errno.ENOSPC
+            else "choose a folder you may write to (--run), or change its permissions"
+        )
+        raise RunError(
+            f"cannot write to the run folder {str(path)!r}: {exc.strerror or exc}; {hint}."
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 @contextlib.contextmanager
@@ -195,6 +312,9 @@ class Run:
         if self._study is None:
             import optuna
 
+            path = sqlite_path(self.storage_url)
+            if path is not None:
+                check_sqlite_file(path)
             storage = make_storage(self.storage_url)
             try:
                 self._study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
@@ -203,6 +323,8 @@ class Run:
                     f"run folder {str(self.path)!r} holds no search yet (no study "
                     f"{STUDY_NAME!r} in {self.storage_url}). Start one with `hwnas search`."
                 ) from None
+            except Exception as exc:  # Optuna's StorageInternalError, sqlalchemy's errors
+                raise storage_error(path or self.storage_url, exc) from exc
         return self._study
 
     def refresh(self) -> None:

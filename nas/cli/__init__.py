@@ -1,16 +1,20 @@
 """The ``hwnas`` command line.
 
 Each subcommand is one :class:`~nas.cli._base.BaseCommand` class; the modules listed in
-``_COMMAND_MODULES`` each export ``COMMANDS``, a tuple of such classes. A usage error prints
-the message and that subcommand's help, then exits 1; a hwnas error prints its message.
+``_COMMAND_MODULES`` each export ``COMMANDS``, a tuple of such classes. A wrong flag prints
+the message and that subcommand's help, then exits 1; a hwnas error, or a file that cannot
+be read or written, prints one line and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from nas._errors import UsageError
 from nas.cli._base import BaseCommand, _Parser, build_parser
@@ -51,7 +55,18 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hwnas`` console script."""
+    """Entry point of the ``hwnas`` console script.
+
+    Errors print one line, ``hwnas: error: ...``, and return 1; only a wrong flag (an
+    argparse error) also prints that subcommand's help. Warnings print one line each.
+    """
+    with warnings.catch_warnings():
+        if warnings.showwarning is _PYTHON_SHOWWARNING:  # not when a test records them
+            warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
@@ -65,19 +80,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             nas_logging.set_verbosity(nas_logging.DEBUG if args.verbose else nas_logging.WARNING)
         return command.run(args)
     except UsageError as exc:
-        message = exc.args[0]
-        sub_parser = exc.args[1] if len(exc.args) > 1 else getattr(args, "_parser", parser)
-        print(f"hwnas: error: {message}\n", file=sys.stderr)
-        sub_parser.print_help(sys.stderr)
+        print(f"hwnas: error: {exc.args[0]}", file=sys.stderr)
+        if len(exc.args) > 1:  # a wrong flag: show the command's usage
+            print(file=sys.stderr)
+            exc.args[1].print_help(sys.stderr)
         return 1
     except Exception as exc:
-        if not _is_hwnas_error(exc):
+        if _is_hwnas_error(exc):
+            print(f"hwnas: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, OSError):
+            print(f"hwnas: error: {os_error_message(exc)}", file=sys.stderr)
+        else:
             raise
-        print(f"hwnas: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)
         return 130
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"hwnas: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed file operation: what failed, on which file, and the fix."""
+    where = f" {str(exc.filename)!r}" if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the disk writing{where}; free some space or write elsewhere."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}:{where}; use a folder you may write to, or change its permissions."
+    return f"{reason}:{where}" if where else str(exc)
 
 
 # Errors are recognised by their modules' names, so that catching search_spaces' errors does

@@ -108,7 +108,17 @@ class DeviceAddCommand(BaseCommand):
             default="local",
             help="local (default), http://HOST:PORT of an agent, or ray:RESOURCE",
         )
-        parser.add_argument("--token", default=None, help="the agent's token (HTTP devices)")
+        token = parser.add_mutually_exclusive_group()
+        token.add_argument(
+            "--token-file",
+            metavar="FILE",
+            default=None,
+            help="read the agent's token from FILE (HTTP devices; keeps it out of the process "
+            "list)",
+        )
+        token.add_argument(
+            "--token", default=None, help="the agent's token (HTTP devices; prefer --token-file)"
+        )
         parser.add_argument(
             "--providers",
             default="CPUExecutionProvider",
@@ -127,9 +137,12 @@ class DeviceAddCommand(BaseCommand):
     def run(self, args: argparse.Namespace) -> int:
         """Validate, save and print the device."""
         from latency_models import DeviceSpec, add_device
+        from latency_models.agent import read_token_file
         from latency_models.devices import device_file
 
         try:
+            if args.token_file:
+                args.token = read_token_file(args.token_file)
             spec = DeviceSpec(
                 name=args.name,
                 providers=tuple(p for p in args.providers.split(",") if p),
@@ -177,21 +190,79 @@ class DeviceRemoveCommand(BaseCommand):
     """Remove a saved device."""
 
     name = "remove"
-    help = "Remove a saved device (its measurement store is kept)."
+    help = (
+        "Remove a saved device and its folder (measurements and predictors), so that a device "
+        "added later under the same name starts empty."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the device name."""
         parser.add_argument("name", metavar="NAME", help="device name")
+        parser.add_argument(
+            "--keep-measurements",
+            action="store_true",
+            help="keep the device's folder (its measurement store and predictors)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
-        """Delete the device file."""
+        """Delete the device file and, unless asked to keep it, its folder."""
         from latency_models import remove_device
 
         try:
-            remove_device(args.name)
+            folder = remove_device(args.name, keep_measurements=args.keep_measurements)
         except ValueError as exc:
-            raise UsageError(str(exc), args._parser) from exc
-        print(f"removed device {args.name!r}")
+            raise UsageError(str(exc)) from exc
+        if folder is None:
+            print(f"removed device {args.name!r}")
+        elif args.keep_measurements:
+            print(f"removed device {args.name!r}; kept its measurements in {folder}")
+        else:
+            print(f"removed device {args.name!r} and its measurements ({folder})")
+        return 0
+
+
+class DeviceRecordsCommand(BaseCommand):
+    """List or remove the records of a device's measurement store."""
+
+    name = "records"
+    help = (
+        "List the records of a device's measurement store, with any that cannot be read (a "
+        "damaged record, a graph that is not ONNX); --remove drops records by id."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device, the ids to remove and the output format."""
+        parser.add_argument("name", metavar="DEVICE", help="device name")
+        parser.add_argument(
+            "--remove", type=_int_list, default=None, metavar="ID,...", help="record ids to drop"
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Print one line per record, or remove the given ones."""
+        from latency_models import MeasurementStore, get_device
+
+        store = MeasurementStore(get_device(args.name).name)
+        if args.remove:
+            try:
+                n = store.remove(args.remove)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
+            print(f"removed {n} record(s) from {store.path} ({len(store)} left)")
+            return 0
+        rows = store.check(graphs=True)
+        if args.json:
+            print(json.dumps([{"id": i, "graph_hash": h, "problem": p} for i, h, p in rows]))
+            return 0
+        for rec_id, digest, problem in rows:
+            print(f"{rec_id:>6}  {digest[:16]}  {problem or 'ok'}")
+        bad = [str(i) for i, _, p in rows if p]
+        print(f"{len(rows)} record(s) in {store.path}, {len(bad)} unreadable", file=sys.stderr)
+        if bad:
+            print(
+                f"remove them with: hwnas device records {args.name} --remove {','.join(bad)}",
+                file=sys.stderr,
+            )
         return 0
 
 
@@ -311,7 +382,7 @@ class DeviceImportCommand(BaseCommand):
         try:
             added = store.import_jsonl(args.file)
         except (ValueError, FileNotFoundError) as exc:
-            raise UsageError(str(exc), args._parser) from exc
+            raise UsageError(str(exc)) from exc  # about the file, not the flags: no usage
         print(f"imported {added} new measurement(s) into {store.path} ({len(store)} in all)")
         return 0
 
@@ -349,6 +420,7 @@ class DeviceCommand(BaseCommand):
         DeviceAddCommand,
         DeviceShowCommand,
         DeviceRemoveCommand,
+        DeviceRecordsCommand,
         DeviceMeasureCommand,
         DeviceCheckCommand,
         DeviceImportCommand,

@@ -112,6 +112,18 @@ class ExportCommand(BaseCommand):
             metavar="K",
             help="distillation steps before export (default: the export's default)",
         )
+        parser.add_argument(
+            "--task",
+            default=None,
+            metavar="SPEC",
+            help="the run's task (a bundled name, module:function or file.py:function); "
+            "needed when the run names a task of its own",
+        )
+        parser.add_argument(
+            "--trust-task",
+            action="store_true",
+            help="import and run the task the run folder names (only for folders you trust)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         """Export and print where the files went."""
@@ -119,8 +131,9 @@ class ExportCommand(BaseCommand):
 
         steps = DEFAULT_FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
         result = export(
-            args.run, args.trial, out_dir=args.out, finetune_steps=steps, force=args.force
-        )
+            args.run, args.trial, out_dir=args.out, finetune_steps=steps, force=args.force,
+            task=args.task, trust_task=args.trust_task,
+        )  # fmt: skip
         print(result.summary())
         return 0
 
