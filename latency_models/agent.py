@@ -164,11 +164,11 @@ class AgentServer(ThreadingHTTPServer):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         times = {"queue_timeout_s": queue_timeout_s, "max_seconds_limit": max_seconds_limit,
                  "request_timeout_s": request_timeout_s}  # fmt: skip
-        for name, value in times.items():
+        for name, seconds in times.items():
             may_be_zero = name == "queue_timeout_s"  # 0: a request never waits
-            if not math.isfinite(value) or value < 0 or (value == 0 and not may_be_zero):
+            if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not may_be_zero):
                 bound = ">= 0" if may_be_zero else "> 0"
-                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
+                raise ValueError(f"{name} must be a finite number {bound}, got {seconds!r}.")
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.queue_timeout_s = queue_timeout_s
@@ -291,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"hwnas-agent/{PROTOCOL}"
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout_s  # per read; the deadline bounds the sum
+        # per read; the request deadline bounds the sum of the reads
+        self.timeout = self.server.request_timeout_s  # type: ignore[misc]
         super().setup()
 
     def handle_one_request(self) -> None:
