@@ -34,11 +34,15 @@ from nas._config import SETTINGS_FILE, SearchConfig
 from nas._driver import drive, record
 from nas._errors import RunError
 from nas._run import (
+    STUDY_DB,
     STUDY_NAME,
     Run,
+    check_run_dir_writable,
+    check_sqlite_file,
     is_local_sqlite,
     make_storage,
     run_lock,
+    storage_error,
     storage_url,
 )
 from nas._samplers import make_sampler
@@ -144,6 +148,9 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
     run_dir = Path(config.run_dir)
     check_run_folder(config)
     check_budget_device(config, device)
+    check_run_dir_writable(run_dir)  # a read-only folder or full disk, before any work
+    if (run_dir / SETTINGS_FILE).is_file() and config.storage is None:
+        check_sqlite_file(run_dir / STUDY_DB)  # a resumed run's database, emptied or damaged
     ctx, base = prepare(config, task=task, device=device)
     config = config.replace(
         resolved_budget=ctx.budget.to_dict(), base_measured=base.get("measured_runs")
@@ -402,13 +409,16 @@ def open_study(config: SearchConfig, base: dict[str, Any]) -> optuna.Study:
 
     url = storage_url(str(config.run_dir), config.storage)
     storage = make_storage(url, heartbeat=not is_local_sqlite(str(config.run_dir), url))
-    study = optuna.create_study(
-        storage=storage,
-        study_name=STUDY_NAME,
-        directions=directions(config.objectives),
-        sampler=make_sampler(config.sampler, config.seed),
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=STUDY_NAME,
+            directions=directions(config.objectives),
+            sampler=make_sampler(config.sampler, config.seed),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # a damaged database: SQLite's reason, in one line
+        raise storage_error(url, exc) from exc
     attrs = study.user_attrs
     expected = {
         "task": config.task,

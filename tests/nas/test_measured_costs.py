@@ -148,6 +148,25 @@ def test_corrupt_measurements_are_refused() -> None:
     check_measurement(_M(0.1, 0.5), "d")
 
 
+def test_the_store_never_keeps_a_corrupt_measurement(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from latency_models import measure
+
+    graph = conv_stack(8, 8, 1)
+    good = measure(graph, "local-cpu", max_seconds=0.05, warmup_s=0.01)
+    store = MeasurementStore("local-cpu", path=tmp_path / "m.sqlite")
+    store.put(graph, good)
+    for bad in (
+        replace(good, latency_ms=math.nan),
+        replace(good, latency_ms=-1.0),
+        replace(good, energy_mj=-3.0),
+    ):
+        with pytest.raises(MeasurementError, match="refusing to store"):
+            store.put(graph, bad)
+    assert len(store) == 1
+
+
 # -- the measurement lane ---------------------------------------------------------------
 
 
