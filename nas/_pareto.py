@@ -670,7 +670,21 @@ def _text_table(
         footer += f"; sorted by {results.first_cost}"
     if not records:
         footer += ". No trial meets the budget yet: see all trials with --all"
-    return "\n".join(out) + "\n" + footer + "\n"
+    return "\n".join(out) + "\n" + footer + "\n" + _tracking_line(results)
+
+
+def _tracking_line(results: RunResults) -> str:
+    """The latency predictor's error on the search's own candidates, by quarter of the run."""
+    tracking = results.user_attrs.get("predictor_tracking")
+    if not isinstance(tracking, Mapping) or not tracking.get("trials"):
+        return ""
+    quarters = tracking.get("quarters_median_error_pct") or []
+    shown = " / ".join("-" if q is None else f"{q:.1f}%" for q in quarters)
+    refits = len(tracking.get("refits") or [])
+    return (
+        f"latency predictor on this search's {len(tracking['trials'])} measured candidates: "
+        f"median error {shown} by quarter of the run ({refits} recalibrations)\n"
+    )
 
 
 def _header(col: str) -> str:

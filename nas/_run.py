@@ -7,18 +7,28 @@ Layout (the contract between the search and the report/export tools)::
                             one study named "hwnas"
     run_dir/.search.lock    held (flock) by the search process writing the folder
 
-Study user attributes: ``task``, ``device``, ``objectives`` (list), ``budget`` (dict),
-``base`` (the base model's ``accuracy``, ``latency_ms``, ``energy_mj``, ``memory_mb``,
-``energy_source`` and ``measured``), ``hwnas_version``, and after the search ``verification``
-(predictor error on the measured front) and, if asked for, ``fidelity``.
+Study user attributes: ``task``, ``device``, ``objectives`` (list), ``budget_spec`` (the
+budget as given, e.g. ``{"latency_ms": "0.5x"}``), ``budget`` (the resolved, absolute limits
+the trials were judged by), ``costs`` (``auto``, ``measured`` or ``predicted``), ``base``
+(the base model's ``accuracy``, predicted ``latency_ms``, ``energy_mj``, ``memory_mb``,
+``energy_source``, ``measured`` (medians of interleaved rounds) and the cheapest config's
+``smallest_predicted`` / ``smallest_measured``), ``hwnas_version``, ``predictor_tracking``
+(predicted against measured latency per measured trial, the calibration's refits and the
+median error by quarter of the run), ``last_session`` (timings, ``measure_s``), and after
+the search ``verification`` and, if asked for, ``fidelity``. The study names its values
+for optuna-dashboard (``study.metric_names``, e.g. ``"latency_ms (measured) [ms]"``).
 
 Trial user attributes: ``config`` (``CompressionConfig.to_dict()``), ``summary`` (one line),
-``predicted`` (``latency_ms``, ``energy_mj``, ``memory_mb``), ``energy_source``
-(``"measured-predictor"`` or ``"estimated"``), ``accuracy`` (top-1 in %, ``None`` when
-rejected before training), ``rejected_before_training``, ``timings_s`` (seconds per phase:
-apply, export, predict, train, eval), ``measured`` (only on verified Pareto trials) and
-``error`` (on failed trials). The budget is stored as Optuna constraints
-(``trial.constraints``; a value > 0 means violated).
+``predicted`` (``latency_ms`` as the search used it, calibrated; ``energy_mj``,
+``memory_mb``), ``predicted_raw_latency_ms`` (the device predictor alone),
+``energy_source`` (``"measured-predictor"`` or ``"estimated"``), ``accuracy`` (top-1 in %,
+``None`` when rejected before training), ``rejected_before_training``, ``timings_s``
+(seconds per phase: apply, export, predict, train, eval), ``measured`` (the latency and
+energy measured on the device: every trained trial of a search with measured costs, and
+front trials verified after a search on predictions), ``cost_source`` (``"measured"``,
+``"predicted"`` or ``"predicted (device unreachable)"``: where the trial's values came
+from), ``cost_sources`` (the same per objective) and ``error`` (on failed trials). The
+budget is stored as Optuna constraints (``trial.constraints``; a value > 0 means violated).
 
 :class:`Run` reads a folder without changing it, also while a search is writing to it.
 """

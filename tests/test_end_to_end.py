@@ -41,9 +41,15 @@ def test_search_on_a_new_device_end_to_end(home: Path, tmp_path: Path) -> None:
     assert base["accuracy"] > 80 and base["measured"]["latency_ms"] > 0
     assert len(run.completed_trials()) + len(run.failed_trials()) == 5
     for trial in run.completed_trials():
-        predicted = trial.user_attrs["predicted"]
+        attrs = trial.user_attrs
+        predicted = attrs["predicted"]
         assert predicted["latency_ms"] > 0 and predicted["memory_mb"] > 0
-        assert trial.values[1] == predicted["latency_ms"]
+        if attrs["rejected_before_training"]:  # never trained: never measured
+            assert attrs["cost_source"] == "predicted"
+            assert trial.values[1] == predicted["latency_ms"]
+        else:  # trained: its latency is the one measured on the device
+            assert attrs["cost_source"] == "measured"
+            assert trial.values[1] == attrs["measured"]["latency_ms"] > 0
     front = run.pareto_trials()
     assert front, run.summary()
     for trial in front:
@@ -51,12 +57,9 @@ def test_search_on_a_new_device_end_to_end(home: Path, tmp_path: Path) -> None:
         assert trial.user_attrs["measured"]["latency_ms"] > 0  # verified on the device
     assert run.user_attrs["verification"]["n_trials"] == len(front)
 
-    export = getattr(nas, "export", None)
-    if export is None:  # the export step is built separately (issue 7)
-        return
     import onnxruntime as ort
 
-    result = export(run, out_dir=tmp_path / "model", finetune_steps=10)
+    result = nas.export(run, out_dir=tmp_path / "model", finetune_steps=10)
     out = Path(getattr(result, "out_dir", tmp_path / "model"))
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     X, _ = nas.get_task("digits-resnet").val

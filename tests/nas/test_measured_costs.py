@@ -252,6 +252,8 @@ def test_search_measures_every_trained_candidate_and_exports_by_measurement(
         assert trial.constraints["latency_ms"] == pytest.approx(trial.values[1] / limit - 1)
     tracking = run.study.user_attrs["predictor_tracking"]
     assert [r["number"] for r in tracking["trials"]] == [t.number for t in trained]
+    table = nas.pareto_table(tmp_path, include_all=True)
+    assert f"latency predictor on this search's {len(trained)} measured candidates" in table
     assert len(MeasurementStore("local-cpu")) > before  # every measurement is kept
     results = read_run(tmp_path)
     rows, how = candidates(results)
