@@ -118,7 +118,7 @@ REFERENCE_GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
 """Reference graphs by name; the name gives their rough latency on one x86 core.
 
 The first three are compute-bound; ``memory-20ms`` streams 100 MB a run through the memory
-bus and shows what a shared cache or memory bus adds. Measured on this project's machine
+bus and shows what a shared cache or memory bus adds. Measured on a 2-vCPU VM
 (``local-cpu``, 2026-12-02): 0.08, 1.1, 19 and 18.7 ms."""
 
 

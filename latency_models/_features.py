@@ -1,9 +1,9 @@
 """Graph features: the kernels onnxruntime will actually run, and graph totals.
 
 A predictor sees a graph as the list of kernels the CPU runtime executes after its graph
-optimisations, not as the ONNX nodes the exporter wrote. We simulate the fusions
-onnxruntime makes on the original graph (with ONNX shape inference) instead of building
-an inference session, which keeps featurization deterministic, free of the runtime's
+optimisations, not as the ONNX nodes the exporter wrote. The fusions onnxruntime makes
+are simulated on the original graph (with ONNX shape inference) instead of building an
+inference session, which keeps featurization deterministic, free of the runtime's
 layout ops (NCHWc) and fast enough for a search (milliseconds per graph):
 
 - constant subgraphs (weight ``DequantizeLinear``, ``Shape`` of static tensors) fold away;
@@ -37,31 +37,7 @@ if TYPE_CHECKING:
 FEATURE_VERSION = 9
 """Version of the featurization; part of every saved predictor and stored feature record.
 
-2: layout kernels (NCHWc reorders, int8 NHWC transposes) are part of the kernel list.
-3: kernels name the ONNX nodes they run (to line them up with onnxruntime's profile).
-4: int8 kernels other than convs run NHWC only when all their inputs arrive NHWC; fp32 convs
-   whose channels onnxruntime cannot block (27, 34, ...) stay NCHW and take a residual Add
-   whatever its operand's layout.
-5: the predictors count the weights a run reads, not those it stores: an fp32 conv's taps
-   that meet only padding (:func:`latency_models._kernel_table.touched_tap_fraction`) are
-   left out of its weight bytes and its graph's (kernels unchanged; saved predictors of
-   version 4 read those bytes differently and must be refit).
-6: an fp32 grouped or depthwise conv that onnxruntime runs NCHW is its own kind, ``gconv``
-   (it was ``dwconv`` or ``conv``, and slowed the predictions of NCHWc ones); so is an int8
-   ``MaxPool`` that runs NCHW, ``qpool``, and a float ``MaxPool`` read only by a
-   ``QuantizeLinear`` is that: onnxruntime quantizes ahead of it (it was an fp32 pool).
-7: the kernel predictor's work unit for ``qpool`` is its window taps, not the bytes it
-   moves (:func:`latency_models._kernel_predictor.row_work`; kernels unchanged; saved
-   predictors of version 6 read their ``qpool`` throughput per byte and must be refit).
-8: an int8 convolution's effective MACs count the taps that land in the padding (its
-   im2col buffer holds them, and the integer GEMM multiplies them;
-   :func:`latency_models._kernel_table.effective_mmacs_of`; kernels unchanged; saved
-   predictors of version 7 read int8 convs' throughput per valid tap and must be refit).
-9: the NCHWc channel block is that of the CPU that runs the graph (8 with AVX2 only, 16
-   with AVX-512F; :mod:`latency_models._nchwc`), recorded in the totals as ``nchwc_block``;
-   it was 16 everywhere, and an AVX2 CPU blocks the pools and convs of 8-channel multiples
-   that an AVX-512 one runs NCHW between reorders.
-"""
+What each version changed: CHANGELOG.md."""
 
 COMPUTE_KINDS = ("conv", "conv1x1", "dwconv", "gemm", "gconv")
 """Kernel kinds that do multiply-adds; ``kernel_fields`` codes them by position (others -1)."""

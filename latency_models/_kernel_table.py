@@ -114,9 +114,9 @@ WORK_CHANNEL_BLOCK = 16
 """Channel multiple a compute kernel's work is padded to (:func:`effective_mmacs_of`).
 
 The NCHWc block of an AVX-512 CPU, and 16 on AVX2-only CPUs too, whose block is 8: MLAS's
-AVX2 kernels compute several filter blocks at once. On an AVX2 AMD EPYC (tenth session,
-``experiments/predictor_accuracy.py``, kernel model, mean of five tree seeds) padding to 8
-gave 84.0% within +-10% of the first held-out set where 16 gave 90.8% (local-cpu-2t: 82.3%
+AVX2 kernels compute several filter blocks at once. On an AVX2 AMD EPYC
+(``experiments/predictor_accuracy.py``, kernel model, mean of five tree seeds) padding to 8
+gives 84.0% within +-10% of the first held-out set where 16 gives 90.8% (local-cpu-2t: 82.3%
 and 82.8%), with the layout itself (:mod:`latency_models._nchwc`) the host's in both."""
 
 

@@ -378,9 +378,9 @@ def training_data(
 
     A graph measured in several sessions gets the lowest value of the sessions that share
     its newest record's runtime version and host: other processes on the device only ever
-    add time, so the best session is the least disturbed one. (On the 2-thread device of
-    this project's shared VM, the newest of a graph's sessions was over 1.1x its best for
-    17% of 664 graphs and over 1.5x for 7%; on the 1-thread device, pinned, 6% and none.)
+    add time, so the best session is the least disturbed one. (On the 2-thread device of a
+    shared 2-vCPU VM, the newest of a graph's sessions was over 1.1x its best for 17% of
+    664 graphs and over 1.5x for 7%; on the 1-thread device, pinned, 6% and none.)
     Sessions from an older runtime or another host are not mixed in. Features are laid out
     for the NCHWc block of the host that measured the graph (its ``host_info``), not this
     machine's: a device behind an agent may be another kind of CPU.

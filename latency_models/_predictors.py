@@ -19,12 +19,11 @@ Two more, learned from per-kernel times (``measure(..., kernel_times_s=...)``), 
 
 What :func:`fit_predictor` fits: ``"combined"`` (:data:`KERNEL_PREDICTOR`) when kernel times
 are given for a latency target, else ``"additive"`` (:data:`DEFAULT_PREDICTOR`). In
-``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs; 108 held-out graphs of
-ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` was the most
-accurate on both CPU devices (eighth session, local-cpu: 85% and 94% within 10% on the two
-sets, MAPE 4-6%; ``kernel`` 81-89%, ``additive-gbt`` 75-89%, ``additive`` 51-75%,
-``graph-gbt`` 28-35%). Trees alone do not extrapolate; the tree correction of
-``additive-gbt`` learns sweep-specific residuals.
+``experiments/predictor_accuracy.py`` (fit on 300 sweep graphs, scored on held-out
+ResNet-18/MobileNetV2/VGG-11 at 32-224 px, never in training) ``combined`` is the most
+accurate on both CPU devices and ``graph-gbt`` the least (experiments/README.md, section 1).
+Trees alone do not extrapolate; the tree correction of ``additive-gbt`` learns
+sweep-specific residuals.
 
 Every predictor predicts with numpy only: boosted trees are exported to arrays right after
 fitting and traversed here, so a saved predictor gives bit-identical predictions in a process

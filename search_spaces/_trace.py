@@ -1,14 +1,15 @@
 """Trace a model with torch.fx into channel spaces, layers and removable blocks.
 
-Why our own torch.fx tracer and not Torch-Pruning's dependency graph: we need three things a
-pruning library does not give in one place: (1) a *space* (named decision points with finite
-choices), not a pruner that mutates the model; (2) a guarantee that anything it does not
-understand is frozen with a reason instead of raising (Torch-Pruning 1.6 raised IndexError on a
-ShuffleNet-V2 unit); (3) low-rank, block removal and bit-width choices on the same graph.
-``torch.fx.symbolic_trace`` gives the module-level graph with module paths (``nn_module_stack``)
-and ``ShapeProp`` gives every tensor's shape, which is all the channel bookkeeping needs; it is
-part of torch, so there is no extra dependency to keep in step with torch releases. We borrow
-Torch-Pruning's design (per-op rules, a graph of coupled channel dimensions), not its code.
+Why a torch.fx tracer of its own and not Torch-Pruning's dependency graph: the search needs
+three things a pruning library does not give in one place: (1) a *space* (named decision points
+with finite choices), not a pruner that mutates the model; (2) a guarantee that anything it
+does not understand is frozen with a reason instead of raising (Torch-Pruning 1.6 raised
+IndexError on a ShuffleNet-V2 unit); (3) low-rank, block removal and bit-width choices on the
+same graph. ``torch.fx.symbolic_trace`` gives the module-level graph with module paths
+(``nn_module_stack``) and ``ShapeProp`` gives every tensor's shape, which is all the channel
+bookkeeping needs; it is part of torch, so there is no extra dependency to keep in step with
+torch releases. The design follows Torch-Pruning's (per-op rules, a graph of coupled channel
+dimensions), not its code.
 
 The model is a union-find over *channel spaces*. Each Conv2d/Linear output opens a space
 (prunable: its weight's out dim); BatchNorm, activations, pooling, dropout and identity-like ops
