@@ -1,4 +1,4 @@
-"""Measured speedups of real compression in onnxruntime (issue 3).
+"""Measured speedups of real compression in onnxruntime.
 
 ResNet-18 at 224x224 (written from the paper in tests/search_spaces/archs.py, random weights),
 one thread, batch 1: base fp32 vs uniform width 0.5, all-int8, and width 0.5 + int8. Variants
@@ -129,7 +129,7 @@ def _print(results: dict[str, Any]) -> None:
     )
     for model, res in results["models"].items():
         for variant, r in res["variants"].items():
-            target = TARGETS.get(variant) if model == "resnet18-224" else None  # issue 3 targets
+            target = TARGETS.get(variant) if model == "resnet18-224" else None  # ResNet-18 only
             mark = (
                 ""
                 if target is None

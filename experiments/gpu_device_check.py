@@ -1,4 +1,4 @@
-"""One-shot check of a lent NVIDIA GPU: our NVML energy meter, and ONNX graphs on the GPU.
+"""One-shot check of a lent NVIDIA GPU: hwnas's NVML energy meter, and ONNX graphs on the GPU.
 
 Records, into one JSON file (rewritten after every section, so a killed run keeps what it
 had), and prints a short summary:
@@ -211,7 +211,7 @@ class PowerSampler:
 
 
 def _ratios(meter_w: float | None, sampled: dict[str, Any]) -> dict[str, float | None]:
-    """Our meter's mean watts over each sampled mean (1.0 = agreement)."""
+    """The meter's mean watts over each sampled mean (1.0 = agreement)."""
     out: dict[str, float | None] = {}
     for key in ("power_usage_w", "power_instant_w", "counter_w"):
         ref = sampled.get(key)

@@ -1,4 +1,4 @@
-"""Does packing many kernels into each profiled graph help the predictors? (issue 5 lead)
+"""Does packing many kernels into each profiled graph help the predictors?
 
 nn-Meter profiles kernels one by one. With onnxruntime's per-kernel profile, one measured
 graph can instead carry many independent kernels (each on its own input), so the same

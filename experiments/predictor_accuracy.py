@@ -188,8 +188,8 @@ def measure_all(graphs, device: str, max_seconds: float, pin: list[int] | None, 
     taken minutes apart is the estimate least disturbed by them; every session is kept in
     the device's store (a rerun measures only what is missing). Each pass goes over all the
     graphs given, training and held-out together, in one shuffled order: the host's speed
-    drifts over hours (the ninth session found every graph 5-19% faster than the labels
-    taken three hours before), so sets measured one after the other would be labelled in
+    drifts over hours (every graph 5-19% faster than the labels taken three hours before,
+    on one 2-vCPU VM), so sets measured one after the other would be labelled in
     different states of the machine.
     """
     store = MeasurementStore(device)
@@ -225,10 +225,9 @@ def split_half(sessions: list[list[float]]) -> dict:
 
     Every way of splitting the first six sessions into two sets of three is scored (20,
     each half once the prediction), and the metrics are their means, with the range of
-    the share within +-10% over the splits and the odd-against-even split (the one
-    reported until the thirteenth session) beside them. One split is a draw: on the tenth
-    session's 2-thread labels, odd against even scored 90.0% of the first held-out set
-    within +-10%, the 20 splits 74-90% (mean 85%).
+    the share within +-10% over the splits and the odd-against-even split beside them. One
+    split is a draw: on the 2-thread labels of 2026-12-03, odd against even scored 90.0% of
+    the first held-out set within +-10%, the 20 splits 74-90% (mean 85%).
 
     A label is the lowest of at least six sessions; a fresh session (``repeat_sessions``)
     is one, so it varies more than a label does. This is the noise floor of a label made
@@ -281,7 +280,7 @@ def repeat_sessions(graphs, labels: np.ndarray, device: str, max_seconds: float,
     evaluated (large memory-bound graphs vary the most). The session is not stored: stored,
     it would count in the held-out graphs' labels on a rerun and in no training graph's.
 
-    The host's speed drifts as a whole (the ninth session: 7% slower after the first of six
+    The host's speed drifts as a whole (on a 2-vCPU VM, 7% slower after the first of six
     passes, for most graphs at once), so the session is also scored after dividing it by
     its median ratio to the labels: what is left is each graph's own noise.
     """

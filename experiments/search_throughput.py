@@ -1,7 +1,7 @@
-"""Measure the search on a bundled task (issue 8, experiment 4: scaling): trials/min with 1
-and 2 workers, the cost of a search broken down by phase (apply, export, predict, train, eval,
-from each trial's ``timings_s``; the front's verification measurements, timed here), trials
-rejected before training, and the fidelity (Kendall tau) of the short recovery.
+"""Measure the search on a bundled task (scaling): trials/min with 1 and 2 workers, the
+cost of a search broken down by phase (apply, export, predict, train, eval, from each
+trial's ``timings_s``; the front's verification measurements, timed here), trials rejected
+before training, and the fidelity (Kendall tau) of the short recovery.
 
     python experiments/search_throughput.py --task mnist-resnet --trials 24 \
         --home /tmp/hwnas-home-experiments

@@ -1,4 +1,4 @@
-"""Issue 8, experiment 3: the fastest exported model within 1 point of the base model.
+"""The fastest exported model within 1 point of the base model (fixed-accuracy speedup).
 
 From an hwnas run (by default the one ``search_vs_baselines.py`` wrote in the same home),
 take the trials whose short-recovery accuracy is within ``--within + --slack`` points of the

@@ -59,7 +59,7 @@ def predictor_accuracy(d: dict[str, Any]) -> str:
             first = cell(fresh["first_set"]["metrics"])
             second = cell(fresh["second_set"]["metrics"])
             out.append(f"| {device} | *a fresh measurement* | *{first}* | | | *{second}* |")
-            if "metrics_drift_removed" in fresh["first_set"]:  # ninth session on
+            if "metrics_drift_removed" in fresh["first_set"]:  # files that record the drift
                 ratios = "/".join(
                     f"{fresh[part]['median_ratio_to_labels']:.3f}"
                     for part in ("first_set", "second_set")
@@ -71,9 +71,9 @@ def predictor_accuracy(d: dict[str, Any]) -> str:
                     f"(x{ratios})* | *{first}* | | | *{second}* |"
                 )
         halves = r.get("label_split_half")
-        if halves:  # tenth session on
+        if halves:  # results files that score the labels' split halves
             first, second = cell(halves["first_set"]), cell(halves["second_set"])
-            if "splits" in halves["first_set"]:  # thirteenth session on: all 20 splits
+            if "splits" in halves["first_set"]:  # results files that score all 20 splits
                 lo, hi = (100 * v for v in halves["first_set"]["within_10_range"])
                 n = halves["first_set"]["splits"]
                 what = f"mean of {n} splits; ±10%: {lo:.1f} to {hi:.1f}%"
