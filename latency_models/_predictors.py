@@ -378,17 +378,13 @@ MIN_KEY_GRAPHS = 2
 """Training graphs a kernel kind must be in for the additive model to predict it by its own
 weights (fewer: by its closest well-seen kind's, :func:`_fallback_key`). It still has its
 own weights in the fit, so that its graph's residual does not bend another kind's. A kind
-in one graph has its weights fixed by that graph's residual alone. On the
-300 training graphs of ``experiments/predictor_accuracy.py`` (twelfth session) two kinds
-were in one graph each, ``eltwise.fp32`` (an Add and a Relu of 64-77 KB) and
-``gconv.fp32``; their own weights costed a held-out 224 px network's four 450 KB residual
-Adds at 1.4 ms each, and the additive model predicted it 2.8x its latency on
-``local-cpu-2t`` (the kernel model, which gives such kinds one throughput, 1.03x). Pooled,
-the additive model's held-out MAPE went 9.7% -> 7.9% on ``local-cpu`` and 10.7% -> 9.0% on
-``local-cpu-2t``; out of fold on family folds it cannot change (a fold holding out a rare
-kind's graph has no weights for it either way). Any threshold from 2 to 5 pools the same
-two kinds there; 2 pools least in a small profile, where many kinds are in few graphs and
-the closest kind (int8 for fp32, say) is a rough stand-in."""
+in one graph has its weights fixed by that graph's residual alone: among the 300 training
+graphs of ``experiments/predictor_accuracy.py``, ``eltwise.fp32`` (an Add and a Relu of
+64-77 KB) and ``gconv.fp32`` are in one graph each, and their own weights cost a held-out
+224 px network's four 450 KB residual Adds at 1.4 ms each (2.8x the network's latency on
+``local-cpu-2t``; the effect of pooling: CHANGELOG.md). Any threshold from 2 to 5 pools the
+same two kinds there; 2 pools least in a small profile, where many kinds are in few graphs
+and the closest kind (int8 for fp32, say) is a rough stand-in."""
 
 
 def _fallback_key(key: str, known: Sequence[str]) -> str:

@@ -419,8 +419,7 @@ def quantize_qdq(
 
 SWEEP_REVISION = 3
 """Bumped when :func:`sweep_graphs` yields other graphs for the same arguments (caches of
-its graphs name it). 2: a fifth of the wide sweep's single kernels are max pools. 3: half
-the staged networks under 64 px have an ImageNet stem (:func:`staged_network`)."""
+its graphs name it). What each revision changed: CHANGELOG.md."""
 
 
 def sweep_graphs(
