@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nas._budget import parse_budget
 from nas._config import SETTINGS_FILE, SearchConfig
 from nas._errors import BudgetError
+from nas._objectives import OBJECTIVES
 
 if TYPE_CHECKING:
     from nas._trial import TrialContext
@@ -162,7 +163,7 @@ def _decisive(base: dict[str, Any], key: str, which: str = "") -> tuple[float | 
     if measured is not None:
         return float(measured), "measured"
     predicted = base.get(key) if not which else (base.get(f"{which}predicted") or {}).get(key)
-    label = "computed" if key == "memory_mb" else "predicted"
+    label = "computed" if OBJECTIVES[key].source == "computed" else "predicted"
     return (None, label) if predicted is None else (float(predicted), label)
 
 

@@ -18,82 +18,23 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from nas._errors import BudgetError
-
-Direction = Literal["maximize", "minimize"]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One quantity a search can optimise.
-
-    Attributes:
-        name: Registry key, also the key in ``trial.user_attrs["predicted"]``.
-        direction: ``"maximize"`` or ``"minimize"``.
-        unit: Unit of the values ("%", "ms", "mJ", "MB").
-        description: One line for help texts.
-    """
-
-    name: str
-    direction: Direction
-    unit: str
-    description: str
-
-
-OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
-    {
-        "accuracy": Objective("accuracy", "maximize", "%", "top-1 accuracy on the validation set"),
-        "latency_ms": Objective("latency_ms", "minimize", "ms", "predicted latency on the device"),
-        "energy_mj": Objective("energy_mj", "minimize", "mJ", "energy per inference"),
-        "memory_mb": Objective(
-            "memory_mb", "minimize", "MB", "weights at their bit-widths plus peak activations"
-        ),
-    }
+from nas._objectives import (  # the registry; importable from here as before
+    BUDGET_KEYS,
+    COST_OBJECTIVES,
+    OBJECTIVES,
+    Direction,
+    Objective,
+    canonical_objective,
+    register_objective,
 )
-"""The objectives a search can optimise, by name."""
-
-# Short names users type ("--objectives accuracy,latency,memory").
-_ALIASES: Mapping[str, str] = MappingProxyType(
-    {
-        "acc": "accuracy",
-        "top1": "accuracy",
-        "latency": "latency_ms",
-        "energy": "energy_mj",
-        "memory": "memory_mb",
-    }
-)
-
-COST_OBJECTIVES: tuple[str, ...] = ("latency_ms", "energy_mj", "memory_mb")
-"""Objectives that are costs of running the model (predicted or computed, minimised)."""
-
-BUDGET_KEYS: Mapping[str, str] = MappingProxyType(
-    {
-        "latency_ms": "latency limit in ms",
-        "energy_mj": "energy limit per inference in mJ",
-        "memory_mb": "memory limit in MB (weights plus peak activations)",
-        "accuracy_drop": "most top-1 points lost against the base model",
-    }
-)
-"""Valid budget keys and what each limits."""
 
 
 def _closest(name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _canonical_objective(name: str) -> str:
-    key = name.strip()
-    key = _ALIASES.get(key, key)
-    if key not in OBJECTIVES:
-        valid = sorted(OBJECTIVES)
-        raise BudgetError(
-            f"unknown objective {name!r}; valid objectives: {valid} "
-            f"(short forms: {sorted(_ALIASES)}).{_closest(key, [*valid, *_ALIASES])}"
-        )
-    return key
 
 
 def parse_objectives(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -118,7 +59,7 @@ def parse_objectives(spec: str | Sequence[str]) -> tuple[str, ...]:
             raise BudgetError(f"objective names must be strings, got {part!r}.")
         if not part.strip():
             continue
-        name = _canonical_objective(part)
+        name = canonical_objective(part)
         if name not in names:
             names.append(name)
     if len(names) < 2:
@@ -347,7 +288,9 @@ def parse_budget(spec: str | Mapping[str, Any] | Budget | None) -> Budget:
         )
     limits: dict[str, object] = {}
     for name, limit in items:
-        canonical = _ALIASES.get(name, name) if name in {"latency", "energy", "memory"} else name
+        aliases = OBJECTIVES.aliases()
+        known = aliases.get(name, name)
+        canonical = known if known in COST_OBJECTIVES else name
         if canonical in limits:
             raise BudgetError(f"budget key {canonical!r} is given twice.")
         limits[canonical] = limit
@@ -359,8 +302,10 @@ __all__ = [
     "COST_OBJECTIVES",
     "OBJECTIVES",
     "Budget",
+    "Direction",
     "Objective",
     "directions",
     "parse_budget",
     "parse_objectives",
+    "register_objective",
 ]

@@ -162,7 +162,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
             trial.set_user_attr("error", "interrupted: the search was stopped (Ctrl-C)")
             study.tell(trial, state=_fail_state())
         _logger.warning(
-            "search interrupted: %d trials finished in this session, %d in flight marked "
+            "search interrupted: %d trials finished since it started, %d in flight marked "
             "failed; run the same command again to resume",
             loop.finished + len(loop.awaiting),
             len(loop.in_flight),
@@ -370,7 +370,7 @@ def _trial_line(
     for name in COST_OBJECTIVES:
         if name not in predicted:
             continue
-        if name == "memory_mb":
+        if OBJECTIVES[name].source == "computed":
             parts.append(f"{name}={predicted[name]:.4g} (computed)")
         elif measured.get(name) is not None:
             parts.append(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas._errors import NASError, RunError, TaskError, UsageError
+from nas._objectives import OBJECTIVES
 from nas._pareto import RunResults, TrialRow, read_run
 from nas._trial import is_quantized
 
@@ -104,8 +105,8 @@ def _fmt_optional(value: Any) -> str:
 def measured_within_budget(row: TrialRow, results: RunResults) -> bool | None:
     """Whether ``row`` meets the run's budget by measurement; None when a cost is unmeasured.
 
-    Latency and energy limits are judged on the values measured on the device, memory on its
-    computed value, ``accuracy_drop`` on the search's accuracy.
+    Latency and energy limits are judged on the values measured on the device, computed
+    objectives (memory) on their computed value, ``accuracy_drop`` on the search's accuracy.
     """
     if row.accuracy is None or row.rejected_before_training:
         return False
@@ -115,7 +116,7 @@ def measured_within_budget(row: TrialRow, results: RunResults) -> bool | None:
             if floor is not None and row.accuracy < floor:
                 return False
             continue
-        if key == "memory_mb":
+        if key in OBJECTIVES and OBJECTIVES[key].source == "computed":
             value = row.predicted.get(key, row.values.get(key))
         else:
             value = row.measured.get(key)

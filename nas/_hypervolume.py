@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from nas._pareto import OBJECTIVES, RunResults, TrialRow
+from nas._pareto import RunResults, TrialRow, direction_of
 
 
 def normalised_losses(results: RunResults, rows: Sequence[TrialRow]) -> list[list[float]]:
@@ -38,7 +38,7 @@ def normalised_losses(results: RunResults, rows: Sequence[TrialRow]) -> list[lis
         point = []
         for name in results.objectives:
             v = row.values[name]
-            if OBJECTIVES.get(name, ("minimize",))[0] == "maximize":
+            if direction_of(name) == "maximize":
                 point.append(1.0 - v / scale[name])
             else:
                 point.append(v / scale[name])
@@ -83,10 +83,7 @@ def _nondominated(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
 def hypervolume_reference(results: RunResults) -> list[float]:
     """The reference point of :func:`hypervolume_history` (see the module docstring)."""
     seen = [p for p in normalised_losses(results, results.rows) if all(map(math.isfinite, p))]
-    base = [
-        0.0 if OBJECTIVES.get(n, ("minimize",))[0] == "maximize" else 1.0
-        for n in results.objectives
-    ]
+    base = [0.0 if direction_of(n) == "maximize" else 1.0 for n in results.objectives]
     ref = []
     for i, b in enumerate(base):
         values = [b] + [p[i] for p in seen]

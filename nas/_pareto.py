@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas._errors import RunError, UsageError
+from nas._objectives import OBJECTIVES
 
 _logger = logging.getLogger(__name__)
 
@@ -33,25 +34,25 @@ STUDY_NAME = "hwnas"
 STORAGE_FILE = "study.db"
 SETTINGS_FILE = "settings.json"
 
-#: objective name -> (direction, unit). Accuracy is top-1 in percent.
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": ("maximize", "%"),
-    "latency_ms": ("minimize", "ms"),
-    "energy_mj": ("minimize", "mJ"),
-    "memory_mb": ("minimize", "MB"),
-}
-_ALIASES = {
-    "latency": "latency_ms",
-    "energy": "energy_mj",
-    "memory": "memory_mb",
-    "top1": "accuracy",
-}
+
+def direction_of(name: str) -> str:
+    """``"maximize"`` or ``"minimize"`` for a registered objective; unknown ones minimise."""
+    objective = OBJECTIVES.get(name)
+    return objective.direction if objective is not None else "minimize"
+
+
+def unit_of(name: str) -> str:
+    """The unit of a registered objective ("" for unknown names)."""
+    objective = OBJECTIVES.get(name)
+    return objective.unit if objective is not None else ""
+
+
 FORMATS = ("table", "csv", "json")
 
 
 def objective_name(name: str) -> str:
     """The canonical name of an objective (``"latency"`` -> ``"latency_ms"``)."""
-    return _ALIASES.get(name, name)
+    return OBJECTIVES.aliases().get(name, name)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class RunResults:
     @property
     def directions(self) -> tuple[str, ...]:
         """``"maximize"`` or ``"minimize"`` per objective."""
-        return tuple(OBJECTIVES.get(name, ("minimize", ""))[0] for name in self.objectives)
+        return tuple(direction_of(name) for name in self.objectives)
 
     @property
     def first_cost(self) -> str | None:
@@ -243,7 +244,7 @@ def budget_text(budget: Mapping[str, float]) -> str:
         return "none"
     parts = []
     for name, limit in budget.items():
-        op = ">=" if OBJECTIVES.get(name, ("minimize",))[0] == "maximize" else "<="
+        op = ">=" if direction_of(name) == "maximize" else "<="
         parts.append(f"{name} {op} {limit:g}")
     return ", ".join(parts)
 
@@ -382,7 +383,7 @@ def _results_from_trials(
             failed[t.number] = str(t.user_attrs.get("error", "no error recorded"))
         elif t.state in (TrialState.RUNNING, TrialState.WAITING):
             n_running += 1
-    directions = [OBJECTIVES.get(n, ("minimize", ""))[0] for n in objectives]
+    directions = [direction_of(n) for n in objectives]
     mask = pareto_mask(
         [[r.values[n] for n in objectives] for r in raw], directions, [r.budget_met for r in raw]
     )
@@ -541,7 +542,7 @@ def columns(results: RunResults, *, include_all: bool = False) -> list[str]:
     """Column names of the flat (CSV / table) form of ``results``."""
     cols = ["trial"]
     for name in results.objectives:
-        if OBJECTIVES.get(name, ("minimize",))[0] == "maximize":
+        if direction_of(name) == "maximize":
             cols.append(name)
         else:
             cols += [f"{name}_predicted", f"{name}_measured"]
@@ -556,7 +557,7 @@ def flat_record(row: TrialRow, results: RunResults) -> dict[str, Any]:
     """One row as a flat dict keyed by :func:`columns` (None where there is no value)."""
     rec: dict[str, Any] = {"trial": row.number}
     for name in results.objectives:
-        if OBJECTIVES.get(name, ("minimize",))[0] == "maximize":
+        if direction_of(name) == "maximize":
             rec[name] = row.values.get(name)
         else:
             rec[f"{name}_predicted"], rec[f"{name}_measured"] = row.cost(name)
@@ -614,7 +615,7 @@ def _json_doc(results: RunResults, rows: Sequence[TrialRow]) -> dict[str, Any]:
     return {
         "run": str(results.run_dir),
         "objectives": [
-            {"name": n, "direction": d, "unit": OBJECTIVES.get(n, ("", ""))[1]}
+            {"name": n, "direction": d, "unit": unit_of(n)}
             for n, d in zip(results.objectives, results.directions, strict=False)
         ],
         "budget": dict(results.budget),
@@ -688,7 +689,8 @@ def _tracking_line(results: RunResults) -> str:
 
 
 def _header(col: str) -> str:
-    for name, (_, unit) in OBJECTIVES.items():
+    for name in OBJECTIVES:
+        unit = unit_of(name)
         if col == name:
             return f"{name} [{unit}]"
         if col.startswith(name + "_"):

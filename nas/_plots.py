@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from nas._errors import UsageError
-from nas._pareto import OBJECTIVES, RunResults, TrialRow, budget_text, read_run
+from nas._objectives import OBJECTIVES
+from nas._pareto import (
+    RunResults,
+    TrialRow,
+    budget_text,
+    read_run,
+    unit_of,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +55,7 @@ def objective_pairs(objectives: Sequence[str]) -> list[tuple[str, str]]:
 
 def axis_label(name: str) -> str:
     """``"latency_ms"`` -> ``"latency [ms]"``."""
-    unit = OBJECTIVES.get(name, ("", ""))[1]
+    unit = unit_of(name)
     base = name.rsplit("_", 1)[0] if unit and name.endswith(("_ms", "_mj", "_mb")) else name
     return f"{base} [{unit}]" if unit else name
 

@@ -20,14 +20,15 @@ from typing import Any
 
 from nas._errors import RunError, UsageError
 from nas._hypervolume import hypervolume_history, hypervolume_reference
+from nas._objectives import OBJECTIVES
 from nas._pareto import (
-    OBJECTIVES,
     RunResults,
     TrialRow,
     budget_text,
     columns,
     flat_record,
     read_run,
+    unit_of,
 )
 from nas._plots import (
     FRONT_COLOR,
@@ -299,7 +300,7 @@ def _base_table(results: RunResults) -> str:
     for name in results.objectives + tuple(n for n in OBJECTIVES if n not in results.objectives):
         pred, meas = results.base_value(name)
         if pred is not None or meas is not None:
-            rows.append([name, OBJECTIVES.get(name, ("", ""))[1], pred, meas])
+            rows.append([name, unit_of(name), pred, meas])
     extra = {
         k: v for k, v in results.base.items() if k not in OBJECTIVES and not isinstance(v, Mapping)
     }

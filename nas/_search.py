@@ -389,13 +389,16 @@ def metric_names(objectives: Sequence[str], costs: str) -> list[str]:
 
     ``"accuracy [%]"``, ``"latency_ms (measured) [ms]"``, ``"memory_mb (computed) [MB]"``.
     """
-    how = {"latency_ms": "predicted" if costs == "predicted" else "measured",
-           "energy_mj": "predicted" if costs == "predicted" else "measured where metered",
-           "memory_mb": "computed"}  # fmt: skip
     names = []
     for name in objectives:
-        label = f"{name} ({how[name]})" if name in how else name
-        names.append(f"{label} [{OBJECTIVES[name].unit}]")
+        objective = OBJECTIVES[name]
+        how = {"evaluated": "", "computed": "computed", "measured": "measured"}[objective.source]
+        if how == "measured" and costs == "predicted":
+            how = "predicted"
+        elif how == "measured" and name == "energy_mj":
+            how = "measured where metered"
+        label = f"{name} ({how})" if how else name
+        names.append(f"{label} [{objective.unit}]")
     return names
 
 

@@ -29,6 +29,7 @@ never measure, so measurements never share cores with training.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas._budget import Budget
+from nas._objectives import OBJECTIVES, Objective
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +55,11 @@ FAIL_TRIALS_ENV = "HWNAS_FAIL_TRIALS"
 """Testing hook: comma-separated trial numbers whose evaluation raises on purpose."""
 
 BYTES_PER_MB = 1e6
+
+
+def computed_objectives() -> tuple[Objective, ...]:
+    """The registered objectives computed from a candidate's graph."""
+    return tuple(o for o in OBJECTIVES.values() if o.source == "computed")
 
 
 class InjectedTrialFailure(RuntimeError):
@@ -80,6 +87,8 @@ class TrialContext:
         seed: Seed of the recovery (the same for every trial, so trials compare alike).
         fail_trials: Trial numbers that raise on purpose (testing hook).
         measure_costs: Return each trained candidate's graph for the driver to measure.
+        computed: The computed objectives (``memory_mb`` and any registered ones), taken
+            from the registry where the search started, so that Ray workers have them.
     """
 
     task: Task
@@ -98,6 +107,7 @@ class TrialContext:
     seed: int = 0
     fail_trials: frozenset[int] = field(default_factory=frozenset)
     measure_costs: bool = False
+    computed: tuple[Objective, ...] = field(default_factory=computed_objectives)
 
 
 def fail_trials_from_env() -> frozenset[int]:
@@ -126,8 +136,13 @@ def export_graph(ctx: TrialContext, model: nn.Module, config: Any, path: Path) -
 
 
 def predict_costs(ctx: TrialContext, graph: Path) -> dict[str, float]:
-    """Predicted ``latency_ms`` and ``energy_mj`` and computed ``memory_mb`` of ``graph``."""
-    from latency_models import estimate_energy_mj, memory_footprint
+    """Predicted ``latency_ms`` and ``energy_mj``, and every computed objective, of ``graph``.
+
+    Computed objectives (``memory_mb`` and any registered with ``nas.register_objective``)
+    come from their own ``compute`` function; a value that is not a finite number fails the
+    trial with the objective's name.
+    """
+    from latency_models import estimate_energy_mj
 
     costs: dict[str, float] = {}
     costs["latency_ms"] = float(ctx.predictors["latency_ms"].predict([graph])[0])
@@ -135,8 +150,19 @@ def predict_costs(ctx: TrialContext, graph: Path) -> dict[str, float]:
         costs["energy_mj"] = float(ctx.predictors["energy_mj"].predict([graph])[0])
     else:
         costs["energy_mj"] = float(estimate_energy_mj(graph))
-    footprint = memory_footprint(graph)
-    costs["memory_mb"] = (footprint.weight_bytes + footprint.peak_activation_bytes) / BYTES_PER_MB
+    for objective in ctx.computed:
+        assert objective.compute is not None  # checked by Objective
+        value = objective.compute(str(graph))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(
+                f"objective {objective.name!r} computed {value!r} for this candidate; its "
+                "compute function must return a finite number."
+            )
+        costs[objective.name] = float(value)
     return costs
 
 
