@@ -128,7 +128,7 @@ def run_demo(
         _search(task_obj, spec.name, budget, trials, recovery_steps, workers, run_path, seed)
         echo(_front(run_path))
         return _export_within_budget(
-            task_obj, spec, base_graph, run_path, fraction, finetune_steps, start, echo
+            task_obj, spec, base_graph, run_path, fraction, finetune_steps, start, echo, task
         )
 
 
@@ -269,6 +269,7 @@ def _export_within_budget(
     finetune_steps: int,
     start: float,
     echo: Callable[[str], None],
+    task_spec: str,
 ) -> DemoResult:
     """Export the most accurate trial that meets the budget side by side with the base.
 
@@ -284,7 +285,7 @@ def _export_within_budget(
     tried: list[int] = []
     compared: DemoResult | None = None
     for row in rows[:MAX_EXPORT_TRIES]:
-        exported = _export(run_dir, row.number, finetune_steps, echo)
+        exported = _export(run_dir, row.number, finetune_steps, echo, task_spec)
         if exported is None:
             continue
         tried.append(row.number)
@@ -310,12 +311,19 @@ def _export_within_budget(
     return none
 
 
-def _export(run_dir: Path, trial: int, finetune_steps: int, echo: Callable[[str], None]) -> Any:
+def _export(
+    run_dir: Path, trial: int, finetune_steps: int, echo: Callable[[str], None], task: str
+) -> Any:
     from nas._export import ExportError, export
 
-    try:
+    try:  # the task is the one the user named on the command line: trusted
         result = export(
-            run_dir, trial, out_dir=run_dir / "export", finetune_steps=finetune_steps, force=True
+            run_dir,
+            trial,
+            out_dir=run_dir / "export",
+            finetune_steps=finetune_steps,
+            force=True,
+            task=task,
         )
     except (RunError, ExportError) as exc:
         echo(f"trial {trial} not exported: {exc}")

@@ -9,6 +9,11 @@ with int8 layers, where offered) are enqueued as the study's first trials.
 
 The scan is skipped when it would not be cheap: more than :data:`MAX_POINTS` points, or a
 projected time above :data:`MAX_SECONDS`.
+
+Under a latency budget the search is also seeded with the uniform baselines a user would try
+first (every layer int8 at full width; one width everywhere, in fp32 and in int8): for each
+of the three, the widest config predicted within the limit. A search then never reports a
+front worse than uniform compression that meets the same budget.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ _logger = logging.getLogger(__name__)
 MAX_POINTS = 64
 MAX_SECONDS = 60.0
 FRACTIONS = (0.25, 0.5, 0.75)
+UNIFORM_WIDTHS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
+"""Widths tried for the uniform baselines the search is seeded with."""
+UNIFORM_MARGIN = 1.1
+"""A uniform config predicted up to this many times the limit is still seeded: the
+measurement decides."""
 _VAL_SAMPLES = 512
 
 
@@ -143,25 +153,66 @@ def informed_configs(ctx: TrialContext, drops: Mapping[str, float]) -> list[Any]
     return configs
 
 
+def uniform_configs(ctx: TrialContext) -> list[Any]:
+    """The widest uniform int8, fp32 and int8 width configs predicted within the latency limit.
+
+    Returns [] without a latency limit. Each candidate is exported and predicted (the
+    search's own calibration starts from the device predictor), so this costs a second or so
+    per candidate on small models.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from nas._base import costs_of
+
+    limit = ctx.budget.cost_limits.get("latency_ms")
+    if limit is None:
+        return []
+    space = ctx.space
+    int8 = any(8 in choices for choices in space.bits.values())
+    families: list[list[Any]] = [[space.uniform(width=w) for w in UNIFORM_WIDTHS]]
+    if int8:
+        families.insert(0, [space.uniform(bits=8)])
+        families.append([space.uniform(width=w, bits=8) for w in UNIFORM_WIDTHS])
+    chosen: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="hwnas-uniform-") as tmp:
+        for family in families:
+            for i, config in enumerate(family):  # widest first: the most accurate that fits
+                costs, _ = costs_of(ctx, config, Path(tmp), f"uniform-{len(chosen)}-{i}")
+                if costs["latency_ms"] <= UNIFORM_MARGIN * limit:
+                    chosen.append(config)
+                    break
+    return chosen
+
+
 def enqueue_warm_start(study: optuna.Study, ctx: TrialContext) -> int:
-    """Scan sensitivities and enqueue informed configs; return how many were enqueued."""
+    """Scan sensitivities, enqueue informed and uniform configs; return how many."""
+    configs: list[Any] = []
+    drops = None
     try:
         drops = sensitivity(ctx)
-        if drops is None:
-            return 0
-        configs = informed_configs(ctx, drops)
+        if drops is not None:
+            configs += informed_configs(ctx, drops)
+        configs += uniform_configs(ctx)
         params = [params_of(ctx.space, config) for config in configs]
     except Exception as exc:  # a warm start is an optimisation: never fail the search on it
         _logger.warning("warm start skipped: %s: %s", type(exc).__name__, exc)
         return 0
-    study.set_user_attr("sensitivity", dict(drops))
+    if drops is not None:
+        study.set_user_attr("sensitivity", dict(drops))
     seen = []
     for p in params:
         if p not in seen:
             study.enqueue_trial(p, user_attrs={"warm_start": True})
             seen.append(p)
-    _logger.info("warm start: enqueued %d informed configs", len(seen))
+    _logger.info("warm start: enqueued %d informed and uniform configs", len(seen))
     return len(seen)
 
 
-__all__ = ["enqueue_warm_start", "informed_configs", "params_of", "sensitivity"]
+__all__ = [
+    "enqueue_warm_start",
+    "informed_configs",
+    "params_of",
+    "sensitivity",
+    "uniform_configs",
+]

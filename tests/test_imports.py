@@ -17,9 +17,24 @@ def test_import_nas_is_lean() -> None:
     assert not {"torch", "ray", "onnxruntime"} & loaded
 
 
+def _submodules(package: str) -> list[str]:
+    import importlib
+    import pkgutil
+
+    root = importlib.import_module(package)
+    return [package] + [f"{package}.{info.name}" for info in pkgutil.iter_modules(root.__path__)]
+
+
 def test_latency_models_never_imports_torch() -> None:
-    loaded = _modules_after("import latency_models")
+    # every submodule, not only the lazy package: the agent runs where torch is absent
+    names = _submodules("latency_models")
+    assert "latency_models._features" in names and "latency_models.agent" in names
+    loaded = _modules_after("import " + ", ".join(names))
     assert "torch" not in loaded
+
+
+def test_the_check_sees_a_heavy_import() -> None:
+    assert "torch" in _modules_after("import search_spaces._space")
 
 
 @pytest.mark.parametrize("package", ["nas", "latency_models", "search_spaces"])
