@@ -1,14 +1,11 @@
 """The whole loop on a bundled task: profile a new device, search, verify, export, run."""
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "nas"))
-from _task_fixtures import bundled_home
+from _task_fixtures import bundled_home  # tests/nas, on the path through tests/conftest.py
 
 import nas
 
