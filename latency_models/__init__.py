@@ -23,6 +23,14 @@ from latency_models._registry import Registry
 if TYPE_CHECKING:
     from latency_models._check import REFERENCE_GRAPHS, CheckResult, check_device
     from latency_models._energy_model import ENERGY_SOURCE, estimate_energy_mj
+    from latency_models._errors import (
+        AgentAuthError,
+        AgentBusyError,
+        AgentError,
+        AgentTimeoutError,
+        AgentUnreachableError,
+        GraphRejectedError,
+    )
     from latency_models._features import (
         FEATURE_VERSION,
         GraphFeatures,
@@ -31,16 +39,7 @@ if TYPE_CHECKING:
     )
     from latency_models._kernel_predictor import CombinedPredictor, KernelPredictor
     from latency_models._kernel_times import align_kernel_times
-    from latency_models._measure import (
-        AgentAuthError,
-        AgentBusyError,
-        AgentError,
-        AgentTimeoutError,
-        AgentUnreachableError,
-        GraphRejectedError,
-        Measurement,
-        measure,
-    )
+    from latency_models._measure import Measurement, measure
     from latency_models._memory import MemoryFootprint, memory_footprint
     from latency_models._meters import EnergyMeter, NvmlMeter, RaplMeter
     from latency_models._metrics import prediction_metrics
@@ -86,11 +85,11 @@ if TYPE_CHECKING:
 # Heavier modules (scikit-learn, onnxruntime) load on first use, so that `import nas` and
 # `hwnas --help` stay fast: public name -> private module (PEP 562).
 _LAZY: dict[str, str] = {
-    "AgentAuthError": "latency_models._measure",
-    "AgentBusyError": "latency_models._measure",
-    "AgentError": "latency_models._measure",
-    "AgentTimeoutError": "latency_models._measure",
-    "AgentUnreachableError": "latency_models._measure",
+    "AgentAuthError": "latency_models._errors",
+    "AgentBusyError": "latency_models._errors",
+    "AgentError": "latency_models._errors",
+    "AgentTimeoutError": "latency_models._errors",
+    "AgentUnreachableError": "latency_models._errors",
     "BaseLatencyPredictor": "latency_models._predictors",
     "CheckResult": "latency_models._check",
     "DEVICES": "latency_models.devices",
@@ -101,7 +100,7 @@ _LAZY: dict[str, str] = {
     "FlopsPredictor": "latency_models._predictors",
     "GraphBoostPredictor": "latency_models._predictors",
     "GraphFeatures": "latency_models._features",
-    "GraphRejectedError": "latency_models._measure",
+    "GraphRejectedError": "latency_models._errors",
     "HybridPredictor": "latency_models._predictors",
     "KernelAdditivePredictor": "latency_models._predictors",
     "KernelFeatures": "latency_models._features",

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from latency_models._measure import (
-    AGENT_PROTOCOL,
+from latency_models._errors import (
     AgentAuthError,
     AgentBusyError,
     AgentError,
@@ -23,6 +22,9 @@ from latency_models._measure import (
     GraphRejectedError,
 )
 from latency_models.devices import DeviceSpec
+
+AGENT_PROTOCOL = 1
+"""Version of the agent's HTTP protocol; an agent that speaks another is refused."""
 
 _logger = logging.getLogger(__name__)
 

@@ -29,3 +29,27 @@ class MeasurementError(LatencyModelsError, RuntimeError):
 
 class IncompatibleArtifactError(LatencyModelsError, ValueError):
     """A saved file (predictor, store) was written by an incompatible version or device."""
+
+
+class GraphRejectedError(MeasurementError, ValueError):
+    """The graph is not valid ONNX, or onnxruntime refused to load or run it."""
+
+
+class AgentError(MeasurementError):
+    """A measurement agent could not measure the graph (base of the agent errors)."""
+
+
+class AgentUnreachableError(AgentError, ConnectionError):
+    """No agent answers at the device's URL."""
+
+
+class AgentAuthError(AgentError, PermissionError):
+    """The agent refused the token (HTTP 401/403), or no token is configured."""
+
+
+class AgentTimeoutError(AgentError, TimeoutError):
+    """The agent (or Ray task) did not answer in time."""
+
+
+class AgentBusyError(AgentError):
+    """The agent was measuring other graphs for longer than the client would wait."""

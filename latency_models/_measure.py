@@ -18,38 +18,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from latency_models._errors import MeasurementError
+from latency_models._errors import GraphRejectedError, MeasurementError
 from latency_models._graph import GraphLike, graph_bytes, load_graph
 from latency_models.devices import DeviceSpec, get_device
 
 _logger = logging.getLogger(__name__)
 
 MEASUREMENT_VERSION = 1
-AGENT_PROTOCOL = 1
-
-
-class GraphRejectedError(MeasurementError, ValueError):
-    """The graph is not valid ONNX, or onnxruntime refused to load or run it."""
-
-
-class AgentError(MeasurementError):
-    """A measurement agent could not measure the graph (base of the agent errors)."""
-
-
-class AgentUnreachableError(AgentError, ConnectionError):
-    """No agent answers at the device's URL."""
-
-
-class AgentAuthError(AgentError, PermissionError):
-    """The agent refused the token (HTTP 401/403), or no token is configured."""
-
-
-class AgentTimeoutError(AgentError, TimeoutError):
-    """The agent (or Ray task) did not answer in time."""
-
-
-class AgentBusyError(AgentError):
-    """The agent was measuring other graphs for longer than the client would wait."""
 
 
 def _nan_to_none(value: Any) -> Any:

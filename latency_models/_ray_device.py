@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from latency_models._errors import MeasurementError
-from latency_models._measure import AgentTimeoutError, GraphRejectedError
+from latency_models._errors import AgentTimeoutError, GraphRejectedError, MeasurementError
 from latency_models.devices import DeviceSpec
 
 

@@ -255,6 +255,21 @@ def test_search_measures_every_trained_candidate_and_exports_by_measurement(
     table = nas.pareto_table(tmp_path, include_all=True)
     assert f"latency predictor on this search's {len(trained)} measured candidates" in table
     assert len(MeasurementStore("local-cpu")) > before  # every measurement is kept
+    # resuming keeps the limit resolved at the start, though the base is measured again
+    again = nas.search(
+        "digits-resnet",
+        device="local-cpu",
+        objectives=("accuracy", "latency_ms"),
+        budget="latency_ms=0.9x",
+        n_trials=7,
+        run_dir=tmp_path,
+        seed=0,
+        recovery_steps=3,
+        warm_start=False,
+        verify=False,
+        refit_every=2,
+    )
+    assert again.budget == {"latency_ms": limit} and len(again.completed_trials()) >= 6
     results = read_run(tmp_path)
     rows, how = candidates(results)
     assert how == "measured"
