@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from nas._tasks import Task
+    from nas._task import Task
 
 _logger = logging.getLogger(__name__)
 
