@@ -11,6 +11,7 @@ export and measured-cost tests) in about three minutes.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ FULL_ONLY: tuple[str, ...] = (
     "tests/nas/test_report_browser.py",
 )
 """Node-id prefixes of the tests only the full suite runs (the slowest, ~3 minutes)."""
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty ``HWNAS_HOME``, and the device registry as it was once the test is done."""
+    from latency_models import DEVICES
+
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+    saved = dict(DEVICES._entries)
+    yield tmp_path / "home"
+    DEVICES._entries.clear()
+    DEVICES._entries.update(saved)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,5 +1,3 @@
-import http.client
-import json
 import socket
 import subprocess
 import sys
@@ -8,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _agent_http import healthy as _healthy
+from _agent_http import raw as _raw
 
 import latency_models
 from latency_models import (
@@ -42,22 +42,6 @@ def agent() -> Iterator[AgentServer]:
 
 def _device(server: AgentServer, token: str = TOKEN) -> DeviceSpec:
     return DeviceSpec("remote", location=server.url, token=token)
-
-
-def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict]:  # fmt: skip
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), int(port), timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"{}")
-    finally:
-        conn.close()
-
-
-def _healthy(server: AgentServer) -> bool:
-    return _raw(server, "GET", "/health")[1]["status"] == "ok"
 
 
 def test_measures_through_agent_and_agrees_with_local(agent: AgentServer) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _agent_http import healthy as _healthy
+from _agent_http import raw as _raw
 
 import latency_models
 from latency_models._bench import benchmark
@@ -37,23 +39,6 @@ def agent() -> Iterator[AgentServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-def _raw(server: AgentServer, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 15
-         ) -> tuple[int, dict]:  # fmt: skip
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), int(port), timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"{}")
-    finally:
-        conn.close()
-
-
-def _healthy(server: AgentServer) -> bool:
-    return _raw(server, "GET", "/health")[1]["status"] == "ok"
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,15 @@
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from latency_models import DEVICES, MeasurementStore
+from latency_models import MeasurementStore
 from latency_models._check import mlp
 from latency_models.agent import make_server
 from nas.cli import main
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
-    saved = dict(DEVICES._entries)
-    yield tmp_path / "home"
-    DEVICES._entries.clear()
-    DEVICES._entries.update(saved)
+pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
 def test_list_add_show_remove(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -16,14 +15,7 @@ from nas._export import load_exported, trusted_task_spec
 from nas._run import check_run_dir_writable, make_storage
 from nas.cli import main
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
-    saved = dict(DEVICES._entries)
-    yield tmp_path / "home"
-    DEVICES._entries.clear()
-    DEVICES._entries.update(saved)
+pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
 def _run_folder(path: Path) -> Path:

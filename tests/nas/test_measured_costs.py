@@ -217,14 +217,13 @@ def test_remote_lane_goes_on_when_the_device_stops_answering_and_measures_on_ret
 def test_search_measures_every_trained_candidate_and_exports_by_measurement(
     home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = len(MeasurementStore("local-cpu"))
-    with caplog.at_level(logging.INFO, logger="nas"):
-        run = nas.search(
+    def search(n_trials: int) -> nas.Run:
+        return nas.search(
             "digits-resnet",
             device="local-cpu",
             objectives=("accuracy", "latency_ms"),
             budget="latency_ms=0.9x",
-            n_trials=6,
+            n_trials=n_trials,
             run_dir=tmp_path,
             seed=0,
             recovery_steps=3,
@@ -232,6 +231,10 @@ def test_search_measures_every_trained_candidate_and_exports_by_measurement(
             verify=False,
             refit_every=2,
         )
+
+    before = len(MeasurementStore("local-cpu"))
+    with caplog.at_level(logging.INFO, logger="nas"):
+        run = search(6)
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["budget"] == {"latency_ms": "0.9x"}
     spread = settings["base_measured"]
@@ -256,19 +259,7 @@ def test_search_measures_every_trained_candidate_and_exports_by_measurement(
     assert f"latency predictor on this search's {len(trained)} measured candidates" in table
     assert len(MeasurementStore("local-cpu")) > before  # every measurement is kept
     # resuming keeps the limit resolved at the start, though the base is measured again
-    again = nas.search(
-        "digits-resnet",
-        device="local-cpu",
-        objectives=("accuracy", "latency_ms"),
-        budget="latency_ms=0.9x",
-        n_trials=7,
-        run_dir=tmp_path,
-        seed=0,
-        recovery_steps=3,
-        warm_start=False,
-        verify=False,
-        refit_every=2,
-    )
+    again = search(7)
     assert again.budget == {"latency_ms": limit} and len(again.completed_trials()) >= 6
     results = read_run(tmp_path)
     rows, how = candidates(results)
