@@ -94,7 +94,8 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     driver hands out no new trial until the lane has measured what it holds, so that the
     measurement never overlaps training.
     """
-    from nas._costs import MeasurementLane, PredictorTracker
+    from nas._calibration import PredictorTracker
+    from nas._costs import MeasurementLane
     from nas._parallel import make_executor
 
     if n_new <= 0:
@@ -119,23 +120,9 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                     not drain and loop.submitted < n_new and executor.pending < executor.capacity
                 ):
                     _submit(study, ctx, executor, heartbeat, loop, tracker)
-                done: list[tuple[Any, dict[str, Any] | BaseException, Any]] = []
-                if executor.pending:
-                    number, outcome = executor.wait_one()
-                    trial = loop.in_flight.pop(number)
-                    heartbeat.trial_ids.discard(trial._trial_id)
-                    if lane is not None and isinstance(outcome, dict) and "graph" in outcome:
-                        lane.submit(number, outcome.pop("graph"))
-                        loop.awaiting[number] = (trial, outcome)
-                    else:
-                        done.append((trial, outcome, None))
+                done = _next_done(executor, heartbeat, lane, loop, n_new=n_new)
                 if lane is not None:
-                    idle = executor.pending == 0
-                    nothing_else = idle and loop.submitted >= n_new
-                    for result in lane.collect(idle=idle, block=nothing_else):
-                        trial, outcome = loop.awaiting.pop(result.number)
-                        done.append((trial, outcome, result))
-                    for result in lane.retry_unmeasured(idle=idle):
+                    for result in lane.retry_unmeasured(idle=executor.pending == 0):
                         _late_measurement(study, result, tracker, ctx)
                 for trial, outcome, result in done:
                     _finish(study, trial, outcome, result, ctx, tracker, loop)
@@ -143,30 +130,9 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                         bar.update(1)
                         bar.set_postfix_str(_best_feasible(study, ctx.objectives), refresh=True)
             if lane is not None:
-                for result in lane.retry_unmeasured(idle=True, force=True):
-                    _late_measurement(study, result, tracker, ctx)
-                if lane.unmeasured:
-                    _logger.warning(
-                        "trials %s kept predicted costs: device %s did not answer. Their "
-                        "measurements are taken when the search is resumed or exported.",
-                        lane.unmeasured,
-                        ctx.device.name,
-                    )
+                _last_retries(study, lane, tracker, ctx)
     except KeyboardInterrupt:
-        executor.cancel_all()
-        for trial, outcome in loop.awaiting.values():  # trained: keep them, on predictions
-            outcome["user_attrs"]["cost_source"] = "predicted (interrupted before measurement)"
-            record(study, trial, outcome, ctx)
-        for trial in loop.in_flight.values():
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted: the search was stopped (Ctrl-C)")
-            study.tell(trial, state=_fail_state())
-        _logger.warning(
-            "search interrupted: %d trials finished since it started, %d in flight marked "
-            "failed; run the same command again to resume",
-            loop.finished + len(loop.awaiting),
-            len(loop.in_flight),
-        )
+        _interrupted(study, executor, loop, ctx)
         raise
     finally:
         heartbeat.stop()
@@ -174,6 +140,62 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         if lane is not None:
             lane.shutdown()
     _log_session(study, config, loop, started, executor_start_s, lane)
+
+
+def _next_done(
+    executor: Any, heartbeat: _Heartbeat, lane: Any, loop: _Loop, *, n_new: int
+) -> list[tuple[Any, dict[str, Any] | BaseException, Any]]:
+    """Trials ready to be told: one that finished evaluating, and the lane's measured ones.
+
+    A trained candidate's graph goes to the lane; its trial waits in ``loop.awaiting``.
+    """
+    done: list[tuple[Any, dict[str, Any] | BaseException, Any]] = []
+    if executor.pending:
+        number, outcome = executor.wait_one()
+        trial = loop.in_flight.pop(number)
+        heartbeat.trial_ids.discard(trial._trial_id)
+        if lane is not None and isinstance(outcome, dict) and "graph" in outcome:
+            lane.submit(number, outcome.pop("graph"))
+            loop.awaiting[number] = (trial, outcome)
+        else:
+            done.append((trial, outcome, None))
+    if lane is not None:
+        idle = executor.pending == 0
+        for result in lane.collect(idle=idle, block=idle and loop.submitted >= n_new):
+            trial, outcome = loop.awaiting.pop(result.number)
+            done.append((trial, outcome, result))
+    return done
+
+
+def _last_retries(study: optuna.Study, lane: Any, tracker: Any, ctx: TrialContext) -> None:
+    """One last try at the trials told on predictions; name those that stay so."""
+    for result in lane.retry_unmeasured(idle=True, force=True):
+        _late_measurement(study, result, tracker, ctx)
+    if lane.unmeasured:
+        _logger.warning(
+            "trials %s keep predicted costs: device %s did not answer again before the search "
+            "ended (export measures the model it writes)",
+            lane.unmeasured,
+            ctx.device.name,
+        )
+
+
+def _interrupted(study: optuna.Study, executor: Any, loop: _Loop, ctx: TrialContext) -> None:
+    """Ctrl-C: keep the trained trials (on predictions), fail the ones in flight."""
+    executor.cancel_all()
+    for trial, outcome in loop.awaiting.values():
+        outcome["user_attrs"]["cost_source"] = "predicted (interrupted before measurement)"
+        record(study, trial, outcome, ctx)
+    for trial in loop.in_flight.values():
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("error", "interrupted: the search was stopped (Ctrl-C)")
+        study.tell(trial, state=_fail_state())
+    _logger.warning(
+        "search interrupted: %d trials finished since it started, %d in flight marked "
+        "failed; run the same command again to resume",
+        loop.finished + len(loop.awaiting),
+        len(loop.in_flight),
+    )
 
 
 def _submit(
@@ -249,7 +271,7 @@ def _apply_measurement(outcome: dict[str, Any], measurement: Any, ctx: TrialCont
 
 
 def _track(study: optuna.Study, tracker: Any, number: int, attrs: dict[str, Any]) -> None:
-    from nas._costs import int8_share
+    from nas._calibration import int8_share
 
     tracker.add(
         number,

@@ -229,7 +229,7 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
         when ``ctx.measure_costs`` and the candidate was trained), or ``{"number", "error",
         "user_attrs"}`` when the evaluation raised.
     """
-    from nas._costs import Calibration, int8_share
+    from nas._calibration import Calibration, int8_share
     from search_spaces import CompressionConfig
 
     number = int(payload["number"])

@@ -16,14 +16,12 @@ from latency_models import DeviceSpec, MeasurementError, MeasurementStore
 from latency_models._check import conv_stack
 from nas import BudgetError
 from nas._budget import parse_budget
+from nas._calibration import Calibration, PredictorTracker, quarter_errors
 from nas._costs import (
     UNREACHABLE,
-    Calibration,
     MeasurementLane,
-    PredictorTracker,
     check_measurement,
     predictor_warning,
-    quarter_errors,
     session_noise_pct,
 )
 from nas._export import candidates
