@@ -211,10 +211,12 @@ class MeasurementLane:
         waiting, self._retry = self._retry, []
         self.down_since = None
         results = []
-        for number, graph in waiting:
+        for i, (number, graph) in enumerate(waiting):
             result = self._run(number, graph, retrying=True)
-            if result.measurement is not None:
-                results.append(result)
+            if result.measurement is None:  # still down (queued again): keep the rest waiting
+                self._retry.extend(w for w in waiting[i + 1 :] if w not in self._retry)
+                break
+            results.append(result)
         return results
 
     def shutdown(self) -> None:
@@ -228,6 +230,8 @@ class MeasurementLane:
     def _measure(self, graph: bytes) -> Any:
         from latency_models import measure_cached
 
+        if self._down_recently():  # a remote graph queued after the device stopped answering
+            raise ConnectionError(f"device {self.device.name!r} did not answer a moment ago")
         start = time.perf_counter()
         try:
             measurement = measure_cached(graph, self.device, max_seconds=self.max_seconds)
@@ -236,9 +240,11 @@ class MeasurementLane:
         check_measurement(measurement, self.device.name)
         return measurement
 
+    def _down_recently(self) -> bool:
+        return self.down_since is not None and time.monotonic() - self.down_since < RETRY_AFTER_S
+
     def _run(self, number: int, graph: bytes, *, retrying: bool = False) -> LaneResult:
-        down = self.down_since is not None and time.monotonic() - self.down_since < RETRY_AFTER_S
-        if down and not retrying:
+        if self._down_recently() and not retrying:
             self._retry.append((number, graph))
             return LaneResult(number, None, UNREACHABLE)
         future: Future[Any] = Future()
