@@ -207,18 +207,33 @@ def check_run_folder(config: SearchConfig) -> None:
 
 
 def load_predictors(
-    device: Any, *, profile_minutes: float = 5.0, task: str | None = None
+    device: Any,
+    *,
+    profile_minutes: float = 5.0,
+    task: str | None = None,
+    profile_if_missing: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """The device's fitted predictors by target, and the energy source label.
 
-    A device without a latency predictor is profiled first (measuring graphs on it, among
-    them variants of ``task``, and fitting its predictors), with a log line saying so.
+    Args:
+        device: The ``DeviceSpec``.
+        profile_minutes: Budget of the profile taken when ``profile_if_missing``.
+        task: Task whose compressed variants the profile includes.
+        profile_if_missing: Profile a device without a latency predictor first (measuring
+            graphs on it and fitting its predictors, with a log line saying so) instead of
+            raising.
+
+    Raises:
+        PredictorNotFoundError: no latency predictor and not ``profile_if_missing``; the
+            message names the command that makes one.
     """
     from latency_models import PredictorNotFoundError, device_predictor
 
     try:
         latency = device_predictor(device.name, "latency_ms")
     except PredictorNotFoundError:
+        if not profile_if_missing:
+            raise
         _logger.warning(
             "device %s has no latency predictor yet; profiling it first for about %.1f "
             "minute(s), as `hwnas device profile %s` would",
@@ -273,8 +288,14 @@ def build_context(
     task: Task | None = None,
     device: Any = None,
     with_predictors: bool = True,
+    profile_if_missing: bool = False,
 ) -> TrialContext:
-    """Load the task, device, predictors and compression space into a trial context."""
+    """Load the task, device, predictors and compression space into a trial context.
+
+    A device without a latency predictor raises ``PredictorNotFoundError`` (naming
+    ``hwnas device profile``) unless ``profile_if_missing``, which profiles it for
+    ``config.profile_minutes`` first.
+    """
     from latency_models import get_device
     from nas._tasks import load_task
     from nas._train import evaluate
@@ -283,7 +304,12 @@ def build_context(
     task = task if task is not None else load_task(config.task)
     device = device if device is not None else get_device(config.device)
     predictors, energy_source = (
-        load_predictors(device, profile_minutes=config.profile_minutes, task=config.task)
+        load_predictors(
+            device,
+            profile_minutes=config.profile_minutes,
+            task=config.task,
+            profile_if_missing=profile_if_missing,
+        )
         if with_predictors
         else ({}, "")
     )
@@ -325,7 +351,8 @@ def prepare(
         BudgetError: the base model already meets the cost budget, or the cheapest config
             of the space does not.
     """
-    ctx = build_context(config, task=task, device=device)
+    # a search profiles a device that has no predictor yet (config.profile_minutes)
+    ctx = build_context(config, task=task, device=device, profile_if_missing=True)
     base = base_metrics(ctx, require_measured=config.costs == "measured")
     previous = previous_resolution(config)
     if previous is not None:
