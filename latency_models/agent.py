@@ -702,6 +702,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"hwnas agent: error: {exc}", file=sys.stderr)
         return 2
+    for warning in token_warnings(server.token, source, args.token_file):  # before "listening"
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     print(f"hwnas agent (protocol {PROTOCOL}, {runtime_version()}) listening on {server.url}")
     port = server.server_address[1]
     if source == "generated":
@@ -712,8 +714,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
     else:
         print(f"token: from {source}")
-    for warning in token_warnings(server.token, source, args.token_file):
-        print(f"warning: {warning}", file=sys.stderr)
     if not _is_loopback(args.host):
         print(
             "warning: listening beyond loopback; anyone who has the token can run graphs here, "
