@@ -177,6 +177,31 @@ def _options(
     }
 
 
+def check_measurement(measurement: Any, device: str) -> None:
+    """Refuse a latency that is not a finite number > 0, or a negative or NaN energy.
+
+    Raises:
+        MeasurementError: naming the device and the bad value.
+    """
+    latency = getattr(measurement, "latency_ms", None)
+    if (
+        not isinstance(latency, (int, float))
+        or isinstance(latency, bool)
+        or not math.isfinite(latency)
+        or latency <= 0
+    ):
+        raise MeasurementError(
+            f"device {device!r} returned a corrupt latency_ms {latency!r}: a latency must be "
+            "a finite number > 0 (the run failed or was corrupted)."
+        )
+    energy = getattr(measurement, "energy_mj", None)
+    if energy is not None and (not math.isfinite(energy) or energy < 0):
+        raise MeasurementError(
+            f"device {device!r} returned a corrupt energy_mj {energy!r}: energy must be a "
+            "finite number >= 0, or None when not measured."
+        )
+
+
 def measure(
     graph: GraphLike,
     device: DeviceSpec | str = "local-cpu",

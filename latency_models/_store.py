@@ -39,7 +39,7 @@ from latency_models._errors import (
 )
 from latency_models._graph import GraphLike, graph_bytes
 from latency_models._home import home_dir
-from latency_models._measure import Measurement, measure
+from latency_models._measure import Measurement, check_measurement, measure
 from latency_models.devices import DeviceSpec, get_device
 
 SCHEMA_VERSION = 1
@@ -237,7 +237,10 @@ class MeasurementStore:
         """
         import hashlib
 
-        _check_values(measurement)
+        try:
+            check_measurement(measurement, measurement.device)
+        except MeasurementError as exc:
+            raise MeasurementError(f"refusing to store a measurement: {exc}") from None
         data = graph_bytes(graph)
         digest = graph_hash or hashlib.sha256(data).hexdigest()
         keep_path = keep_path or _too_big_to_keep(graph, len(data))
@@ -659,23 +662,6 @@ def _check_fields(line: Mapping[str, Any]) -> None:
 def _is_time(value: Any) -> bool:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     return ok and math.isfinite(value) and value >= 0
-
-
-def _check_values(m: Measurement) -> None:
-    """Refuse to store a measurement whose latency is not a number > 0 (or energy < 0)."""
-    latency = m.latency_ms
-    ok = isinstance(latency, (int, float)) and not isinstance(latency, bool)
-    if not ok or not math.isfinite(latency) or latency <= 0:
-        raise MeasurementError(
-            f"refusing to store a measurement of {m.device!r} with latency_ms {latency!r}: "
-            "a latency must be a finite number > 0 (the run failed or was corrupted)."
-        )
-    energy = m.energy_mj
-    if energy is not None and (not math.isfinite(energy) or energy < 0):
-        raise MeasurementError(
-            f"refusing to store a measurement of {m.device!r} with energy_mj {energy!r}: "
-            "energy must be a finite number >= 0, or None when not measured."
-        )
 
 
 def _strip(d: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def _interleaved(
 ) -> dict[str, list[Any]]:
     """Each graph measured :data:`BASE_ROUNDS` times, round by round ({} when unreachable)."""
     from latency_models import MeasurementError, measure_cached
-    from nas._costs import check_measurement
+    from latency_models._measure import check_measurement
 
     runs: dict[str, list[Any]] = {name: [] for name in graphs}
     try:

@@ -62,18 +62,6 @@ def measured_costs(measurement: Any, memory_mb: float) -> dict[str, Any]:
     }
 
 
-def check_measurement(measurement: Any, device: str) -> None:
-    """Refuse a measurement whose latency is not a finite number > 0 (never stored)."""
-    from latency_models import MeasurementError
-
-    value = getattr(measurement, "latency_ms", None)
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise MeasurementError(f"device {device!r} returned a corrupt latency {value!r}")
-    energy = getattr(measurement, "energy_mj", None)
-    if energy is not None and (not math.isfinite(energy) or energy < 0):
-        raise MeasurementError(f"device {device!r} returned a corrupt energy {energy!r}")
-
-
 POOR_MAPE_PCT = 20.0
 """A held-out error above this makes a predictor poor, whatever the noise floor."""
 
@@ -229,6 +217,7 @@ class MeasurementLane:
 
     def _measure(self, graph: bytes) -> Any:
         from latency_models import measure_cached
+        from latency_models._measure import check_measurement
 
         if self._down_recently():  # a remote graph queued after the device stopped answering
             raise ConnectionError(f"device {self.device.name!r} did not answer a moment ago")
@@ -282,7 +271,6 @@ __all__ = [
     "COST_MODES",
     "LaneResult",
     "MeasurementLane",
-    "check_measurement",
     "measured_costs",
     "predictor_warning",
     "session_noise_pct",

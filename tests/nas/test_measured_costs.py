@@ -14,13 +14,13 @@ from _search_home import profiled_home
 import nas
 from latency_models import DeviceSpec, MeasurementError, MeasurementStore
 from latency_models._check import conv_stack
+from latency_models._measure import check_measurement
 from nas import BudgetError
 from nas._budget import parse_budget
 from nas._calibration import Calibration, PredictorTracker, quarter_errors
 from nas._costs import (
     UNREACHABLE,
     MeasurementLane,
-    check_measurement,
     predictor_warning,
     session_noise_pct,
 )
