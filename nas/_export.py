@@ -134,17 +134,16 @@ def candidates(results: RunResults) -> tuple[list[TrialRow], str]:
     with no measured trial (searched with ``--costs predicted``) falls back to the trials
     that meet the budget on their recorded values, and says so.
     """
-    judged = [(row, measured_within_budget(row, results)) for row in results.rows]
+    if not any(row.measured for row in results.rows):
+        return [results.best_trial()], "predicted"
     cost = results.first_cost
 
     def order(row: TrialRow) -> tuple[float, float]:
         price = row.measured.get(cost, row.values.get(cost, 0.0)) if cost else 0.0
         return (-(row.accuracy or 0.0), price)
 
-    measured = sorted((row for row, ok in judged if ok), key=order)
-    if measured or any(ok is not None for _, ok in judged if _.accuracy is not None):
-        return measured, "measured"
-    return [results.best_trial()], "predicted"
+    within = [row for row in results.rows if measured_within_budget(row, results)]
+    return sorted(within, key=order), "measured"
 
 
 def _choose(results: RunResults, trial: int | None) -> tuple[TrialRow, str]:
