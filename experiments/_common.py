@@ -56,7 +56,7 @@ def ensure_profile(device: str, task: str, minutes: float) -> str:
         device_predictor(device)
         return "reused the stored predictor"
     except PredictorNotFoundError:
-        from nas._profile import profile_device
+        from nas.searching._profile import profile_device
 
         profile_device(device, task=task, budget_minutes=minutes, progress=print)
         return f"profiled for {minutes:g} min"

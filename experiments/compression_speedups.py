@@ -106,7 +106,7 @@ def _resnet18(rounds: int, tmp: Path) -> dict[str, Any]:
 
 def _bundled(name: str, rounds: int, tmp: Path) -> dict[str, Any]:
     from nas import get_task
-    from nas._onnx_eval import evaluate_onnx
+    from nas.tasks._onnx_eval import evaluate_onnx
 
     task = get_task(name)
     X_train, _ = task.train

@@ -100,7 +100,7 @@ def make_task() -> Task:
 
 
 if __name__ == "__main__":
-    from nas._train import evaluate
+    from nas.tasks._train import evaluate
 
     task = make_task()
     top1 = evaluate(task.model, *task.val)

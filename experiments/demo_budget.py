@@ -1,12 +1,12 @@
 """Experiment 6: does ``hwnas demo`` keep its latency budget, measured, seed after seed?
 
-Runs the demo (``nas._demo.run_demo``: profile if needed, measure the base, search 24 trials
-under a third of the base model's measured latency with every trained candidate measured,
-export the most accurate trial that meets the budget side by side with the base) once per
-seed, and records for each: the budget, the base and exported latency measured side by
-side, whether the export meets the budget, the exported trial's predicted and in-search
-measured latency, the top-1 change, the time spent measuring against the search's wall time
-and the latency predictor's median error by quarter of the search.
+Runs the demo (``nas.cli._demo_flow.run_demo``: profile if needed, measure the base,
+search 24 trials under a third of the base model's measured latency with every trained
+candidate measured, export the most accurate trial that meets the budget side by side with
+the base) once per seed, and records for each: the budget, the base and exported latency
+measured side by side, whether the export meets the budget, the exported trial's predicted
+and in-search measured latency, the top-1 change, the time spent measuring against the
+search's wall time and the latency predictor's median error by quarter of the search.
 
     OMP_NUM_THREADS=1 taskset -c 1 python experiments/demo_budget.py --seeds 0,1,2,3,4 \
         --home /tmp/hwnas-home-demo
@@ -60,8 +60,8 @@ def main() -> None:
 
 
 def run_seed(args: Any, home: Path, seed: int) -> dict[str, Any]:
-    from nas._demo import run_demo
-    from nas._run import open_run
+    from nas.cli._demo_flow import run_demo
+    from nas.searching._run import open_run
 
     run_dir = home / "demo-runs" / f"{args.task}-s{seed}"
     result = run_demo(

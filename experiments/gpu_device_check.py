@@ -11,7 +11,8 @@ had), and prints a short summary:
    sampled every 50 ms in a background thread: mean watts of each and their ratio, the
    counter's update period, TFLOP/s and mJ per matmul.
 3. ``onnx_graphs``: 20 fp32 graphs of the wide sweep (``sweep_graphs(wide=True)``) timed by
-   ``latency_models._bench.benchmark`` on onnxruntime's CUDA provider with the NVML meter,
+   ``latency_models.measurement._bench.benchmark`` on onnxruntime's CUDA provider with the
+   NVML meter,
    and on the CPU provider (16 threads) for comparison. Without a working CUDA provider
    (absent, or listed but falling back to CPU) only the CPU numbers are taken.
 4. ``reference_conv``: one 3x3 conv (1x256x56x56, 256 channels) in torch on CUDA and through
@@ -274,7 +275,7 @@ def _matmul_load(meter: Any, sampler: PowerSampler | None, deadline: float) -> d
 
 
 def nvml_meter(out: dict[str, Any], deadline: float) -> None:
-    from latency_models._meters import open_meter
+    from latency_models.devices._meters import open_meter
 
     meter, reason = open_meter("nvml")
     out["nvml_index"] = _nvml_index()
@@ -348,7 +349,7 @@ _KEEP = (
 
 
 def _bench(model: bytes, **kwargs: Any) -> dict[str, Any]:
-    from latency_models._bench import benchmark
+    from latency_models.measurement._bench import benchmark
 
     result = benchmark(model, **kwargs)
     kept = {k: result[k] for k in _KEEP}

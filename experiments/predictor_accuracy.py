@@ -40,8 +40,8 @@ from latency_models import (
     sweep_graphs,
 )
 from latency_models._home import home_dir
-from latency_models._predictors import KERNEL_PREDICTOR
-from latency_models._sweep import SWEEP_REVISION, _Builder
+from latency_models.predictors._persist import KERNEL_PREDICTOR
+from latency_models.profiling._sweep import SWEEP_REVISION, _Builder
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -264,7 +264,7 @@ def _load() -> float:
 
 def noise_floor(device: str, max_seconds: float, pin: list[int] | None) -> dict:
     """``hwnas device check``: spread of fresh-session medians of the reference graphs."""
-    from latency_models._check import check_device
+    from latency_models.profiling._check import check_device
 
     res = check_device(device, repeats=3, max_seconds=max_seconds, pin_cpus=pin)
     return {r.graph: {"spread_pct": r.spread_pct, "cv": r.cv, "medians_ms": list(r.medians_ms)}
@@ -313,7 +313,7 @@ def speed_ratio(
     each graph's latency with no overhead at all.
     """
     from latency_models import measure
-    from latency_models._kernel_table import _taps
+    from latency_models.features._kernel_table import _taps
 
     reps = [feats[i % len(feats)] for i in range(n)]
     cycled, fresh = [], []

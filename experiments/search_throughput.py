@@ -55,8 +55,8 @@ def main() -> None:
     profile = common.ensure_profile(args.device, args.task, args.profile_minutes)
 
     # the base model's predicted latency sets the budget
-    from nas._config import SearchConfig
-    from nas._search import base_metrics, build_context
+    from nas.searching._config import SearchConfig
+    from nas.searching._search import base_metrics, build_context
 
     probe = SearchConfig(task=args.task, device=args.device)
     base = base_metrics(build_context(probe, task=task))
@@ -131,7 +131,7 @@ def main() -> None:
         )
         results["fidelity"]["seconds"] = round(time.perf_counter() - start, 2)
         print("kendall tau", results["fidelity"].get("kendall_tau"))
-        from nas._verify import verify_front
+        from nas.searching._verify import verify_front
 
         ctx = build_context(nas.open_run(first).settings, task=task)
         start = time.perf_counter()

@@ -125,10 +125,10 @@ def _json_default(v: Any) -> Any:
 
 def run_task(task_name: str, args: Any, home: Path, fractions: list[float]) -> dict[str, Any]:
     import nas
-    from nas._base import base_metrics
-    from nas._base import costs_of as _costs_of
-    from nas._config import SearchConfig
-    from nas._search import build_context
+    from nas.searching._base import base_metrics
+    from nas.searching._base import costs_of as _costs_of
+    from nas.searching._config import SearchConfig
+    from nas.searching._search import build_context
 
     timings: dict[str, float] = {}
     task = nas.load_task(task_name)
@@ -173,7 +173,7 @@ def run_task(task_name: str, args: Any, home: Path, fractions: list[float]) -> d
                 verify=False,
             )
         if method == "hwnas":
-            from nas._verify import verify_front
+            from nas.searching._verify import verify_front
 
             with common.timed(timings, "verify_hwnas_front"):
                 out["hwnas_front_verification"] = verify_front(run, ctx)
@@ -264,14 +264,14 @@ def _measurement_share(run: Any) -> dict[str, Any]:
 
 
 def _hv_history(run_dir: Path) -> list[list[float]]:
-    from nas._hypervolume import hypervolume_history
-    from nas._pareto import read_run
+    from nas.results._hypervolume import hypervolume_history
+    from nas.results._pareto import read_run
 
     return [[n, round(hv, 5)] for n, hv in hypervolume_history(read_run(run_dir))]
 
 
 def _trial_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from nas._pareto import read_run
+    from nas.results._pareto import read_run
 
     rows = []
     for r in read_run(run_dir).rows:
@@ -296,9 +296,9 @@ def uniform_baselines(
 ) -> tuple[dict[str, Path], list[dict[str, Any]]]:
     """Recover, export, evaluate (ONNX) and measure each uniform config once."""
     from latency_models import measure, memory_footprint
-    from nas._onnx_eval import evaluate_onnx
-    from nas._train import recover
-    from nas._trial import export_graph, is_quantized
+    from nas.searching._trial import export_graph, is_quantized
+    from nas.tasks._onnx_eval import evaluate_onnx
+    from nas.tasks._train import recover
 
     widths = [float(w) for w in args.widths.split(",")]
     candidates: list[tuple[str, str, Any]] = [("int8", "int8", ctx.space.uniform(bits=8))]

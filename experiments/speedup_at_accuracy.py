@@ -97,10 +97,10 @@ def _command() -> str:
 def run(run_dir: Path, args: Any, home: Path) -> dict[str, Any]:
     import nas
     from latency_models import memory_footprint
-    from nas._config import SearchConfig
-    from nas._onnx_eval import evaluate_onnx
-    from nas._pareto import read_run
-    from nas._search import build_context
+    from nas.results._pareto import read_run
+    from nas.searching._config import SearchConfig
+    from nas.searching._search import build_context
+    from nas.tasks._onnx_eval import evaluate_onnx
 
     results = read_run(run_dir)
     task = nas.load_task(str(results.settings["task"]))
@@ -110,7 +110,7 @@ def run(run_dir: Path, args: Any, home: Path) -> dict[str, Any]:
     work = home / "experiments" / f"speedup-{task.name}-f{args.finetune_steps}"
     work.mkdir(parents=True, exist_ok=True)
     base_model = ctx.space.apply(task.model, ctx.space.identity())
-    from nas._trial import export_graph
+    from nas.searching._trial import export_graph
 
     base_graph = export_graph(ctx, base_model, ctx.space.identity(), work / "base.onnx")
     X_val, y_val = task.val
@@ -224,7 +224,7 @@ def run(run_dir: Path, args: Any, home: Path) -> dict[str, Any]:
 
 def _smallest(ctx: Any, work: Path, *, final_rounds: int, device: str) -> dict[str, Any]:
     """The space's cheapest config (untrained): the speedup ceiling of the space."""
-    from nas._trial import export_graph
+    from nas.searching._trial import export_graph
 
     config = ctx.space.smallest()
     model = ctx.space.apply(ctx.task.model, config)

@@ -21,8 +21,6 @@ from latency_models._home import home_dir
 from latency_models._registry import Registry
 
 if TYPE_CHECKING:
-    from latency_models._check import REFERENCE_GRAPHS, CheckResult, check_device
-    from latency_models._energy_model import ENERGY_SOURCE, estimate_energy_mj
     from latency_models._errors import (
         AgentAuthError,
         AgentBusyError,
@@ -30,48 +28,7 @@ if TYPE_CHECKING:
         AgentTimeoutError,
         AgentUnreachableError,
         GraphRejectedError,
-    )
-    from latency_models._features import (
-        FEATURE_VERSION,
-        GraphFeatures,
-        KernelFeatures,
-        graph_features,
-    )
-    from latency_models._kernel_predictor import CombinedPredictor, KernelPredictor
-    from latency_models._kernel_times import align_kernel_times
-    from latency_models._measure import Measurement, measure
-    from latency_models._memory import MemoryFootprint, memory_footprint
-    from latency_models._meters import EnergyMeter, NvmlMeter, RaplMeter
-    from latency_models._metrics import prediction_metrics
-    from latency_models._persist import (
-        PredictorNotFoundError,
-        device_predictor,
-        fit_predictor,
-        load_predictor,
-        predictor_path,
-        training_data,
-        training_kernel_times,
-    )
-    from latency_models._predictors import (
-        PREDICTORS,
-        BaseLatencyPredictor,
-        FlopsPredictor,
-        GraphBoostPredictor,
-        HybridPredictor,
-        KernelAdditivePredictor,
-    )
-    from latency_models._store import (
-        MeasurementStore,
-        StoreCorruptedError,
-        StoredRecord,
-        measure_cached,
-    )
-    from latency_models._sweep import (
-        kernel_graph,
-        quantize_qdq,
-        random_network,
-        staged_network,
-        sweep_graphs,
+        ProfileError,
     )
     from latency_models.devices import (
         DEVICES,
@@ -80,6 +37,45 @@ if TYPE_CHECKING:
         get_device,
         list_devices,
         remove_device,
+    )
+    from latency_models.devices._meters import EnergyMeter, NvmlMeter, RaplMeter
+    from latency_models.features._features import (
+        FEATURE_VERSION,
+        GraphFeatures,
+        KernelFeatures,
+        graph_features,
+    )
+    from latency_models.features._kernel_times import align_kernel_times
+    from latency_models.features._memory import MemoryFootprint, memory_footprint
+    from latency_models.measurement._measure import Measurement, measure
+    from latency_models.measurement._store import (
+        MeasurementStore,
+        StoreCorruptedError,
+        StoredRecord,
+        measure_cached,
+    )
+    from latency_models.predictors._additive import FlopsPredictor, KernelAdditivePredictor
+    from latency_models.predictors._base import PREDICTORS, BaseLatencyPredictor, load_predictor
+    from latency_models.predictors._energy_model import ENERGY_SOURCE, estimate_energy_mj
+    from latency_models.predictors._kernel_predictor import CombinedPredictor, KernelPredictor
+    from latency_models.predictors._metrics import prediction_metrics
+    from latency_models.predictors._persist import (
+        PredictorNotFoundError,
+        device_predictor,
+        fit_predictor,
+        predictor_path,
+        training_data,
+        training_kernel_times,
+    )
+    from latency_models.predictors._trees import GraphBoostPredictor, HybridPredictor
+    from latency_models.profiling._check import REFERENCE_GRAPHS, CheckResult, check_device
+    from latency_models.profiling._profile import ProfileResult, evaluate_device, profile_device
+    from latency_models.profiling._sweep import (
+        kernel_graph,
+        quantize_qdq,
+        random_network,
+        staged_network,
+        sweep_graphs,
     )
 
 # Heavier modules (scikit-learn, onnxruntime) load on first use, so that `import nas` and
@@ -90,55 +86,59 @@ _LAZY: dict[str, str] = {
     "AgentError": "latency_models._errors",
     "AgentTimeoutError": "latency_models._errors",
     "AgentUnreachableError": "latency_models._errors",
-    "BaseLatencyPredictor": "latency_models._predictors",
-    "CheckResult": "latency_models._check",
+    "BaseLatencyPredictor": "latency_models.predictors._base",
+    "CheckResult": "latency_models.profiling._check",
     "DEVICES": "latency_models.devices",
     "DeviceSpec": "latency_models.devices",
-    "ENERGY_SOURCE": "latency_models._energy_model",
-    "EnergyMeter": "latency_models._meters",
-    "FEATURE_VERSION": "latency_models._features",
-    "FlopsPredictor": "latency_models._predictors",
-    "GraphBoostPredictor": "latency_models._predictors",
-    "GraphFeatures": "latency_models._features",
+    "ENERGY_SOURCE": "latency_models.predictors._energy_model",
+    "EnergyMeter": "latency_models.devices._meters",
+    "FEATURE_VERSION": "latency_models.features._features",
+    "FlopsPredictor": "latency_models.predictors._additive",
+    "GraphBoostPredictor": "latency_models.predictors._trees",
+    "GraphFeatures": "latency_models.features._features",
     "GraphRejectedError": "latency_models._errors",
-    "HybridPredictor": "latency_models._predictors",
-    "KernelAdditivePredictor": "latency_models._predictors",
-    "KernelFeatures": "latency_models._features",
-    "Measurement": "latency_models._measure",
-    "MeasurementStore": "latency_models._store",
-    "MemoryFootprint": "latency_models._memory",
-    "NvmlMeter": "latency_models._meters",
-    "PREDICTORS": "latency_models._predictors",
-    "PredictorNotFoundError": "latency_models._persist",
-    "REFERENCE_GRAPHS": "latency_models._check",
-    "RaplMeter": "latency_models._meters",
-    "StoreCorruptedError": "latency_models._store",
-    "StoredRecord": "latency_models._store",
+    "HybridPredictor": "latency_models.predictors._trees",
+    "KernelAdditivePredictor": "latency_models.predictors._additive",
+    "KernelFeatures": "latency_models.features._features",
+    "Measurement": "latency_models.measurement._measure",
+    "MeasurementStore": "latency_models.measurement._store",
+    "MemoryFootprint": "latency_models.features._memory",
+    "NvmlMeter": "latency_models.devices._meters",
+    "PREDICTORS": "latency_models.predictors._base",
+    "PredictorNotFoundError": "latency_models.predictors._persist",
+    "REFERENCE_GRAPHS": "latency_models.profiling._check",
+    "RaplMeter": "latency_models.devices._meters",
+    "StoreCorruptedError": "latency_models.measurement._store",
+    "StoredRecord": "latency_models.measurement._store",
     "add_device": "latency_models.devices",
-    "check_device": "latency_models._check",
-    "device_predictor": "latency_models._persist",
-    "estimate_energy_mj": "latency_models._energy_model",
-    "fit_predictor": "latency_models._persist",
+    "check_device": "latency_models.profiling._check",
+    "device_predictor": "latency_models.predictors._persist",
+    "estimate_energy_mj": "latency_models.predictors._energy_model",
+    "fit_predictor": "latency_models.predictors._persist",
     "get_device": "latency_models.devices",
-    "graph_features": "latency_models._features",
-    "kernel_graph": "latency_models._sweep",
+    "graph_features": "latency_models.features._features",
+    "kernel_graph": "latency_models.profiling._sweep",
     "list_devices": "latency_models.devices",
-    "load_predictor": "latency_models._persist",
-    "measure": "latency_models._measure",
-    "measure_cached": "latency_models._store",
-    "memory_footprint": "latency_models._memory",
-    "prediction_metrics": "latency_models._metrics",
-    "predictor_path": "latency_models._persist",
-    "quantize_qdq": "latency_models._sweep",
-    "random_network": "latency_models._sweep",
+    "load_predictor": "latency_models.predictors._base",
+    "measure": "latency_models.measurement._measure",
+    "measure_cached": "latency_models.measurement._store",
+    "memory_footprint": "latency_models.features._memory",
+    "prediction_metrics": "latency_models.predictors._metrics",
+    "predictor_path": "latency_models.predictors._persist",
+    "quantize_qdq": "latency_models.profiling._sweep",
+    "random_network": "latency_models.profiling._sweep",
     "remove_device": "latency_models.devices",
-    "staged_network": "latency_models._sweep",
-    "sweep_graphs": "latency_models._sweep",
-    "training_data": "latency_models._persist",
-    "training_kernel_times": "latency_models._persist",
-    "KernelPredictor": "latency_models._kernel_predictor",
-    "CombinedPredictor": "latency_models._kernel_predictor",
-    "align_kernel_times": "latency_models._kernel_times",
+    "staged_network": "latency_models.profiling._sweep",
+    "sweep_graphs": "latency_models.profiling._sweep",
+    "training_data": "latency_models.predictors._persist",
+    "training_kernel_times": "latency_models.predictors._persist",
+    "KernelPredictor": "latency_models.predictors._kernel_predictor",
+    "CombinedPredictor": "latency_models.predictors._kernel_predictor",
+    "align_kernel_times": "latency_models.features._kernel_times",
+    "ProfileError": "latency_models._errors",
+    "ProfileResult": "latency_models.profiling._profile",
+    "profile_device": "latency_models.profiling._profile",
+    "evaluate_device": "latency_models.profiling._profile",
 }
 
 __all__ = [
@@ -175,6 +175,8 @@ __all__ = [
     "MemoryFootprint",
     "NvmlMeter",
     "PredictorNotFoundError",
+    "ProfileError",
+    "ProfileResult",
     "RaplMeter",
     "Registry",
     "StoreCorruptedError",
@@ -185,6 +187,7 @@ __all__ = [
     "check_device",
     "device_predictor",
     "estimate_energy_mj",
+    "evaluate_device",
     "fit_predictor",
     "get_device",
     "graph_bytes",
@@ -200,6 +203,7 @@ __all__ = [
     "memory_footprint",
     "prediction_metrics",
     "predictor_path",
+    "profile_device",
     "quantize_qdq",
     "random_network",
     "remove_device",

@@ -53,3 +53,7 @@ class AgentTimeoutError(AgentError, TimeoutError):
 
 class AgentBusyError(AgentError):
     """The agent was measuring other graphs for longer than the client would wait."""
+
+
+class ProfileError(LatencyModelsError, ValueError):
+    """A device profile cannot run: a budget too small for a fit, or no measurements."""

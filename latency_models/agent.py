@@ -6,14 +6,15 @@ through it by :func:`latency_models.measure`, transparently.
 Installing on a Raspberry Pi, a phone or any small device
 ---------------------------------------------------------
 The agent needs Python 3.10+, numpy and onnxruntime only (onnx, when installed, is used to
-validate graphs). Run as a script, it imports nothing from hwnas but ``_bench.py`` and
-``_meters.py`` next to it, so copy those three files to the device::
+validate graphs). Run as a script, it imports nothing from hwnas but ``_bench.py``,
+``_host.py`` and ``_meters.py`` next to it, so copy those four files to the device::
 
     # Raspberry Pi OS 64-bit (aarch64), or any Linux with onnxruntime wheels on PyPI:
     python3 -m venv ~/hwnas-agent && . ~/hwnas-agent/bin/activate
     pip install numpy onnxruntime
     mkdir ~/hwnas-agent/src && cd ~/hwnas-agent/src
-    # copy latency_models/agent.py, _bench.py and _meters.py here (scp), then
+    # copy latency_models/agent.py, measure/_bench.py, measure/_host.py and
+    # devices/_meters.py here (scp), then
     python agent.py --host 0.0.0.0 --port 8765
 
     # Android: Termux (F-Droid), `pkg install python python-numpy`, then
@@ -86,14 +87,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 if __package__:
-    from latency_models._bench import (
+    from latency_models.measurement._bench import (
         GraphRejected,
         benchmark,
         host_fingerprint,
         host_info,
         runtime_version,
     )
-else:  # run as a script or copied stand-alone: _bench.py sits next to this file
+else:  # copied stand-alone, _bench.py next to it; or run as a script from the source tree
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    for _sub in ("measurement", "devices"):
+        if os.path.isdir(os.path.join(_HERE, _sub)):
+            sys.path.insert(0, os.path.join(_HERE, _sub))
     from _bench import (  # type: ignore[no-redef,import-not-found]
         GraphRejected,
         benchmark,

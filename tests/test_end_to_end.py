@@ -32,7 +32,7 @@ def test_search_on_a_new_device_end_to_end(home: Path, tmp_path: Path) -> None:
         profile_minutes=0.2,
     )
     saved = device_predictor("e2e-cpu")  # profiled and saved: it predicts a real graph
-    from latency_models._check import conv_stack
+    from latency_models.profiling._check import conv_stack
 
     assert saved.predict([conv_stack(8, 8, 1)])[0] > 0
     assert (run.path / "settings.json").is_file() and (run.path / "study.db").is_file()

@@ -50,7 +50,7 @@ class DemoCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the demo and print what it measured."""
-        from nas._demo import run_demo
+        from nas.cli._demo_flow import run_demo
 
         if args.quick:
             args.trials, args.recovery_steps, args.finetune_steps = 12, 20, 100

@@ -175,7 +175,7 @@ class DeviceShowCommand(BaseCommand):
     def run(self, args: argparse.Namespace) -> int:
         """Print the spec as JSON plus the store summary."""
         from latency_models import get_device
-        from latency_models._store import MeasurementStore, default_store_path
+        from latency_models.measurement._store import MeasurementStore, default_store_path
 
         spec = get_device(args.name)
         info = _public(spec.to_dict())

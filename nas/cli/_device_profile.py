@@ -44,7 +44,7 @@ class DeviceProfileCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Profile, printing progress, then the held-out accuracy and where it was saved."""
-        from nas._profile import profile_device
+        from nas.searching._profile import profile_device
 
         if args.budget_minutes <= 0:
             raise UsageError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
@@ -100,7 +100,7 @@ class DeviceEvalCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Evaluate and print."""
-        from nas._profile import evaluate_device
+        from nas.searching._profile import evaluate_device
 
         if not 0 < args.holdout < 1:
             raise UsageError(f"--holdout must be in (0, 1), got {args.holdout}")

@@ -36,7 +36,7 @@ class ParetoCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Read the run, print the table, write the plot."""
-        from nas._pareto import format_rows, read_run
+        from nas.results._pareto import format_rows, read_run
 
         if args.plot and not args.plot.lower().endswith((".html", ".svg", ".png")):
             raise UsageError(
@@ -45,7 +45,7 @@ class ParetoCommand(BaseCommand):
         results = read_run(args.run)
         sys.stdout.write(format_rows(results, include_all=args.all, fmt=args.format))
         if args.plot:
-            from nas._plots import plot_front
+            from nas.results._plots import plot_front
 
             path = plot_front(results, args.plot)
             print(f"wrote {path}", file=sys.stderr)
@@ -76,7 +76,7 @@ class ReportCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Read the run and write the report."""
-        from nas._report import write_report
+        from nas.results._report import write_report
 
         path = write_report(args.run, args.out, trial=args.trial)
         print(f"wrote {path}")
@@ -127,7 +127,7 @@ class ExportCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Export and print where the files went."""
-        from nas._export import DEFAULT_FINETUNE_STEPS, export
+        from nas.results._export import DEFAULT_FINETUNE_STEPS, export
 
         steps = DEFAULT_FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
         result = export(

@@ -99,9 +99,9 @@ class SearchCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Resolve the settings (defaults < --config < flags), search, print the front."""
-        from nas._config import SearchConfig
         from nas._errors import UsageError
-        from nas._search import run_search
+        from nas.searching._config import SearchConfig
+        from nas.searching._search import run_search
 
         flags: dict[str, Any] = {
             "task": args.task,

@@ -19,7 +19,7 @@ class TasksCommand(BaseCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         """Print one line per task."""
-        from nas._tasks import TASKS, list_tasks
+        from nas.tasks._tasks import TASKS, list_tasks
 
         names = list_tasks(args.pattern)
         if not names:

@@ -18,8 +18,8 @@ from latency_models import (
     GraphRejectedError,
     measure,
 )
-from latency_models._check import conv_stack, mlp
 from latency_models.agent import AgentServer, make_server
+from latency_models.profiling._check import conv_stack, mlp
 
 TOKEN = "test-token"
 LIMIT = 256 * 1024
@@ -166,8 +166,9 @@ def test_missing_token_is_clear(monkeypatch: pytest.MonkeyPatch, agent: AgentSer
 def test_agent_runs_with_only_numpy_and_onnxruntime(tmp_path: Path) -> None:
     """The copied stand-alone agent imports no hwnas package, torch, onnx or sklearn."""
     src = Path(latency_models.__file__).parent
-    for name in ("agent.py", "_bench.py", "_meters.py"):
-        (tmp_path / name).write_text((src / name).read_text())
+    files = ("agent.py", "measurement/_bench.py", "measurement/_host.py", "devices/_meters.py")
+    for name in files:
+        (tmp_path / Path(name).name).write_text((src / name).read_text())
     code = (
         "import sys; sys.argv = ['agent']; import agent; "
         "srv = agent.make_server('127.0.0.1', 0, token='t'); srv.server_close(); "

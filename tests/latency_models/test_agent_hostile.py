@@ -17,9 +17,9 @@ from _agent_http import healthy as _healthy
 from _agent_http import raw as _raw
 
 import latency_models
-from latency_models._bench import benchmark
-from latency_models._check import mlp
 from latency_models.agent import AgentServer, make_server, read_token_file, token_warnings
+from latency_models.measurement._bench import benchmark
+from latency_models.profiling._check import mlp
 
 TOKEN = "hostile-test-token-0123456789"
 AUTH = {"X-Hwnas-Token": TOKEN}

@@ -18,7 +18,7 @@ from latency_models import (
     staged_network,
     sweep_graphs,
 )
-from latency_models._sweep import _Builder
+from latency_models.profiling._sweep import _Builder
 
 
 def _conv_bn_relu() -> onnx.ModelProto:
@@ -283,7 +283,7 @@ def test_staged_network_refuses_an_unknown_block() -> None:
 def test_wide_sweep_pools_cover_the_quantized_nchw_pool() -> None:
     """The wide sweep's pool graphs run each of onnxruntime's three MaxPool kernels, the
     uint8 NCHW one (an fp32 conv before, an int8 one after) with 3x3 windows among them."""
-    from latency_models._sweep import _wide_pool
+    from latency_models.profiling._sweep import _wide_pool
 
     seen: dict[str, set[int]] = {}
     for i in range(40):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import latency_models._kernel_predictor as kp
+import latency_models.predictors._kernel_predictor as kp
 from latency_models import (
     CombinedPredictor,
     GraphFeatures,
@@ -32,9 +32,16 @@ from latency_models import (
     training_data,
     training_kernel_times,
 )
-from latency_models._features import COMPUTE_KINDS, KernelFeatures
 from latency_models._graph import graph_bytes
-from latency_models._kernel_predictor import (
+from latency_models.features._features import COMPUTE_KINDS, KernelFeatures
+from latency_models.features._kernel_table import (
+    FIELDS,
+    kernel_fields,
+    kernel_table,
+    touched_tap_fraction,
+    valid_tap_fraction,
+)
+from latency_models.predictors._kernel_predictor import (
     NO_SPLIT,
     PROFILE_SCALE_LIMITS,
     effective_mmacs,
@@ -50,13 +57,6 @@ from latency_models._kernel_predictor import (
     row_work,
     split_work,
     weight_traffic_ratio,
-)
-from latency_models._kernel_table import (
-    FIELDS,
-    kernel_fields,
-    kernel_table,
-    touched_tap_fraction,
-    valid_tap_fraction,
 )
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
@@ -107,7 +107,7 @@ def test_kernel_times_are_measured_and_line_up_with_the_features() -> None:
 def test_profiled_sessions_keep_each_kernels_lowest_median(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from latency_models import _bench
+    from latency_models.measurement import _bench
 
     g = random_network(4, size=16)
     m = graph_bytes(g)
@@ -257,7 +257,7 @@ def test_touched_taps_count_the_weights_some_output_reads() -> None:
 def test_a_quantized_nchw_pool_is_costed_by_its_window_taps() -> None:
     """onnxruntime runs a MaxPool between an fp32 and an int8 conv in uint8 NCHW, a generic
     loop over every window tap: its work is outputs x window, not bytes moved."""
-    from latency_models._sweep import _Builder
+    from latency_models.profiling._sweep import _Builder
 
     def qpool_work(window: int) -> float:
         b = _Builder(np.random.default_rng(0))
@@ -429,7 +429,7 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    import latency_models._kernel_predictor as kp
+    import latency_models.predictors._kernel_predictor as kp
 
     feats, y, times = profiled
     monkeypatch.setattr(kp, "MIN_WEIGHT_CV_GRAPHS", 20)  # the fixture has 28 graphs

@@ -13,9 +13,9 @@ from latency_models import (
     check_device,
     measure,
 )
-from latency_models._bench import make_inputs, median_rse
-from latency_models._check import conv_stack, mlp
 from latency_models.devices import DeviceSpec
+from latency_models.measurement._bench import make_inputs, median_rse
+from latency_models.profiling._check import conv_stack, mlp
 
 FAST = {"max_seconds": 0.15, "warmup_s": 0.02}
 

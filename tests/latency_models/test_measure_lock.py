@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from latency_models import DeviceSpec, MeasurementError, measure
-from latency_models._check import mlp
-from latency_models._measure import device_lock
+from latency_models.measurement._measure import device_lock
+from latency_models.profiling._check import mlp
 
 HOLD = """
 import sys, time
 from latency_models import get_device
-from latency_models._measure import device_lock
+from latency_models.measurement._measure import device_lock
 with device_lock(get_device("local-cpu")):
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))

@@ -3,9 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from latency_models import _bench
-from latency_models._check import mlp
-from latency_models._meters import (
+from latency_models.devices._meters import (
     MeterUnavailableError,
     NvmlMeter,
     RaplMeter,
@@ -13,6 +11,8 @@ from latency_models._meters import (
     integrate_counter,
     open_meter,
 )
+from latency_models.measurement import _bench
+from latency_models.profiling._check import mlp
 
 MAX = 262_143_328_850  # a real max_energy_range_uj
 

@@ -9,8 +9,12 @@ from latency_models import (
     kernel_graph,
     random_network,
 )
-from latency_models._bench import host_info, nchwc_block_from_cpu_flags
-from latency_models._nchwc import _probe_onnxruntime, host_nchwc_block
+from latency_models.measurement._bench import host_info
+from latency_models.measurement._host import (
+    _probe_onnxruntime,
+    host_nchwc_block,
+    nchwc_block_from_cpu_flags,
+)
 
 
 def test_onnxruntime_and_the_cpu_flags_agree_on_this_hosts_block() -> None:

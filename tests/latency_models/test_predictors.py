@@ -35,8 +35,9 @@ from latency_models import (
     random_network,
     training_data,
 )
-from latency_models._features import KernelFeatures
-from latency_models._predictors import MIN_KEY_GRAPHS, _fit_trees, predict_trees
+from latency_models.features._features import KernelFeatures
+from latency_models.predictors._additive import MIN_KEY_GRAPHS
+from latency_models.predictors._trees import _fit_trees, predict_trees
 
 
 def _synthetic_cost(f: GraphFeatures) -> float:
@@ -320,7 +321,7 @@ def _time_graphs(
 
 
 def test_predictor_from_imported_jsonl_predicts_held_out(tmp_path: Path) -> None:
-    store_mod = pytest.importorskip("latency_models._store")
+    store_mod = pytest.importorskip("latency_models.measurement._store")
     graphs = [random_network(s, size=int(32 + 16 * (s % 3))) for s in range(1000, 1048)]
     lines = []
     for i, (g, ms) in enumerate(zip(graphs, _time_graphs(graphs), strict=True)):
@@ -355,7 +356,7 @@ def test_additive_penalties_stay_within_a_multiple_of_the_rate(
     dataset: tuple[list[GraphFeatures], np.ndarray],
 ) -> None:
     """No small-channel/misaligned/small-map penalty above PENALTY_CAP x its kind's MAC rate."""
-    from latency_models._predictors import _BASIS, PENALTY_CAP
+    from latency_models.predictors._additive import _BASIS, PENALTY_CAP
 
     feats, y = dataset
     est = KernelAdditivePredictor().fit(feats, y)

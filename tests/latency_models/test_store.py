@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import latency_models._store as store_mod
+import latency_models.measurement._store as store_mod
 from latency_models import (
     IncompatibleArtifactError,
     Measurement,
@@ -15,7 +15,7 @@ from latency_models import (
     measure,
     measure_cached,
 )
-from latency_models._check import conv_stack, mlp
+from latency_models.profiling._check import conv_stack, mlp
 
 FAST = {"max_seconds": 0.1, "warmup_s": 0.01}
 
@@ -225,7 +225,7 @@ def test_training_label_is_the_best_session_of_the_newest_runtime_and_host() -> 
 
 def test_stored_graphs_are_laid_out_for_the_host_that_measured_them() -> None:
     from latency_models import graph_features, training_data
-    from latency_models._nchwc import host_nchwc_block
+    from latency_models.measurement._host import host_nchwc_block
 
     here = host_nchwc_block()
     other = 24 - here  # an agent's CPU of the other x86-64 kind (8 on AVX2, 16 on AVX-512F)

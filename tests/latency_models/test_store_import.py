@@ -25,9 +25,9 @@ from latency_models import (
     remove_device,
     training_data,
 )
-from latency_models._check import mlp
-from latency_models._predictors import GraphBoostPredictor
-from latency_models._store import default_store_path
+from latency_models.measurement._store import default_store_path
+from latency_models.predictors._trees import GraphBoostPredictor
+from latency_models.profiling._check import mlp
 
 GRAPH = mlp(8, 1).SerializeToString()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from nas._pareto import RunResults, TrialRow, pareto_mask
+from nas.results._pareto import RunResults, TrialRow, pareto_mask
 
 OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
 BASE = {"accuracy": 97.0, "latency_ms": {"predicted": 1.0, "measured": 1.1}, "memory_mb": 2.0}

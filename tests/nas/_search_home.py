@@ -21,7 +21,7 @@ def profiled_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             device_predictor("local-cpu")
         except PredictorNotFoundError:
             from nas import get_task
-            from nas._profile import profile_device
+            from nas.searching._profile import profile_device
 
             get_task("digits-resnet")  # train it first: profiling time is for measuring
             profile_device(

@@ -1,7 +1,7 @@
 import pytest
 
 from nas import BudgetError
-from nas._budget import BUDGET_KEYS, Budget, directions, parse_budget, parse_objectives
+from nas.searching._budget import BUDGET_KEYS, Budget, directions, parse_budget, parse_objectives
 
 
 def test_parse_objectives_canonical_and_aliases() -> None:

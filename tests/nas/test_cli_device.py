@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from latency_models import MeasurementStore
-from latency_models._check import mlp
 from latency_models.agent import make_server
+from latency_models.profiling._check import mlp
 from nas.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")

@@ -9,11 +9,11 @@ import optuna
 import pytest
 
 from latency_models import DEVICES, MeasurementStore
-from latency_models._check import mlp
+from latency_models.profiling._check import mlp
 from nas._errors import RunError, TaskError, UnknownNameError
-from nas._export import load_exported, trusted_task_spec
-from nas._run import check_run_dir_writable, make_storage
 from nas.cli import main
+from nas.results._export import load_exported, trusted_task_spec
+from nas.searching._run import check_run_dir_writable, make_storage
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -80,7 +80,7 @@ def test_storage_and_run_study_translate_damage(tmp_path: Path) -> None:
         make_storage(f"sqlite:///{db}")
     run = _run_folder(tmp_path / "run")
     _damage(run / "study.db", "truncated")
-    from nas._run import open_run
+    from nas.searching._run import open_run
 
     with pytest.raises(RunError, match=r"is damaged \(database disk image is malformed\)"):
         open_run(run).study  # noqa: B018
@@ -100,7 +100,7 @@ def test_run_dir_writability_is_checked_first(
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("nas._run.os.fsync", full)
+    monkeypatch.setattr("nas.searching._run.os.fsync", full)
     with pytest.raises(RunError, match="No space left on device; free some space"):
         check_run_dir_writable(tmp_path / "run2")
 

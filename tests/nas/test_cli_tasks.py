@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from _task_fixtures import bundled_home
 
-from nas._train import num_threads
 from nas.cli import main
+from nas.tasks._train import num_threads
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from nas import BudgetError, UnknownNameError
-from nas._config import ConfigError, SearchConfig
+from nas.searching._config import ConfigError, SearchConfig
 
 
 def test_defaults_and_round_trip(tmp_path: Path) -> None:

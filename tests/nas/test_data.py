@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas._data import MNIST_MEAN, MNIST_STD, _split_indices, load_digits, load_mnist
+from nas.tasks._data import MNIST_MEAN, MNIST_STD, _split_indices, load_digits, load_mnist
 
 
 def test_mnist_loads_28x28_split_4000_1000() -> None:

@@ -17,8 +17,8 @@ from _real_run import real_run
 
 import nas
 from nas import RunError, UsageError
-from nas._export import candidates, export, load_exported
-from nas._pareto import read_run
+from nas.results._export import candidates, export, load_exported
+from nas.results._pareto import read_run
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def _fp32_trial(run: Path) -> int:
 def test_fp32_export_rebuilds_with_hwnas(run: Path, tmp_path: Path) -> None:
     import torch
 
-    from nas._onnx_eval import onnx_logits
+    from nas.tasks._onnx_eval import onnx_logits
 
     out = tmp_path / "fp32"
     export(run, _fp32_trial(run), out_dir=out, finetune_steps=10, measure_seconds=0.2)
@@ -124,7 +124,7 @@ def test_refusals_and_nothing_half_written(
     with pytest.raises(RunError, match="trial 99 is not a finished trial"):
         export(run, 99, out_dir=tmp_path / "x")
 
-    import nas._export as ex
+    import nas.results._export as ex
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("device unplugged")

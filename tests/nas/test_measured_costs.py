@@ -13,19 +13,19 @@ from _search_home import profiled_home
 
 import nas
 from latency_models import DeviceSpec, MeasurementError, MeasurementStore
-from latency_models._check import conv_stack
-from latency_models._measure import check_measurement
+from latency_models.measurement._measure import check_measurement
+from latency_models.profiling._check import conv_stack
 from nas import BudgetError
-from nas._budget import parse_budget
-from nas._calibration import Calibration, PredictorTracker, quarter_errors
-from nas._costs import (
+from nas.results._export import candidates
+from nas.results._pareto import read_run
+from nas.searching._budget import parse_budget
+from nas.searching._calibration import Calibration, PredictorTracker, quarter_errors
+from nas.searching._costs import (
     UNREACHABLE,
     MeasurementLane,
     predictor_warning,
     session_noise_pct,
 )
-from nas._export import candidates
-from nas._pareto import read_run
 
 
 @pytest.fixture(scope="module")

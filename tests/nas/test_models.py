@@ -5,7 +5,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from nas._models import (
+from nas.tasks._models import (
     BasicBlock,
     InvertedResidual,
     MobileNetV2,

@@ -8,8 +8,8 @@ from _search_home import profiled_home
 
 import nas
 from nas import BudgetError
-from nas._budget import BUDGET_KEYS, COST_OBJECTIVES, parse_budget, parse_objectives
 from nas._objectives import OBJECTIVES, Objective, register_objective
+from nas.searching._budget import BUDGET_KEYS, COST_OBJECTIVES, parse_budget, parse_objectives
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import operator
 
 import pytest
 
-from nas._parallel import RayExecutor, SerialExecutor, make_executor
+from nas.searching._parallel import RayExecutor, SerialExecutor, make_executor
 
 
 def _square(context: int, payload: int) -> int:

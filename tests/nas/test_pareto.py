@@ -13,7 +13,7 @@ import pytest
 from _front_data import make_fake_run, make_results
 
 from nas import RunError, UsageError
-from nas._pareto import format_rows, pareto_mask, read_run
+from nas.results._pareto import format_rows, pareto_mask, read_run
 
 
 def test_pareto_mask_mixed_directions_and_constraints() -> None:
@@ -164,7 +164,7 @@ def test_old_runs_read_as_predicted(fake_run: Path) -> None:
 
 
 def test_budget_text() -> None:
-    from nas._pareto import budget_text
+    from nas.results._pareto import budget_text
 
     assert budget_text({}) == "none"
     assert budget_text({"latency_ms": 0.8, "accuracy_drop": 3.0}) == (

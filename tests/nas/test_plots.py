@@ -11,7 +11,7 @@ import pytest
 from _front_data import make_results
 
 from nas import UsageError
-from nas._plots import figure_html, front_figure, front_html, objective_pairs, plot_front
+from nas.results._plots import figure_html, front_figure, front_html, objective_pairs, plot_front
 
 
 def test_objective_pairs() -> None:

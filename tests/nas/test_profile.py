@@ -20,7 +20,7 @@ def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_profile_then_eval_then_resume(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nas import _profile
+    from latency_models.profiling import _profile
 
     # nothing kept back for the final fit, so adaptive rounds fit in this tiny budget
     monkeypatch.setattr(_profile, "_final_fit_reserve_s", lambda *_: 0.0)
@@ -91,8 +91,9 @@ def test_profile_with_task_measures_its_variants(
 def test_profile_sweep_choice() -> None:
     """--sweep picks the generic graphs; a bad value is refused before anything is measured."""
     from latency_models import get_device
+    from latency_models.profiling._profile import _candidates
     from nas import load_task
-    from nas._profile import _candidates, _resolve_sweep, profile_device
+    from nas.searching._profile import _resolve_sweep, profile_device
 
     digits = load_task("digits-resnet")  # 8x8 px digits
     assert _resolve_sweep("auto", None) is False
@@ -108,7 +109,7 @@ def test_profile_sweep_choice() -> None:
 
 
 def test_profile_keeps_time_for_the_final_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas import _profile
+    from latency_models.profiling import _profile
 
     lines: list[str] = []
     # a final fit estimated at more than the budget leaves no time for adaptive rounds
@@ -123,7 +124,7 @@ def test_profile_keeps_time_for_the_final_fit(monkeypatch: pytest.MonkeyPatch) -
 
 def test_initial_set_goes_on_until_a_fit_is_possible() -> None:
     from latency_models import MeasurementStore, training_data
-    from nas import _profile
+    from latency_models.profiling import _profile
 
     # a share of the budget that measures one graph: the set goes on to MIN_GRAPHS (it
     # raised "only 1 graphs measured" before, with most of the budget unspent)
@@ -139,13 +140,13 @@ def test_profiled_graphs_are_laid_out_for_the_measuring_host(
 ) -> None:
     """A device behind an agent may block channels unlike this machine: its measurements
     say how (``host_info["nchwc_block"]``), and the features the profile stores follow."""
-    import latency_models._bench as bench
+    import latency_models.measurement._bench as bench
     from latency_models import MeasurementStore, get_device, graph_hash, training_data
-    from latency_models._nchwc import host_nchwc_block
-    from nas._profile import _measure_one
+    from latency_models.measurement._host import host_nchwc_block
+    from latency_models.profiling._profile import _measure_one
 
     other = 24 - host_nchwc_block()
-    monkeypatch.setattr(bench, "_nchwc_block", lambda: other)  # what the agent's host reports
+    monkeypatch.setattr(bench, "host_nchwc_block", lambda: other)  # what the agent's host reports
     store = MeasurementStore("local-cpu")
     graph = random_network(3, size=16)
     measured = _measure_one("g", graph, get_device("local-cpu"), store, {"max_seconds": 0.05})

@@ -16,14 +16,20 @@ from _measured_run import PREDICTION_ERROR, make_measured_run
 from _real_run import real_run
 
 from nas import RunError, UsageError
-from nas._hypervolume import (
+from nas.results._hypervolume import (
     hypervolume,
     hypervolume_history,
     hypervolume_reference,
     normalised_losses,
 )
-from nas._pareto import read_run
-from nas._report import error_summary, latency_errors, policy, predictor_errors, write_report
+from nas.results._pareto import read_run
+from nas.results._report import (
+    error_summary,
+    latency_errors,
+    policy,
+    predictor_errors,
+    write_report,
+)
 
 
 def test_hypervolume_known_values() -> None:

@@ -14,8 +14,8 @@ from _browser import Page, find_chromium
 from _front_data import make_fake_run
 from _measured_run import make_measured_run
 
-from nas._pareto import read_run
-from nas._report import write_report
+from nas.results._pareto import read_run
+from nas.results._report import write_report
 
 N_TRIALS = 16
 

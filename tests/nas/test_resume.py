@@ -12,8 +12,8 @@ from _search_home import profiled_home
 from optuna.trial import TrialState
 
 from nas import open_run
-from nas._search import count_finished
 from nas.cli import main
+from nas.searching._search import count_finished
 
 
 @pytest.fixture(scope="module")

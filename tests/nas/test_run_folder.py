@@ -6,8 +6,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import RunError
-from nas._config import SearchConfig
-from nas._run import (
+from nas.searching._config import SearchConfig
+from nas.searching._run import (
     STUDY_NAME,
     make_storage,
     open_run,
@@ -15,7 +15,7 @@ from nas._run import (
     set_finished_trial_user_attr,
     storage_url,
 )
-from nas._search import check_run_folder, count_finished, fail_interrupted_trials
+from nas.searching._search import check_run_folder, count_finished, fail_interrupted_trials
 
 
 def _make_run(tmp_path: Path, **settings: object) -> tuple[SearchConfig, optuna.Study]:

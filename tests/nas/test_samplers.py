@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from nas import UnknownNameError
-from nas._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from nas.searching._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 
 
 def test_registry_names() -> None:

@@ -7,9 +7,9 @@ from optuna.trial import TrialState
 
 import nas
 from nas import BudgetError, RunError
-from nas._search import count_finished
-from nas._trial import FAIL_TRIALS_ENV
 from nas.cli import main
+from nas.searching._search import count_finished
+from nas.searching._trial import FAIL_TRIALS_ENV
 
 
 @pytest.fixture(scope="module")

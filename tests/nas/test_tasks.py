@@ -14,9 +14,9 @@ from torch import nn
 
 import nas
 from nas import TaskError, UnknownNameError
-from nas import _tasks as tasks_mod
-from nas._tasks import TASKS, Task, get_task, list_tasks, load_task
-from nas._train import TrainConfig, evaluate, num_threads
+from nas.tasks import _tasks as tasks_mod
+from nas.tasks._tasks import TASKS, Task, get_task, list_tasks, load_task
+from nas.tasks._train import TrainConfig, evaluate, num_threads
 
 BUNDLED = ["digits-mobilenetv2", "digits-resnet", "mnist-mobilenetv2", "mnist-resnet"]
 
@@ -81,7 +81,7 @@ class _Records(logging.Handler):
 @pytest.fixture()
 def task_log():
     handler = _Records()
-    logger = logging.getLogger("nas._tasks")
+    logger = logging.getLogger("nas.tasks._tasks")
     old = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

@@ -9,9 +9,9 @@ import torch
 from _task_fixtures import bundled_home
 from torch import nn
 
-from nas._onnx_eval import evaluate_onnx, onnx_logits
-from nas._tasks import Task, get_task
-from nas._train import (
+from nas.tasks._onnx_eval import evaluate_onnx, onnx_logits
+from nas.tasks._tasks import Task, get_task
+from nas.tasks._train import (
     _TEACHER_LOGITS,
     distill,
     evaluate,

@@ -7,10 +7,10 @@ import optuna
 import pytest
 from _search_home import profiled_home
 
-from nas._budget import Budget
-from nas._config import SearchConfig
-from nas._search import build_context
-from nas._warmstart import UNIFORM_MARGIN, enqueue_warm_start, params_of, uniform_configs
+from nas.searching._budget import Budget
+from nas.searching._config import SearchConfig
+from nas.searching._search import build_context
+from nas.searching._warmstart import UNIFORM_MARGIN, enqueue_warm_start, params_of, uniform_configs
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_uniform_baselines_within_the_limit_seed_the_search(home: Path, tmp_path: Path) -> None:
-    from nas._base import costs_of
+    from nas.searching._base import costs_of
 
     ctx = build_context(SearchConfig(task="digits-resnet", device="local-cpu"))
     base, _ = costs_of(ctx, ctx.space.identity(), tmp_path, "base")

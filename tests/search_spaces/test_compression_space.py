@@ -129,7 +129,7 @@ def test_describe_and_summarize() -> None:
 
 @pytest.mark.parametrize("family", ["resnet", "mobilenetv2"])
 def test_bundled_model_families(family: str) -> None:
-    models = pytest.importorskip("nas._models")
+    models = pytest.importorskip("nas.tasks._models")
     torch.manual_seed(0)
     model = models.build_model(family).eval()
     x = torch.randn(2, 1, 28, 28)

@@ -1,0 +1,1 @@
+"""Measuring a graph on a device: the timing loop, agents, Ray nodes and the store."""

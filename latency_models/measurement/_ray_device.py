@@ -1,0 +1,80 @@
+"""Measure on a Ray node that holds a custom resource (device location ``"ray:RESOURCE"``).
+
+The task asks for one unit of the resource and no CPU, so it runs on the node that holds
+the resource and two measurements never overlap (give each benchmark node exactly one unit:
+``ray start --resources='{"bench": 1}'``). Asking for no CPU keeps a busy cluster whose CPUs
+are all taken by training trials from starving the measurement (an idle-CPU wait was seen
+with Ray 2.x); keep other work off the benchmark node if you want clean numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from latency_models._errors import AgentTimeoutError, GraphRejectedError, MeasurementError
+from latency_models.devices import DeviceSpec
+
+
+def _remote_benchmark(data: bytes, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from latency_models.measurement._bench import benchmark
+
+    return benchmark(data, **kwargs)
+
+
+def measure_on_ray(
+    data: bytes, device: DeviceSpec, opts: Mapping[str, Any], *, timeout: float
+) -> dict[str, Any]:
+    """Run the benchmark in a Ray task holding ``{RESOURCE: 1}``.
+
+    Uses the Ray session this process already started (``ray.init``); otherwise connects to
+    a running cluster (``$RAY_ADDRESS`` or ``"auto"``).
+
+    Raises:
+        MeasurementError: no cluster, or no node holds the resource.
+        AgentTimeoutError: no result within ``timeout`` seconds.
+        GraphRejectedError: onnxruntime on the node rejected the graph.
+    """
+    import os
+
+    import ray
+
+    resource = device.location.split(":", 1)[1]
+    if not ray.is_initialized():
+        try:
+            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
+        except Exception as exc:  # ConnectionError and Ray's own
+            raise MeasurementError(
+                f"device {device.name!r} runs on Ray resource {resource!r}, but no Ray cluster is "
+                f'running: {exc}. Start one with `ray start --head --resources=\'{{"{resource}": '
+                "1}'` or call ray.init(resources=...) first."
+            ) from exc
+    available = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    if available.get(resource, 0) < 1:
+        raise MeasurementError(
+            f"no Ray node holds resource {resource!r} (device {device.name!r}); cluster "
+            f"resources: {sorted(available)}. Start the benchmark node with "
+            f"`ray start --resources='{{\"{resource}\": 1}}'`."
+        )
+    kwargs = {
+        "threads": device.threads,
+        "batch_size": device.batch_size,
+        "providers": list(device.providers),
+        "energy_meter": device.energy_meter,
+        **opts,
+    }
+    task = ray.remote(num_cpus=0, resources={resource: 1}, max_retries=0)(_remote_benchmark)
+    ref = task.remote(data, kwargs)
+    try:
+        result: dict[str, Any] = ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError as exc:
+        ray.cancel(ref, force=True)
+        raise AgentTimeoutError(
+            f"the Ray measurement on {resource!r} gave no result within {timeout:g} s."
+        ) from exc
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if type(cause).__name__ == "GraphRejected":
+            raise GraphRejectedError(f"{cause} (device {device.name!r})") from exc
+        raise MeasurementError(f"the Ray measurement on {resource!r} failed: {exc}") from exc
+    return result

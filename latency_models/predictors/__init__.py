@@ -1,0 +1,16 @@
+"""Learned latency / energy predictors over graph features (scikit-learn contract).
+
+Kinds, registered in :data:`PREDICTORS` under their ``name``: ``flops`` (MACs plus a
+constant, the baseline every report compares against) and ``additive`` (a non-negative cost
+per fused kernel kind) in :mod:`._additive`; ``graph-gbt`` and ``additive-gbt`` (boosted
+trees on graph totals, alone or as a correction) in :mod:`._trees`; ``kernel`` and
+``combined`` (learned from per-kernel times) in :mod:`._kernel_predictor`.
+:func:`~latency_models.fit_predictor` fits ``combined`` when kernel times are given for a
+latency target, else ``additive``. Predictions use numpy only, so a saved predictor predicts
+bit-identically without scikit-learn's estimators, torch or the training data.
+"""
+
+from __future__ import annotations
+
+# Importing the kinds registers them in PREDICTORS.
+from latency_models.predictors import _additive, _kernel_predictor, _trees  # noqa: F401

@@ -1,0 +1,1 @@
+"""Results of a run: the Pareto front, plots, the report and export."""

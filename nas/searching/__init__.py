@@ -1,0 +1,1 @@
+"""The search: settings, budgets, trials, measured costs, the Optuna study and its driver."""

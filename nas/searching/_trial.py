@@ -1,0 +1,310 @@
+"""One candidate of a search: apply, export, predict its cost, recover and evaluate it.
+
+:func:`evaluate_trial` is what a worker (the driver itself, or a Ray task) runs for one
+trial. It takes a :class:`TrialContext` (shipped to Ray once) and a small payload (the trial
+number and its config as a dict) and returns a plain dict: the objective values, the
+constraint values and the user attributes to record. It never raises for a bad candidate:
+an error comes back as ``{"error": ...}`` and the driver records a failed trial.
+
+Phases, each timed into ``user_attrs["timings_s"]``:
+
+1. ``apply``: ``space.apply(base, config)``, a physically smaller model.
+2. ``export``: ONNX with int8 layers as static QDQ (calibrated on training images).
+3. ``predict``: latency (and energy, if the device has a measured-energy predictor) from the
+   device's predictors, the latency through the search's running calibration
+   (``nas.searching._costs.Calibration``, sent in the payload); memory computed from the graph
+   (weights at their bit-widths plus peak activations); energy otherwise estimated
+   analytically and labelled so.
+4. a candidate predicted far outside the budget stops here, recorded as infeasible with no
+   accuracy (``rejected_before_training``).
+5. ``train``: BatchNorm recalibration and a short distillation from the base model.
+6. ``eval``: top-1 on the validation set, of the quantized ONNX graph in onnxruntime when
+   the config has layers below 32 bits (what will run), else of the torch model.
+
+With ``ctx.measure_costs`` a trained candidate's graph comes back in the result
+(``"graph"``, ONNX bytes), for the driver to measure on the device (``_costs``): workers
+never measure, so measurements never share cores with training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas._objectives import OBJECTIVES, Objective
+from nas.searching._budget import Budget
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from nas.tasks._tasks import Task
+
+_logger = logging.getLogger(__name__)
+
+FAIL_TRIALS_ENV = "HWNAS_FAIL_TRIALS"
+"""Testing hook: comma-separated trial numbers whose evaluation raises on purpose."""
+
+BYTES_PER_MB = 1e6
+
+
+def computed_objectives() -> tuple[Objective, ...]:
+    """The registered objectives computed from a candidate's graph."""
+    return tuple(o for o in OBJECTIVES.values() if o.source == "computed")
+
+
+class InjectedTrialFailure(RuntimeError):
+    """Raised for the trial numbers listed in ``$HWNAS_FAIL_TRIALS`` (tests only)."""
+
+
+@dataclass
+class TrialContext:
+    """Everything a worker needs to evaluate candidates (shipped to Ray once).
+
+    Attributes:
+        task: The task (base model, train/val data, example input).
+        space: The compression space of the base model.
+        device: The target ``DeviceSpec``.
+        predictors: Target (``latency_ms``, ``energy_mj``) -> fitted predictor.
+        energy_source: ``"measured-predictor"`` or ``"estimated"``.
+        objectives: Objective names, in the order of the study's values.
+        budget: The budget.
+        base_accuracy: Top-1 of the base model on the validation set, in %.
+        recovery_steps: Distillation steps per candidate.
+        recovery_batch_size: Images per distillation step.
+        recovery_lr: Learning rate of the distillation.
+        reject_factor: Reject before training above this many times a cost limit.
+        calibration: Training images that calibrate int8 layers, (N, C, H, W).
+        seed: Seed of the recovery (the same for every trial, so trials compare alike).
+        fail_trials: Trial numbers that raise on purpose (testing hook).
+        measure_costs: Return each trained candidate's graph for the driver to measure.
+        computed: The computed objectives (``memory_mb`` and any registered ones), taken
+            from the registry where the search started, so that Ray workers have them.
+    """
+
+    task: Task
+    space: Any
+    device: Any
+    predictors: dict[str, Any]
+    energy_source: str
+    objectives: tuple[str, ...]
+    budget: Budget
+    base_accuracy: float
+    recovery_steps: int
+    recovery_batch_size: int
+    recovery_lr: float
+    reject_factor: float
+    calibration: torch.Tensor
+    seed: int = 0
+    fail_trials: frozenset[int] = field(default_factory=frozenset)
+    measure_costs: bool = False
+    computed: tuple[Objective, ...] = field(default_factory=computed_objectives)
+
+
+def fail_trials_from_env() -> frozenset[int]:
+    """Trial numbers listed in ``$HWNAS_FAIL_TRIALS`` (testing hook)."""
+    raw = os.environ.get(FAIL_TRIALS_ENV, "")
+    return frozenset(int(part) for part in raw.split(",") if part.strip())
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = round(timings.get(phase, 0.0) + time.perf_counter() - start, 4)
+
+
+def export_graph(ctx: TrialContext, model: nn.Module, config: Any, path: Path) -> Path:
+    """Export ``model`` (already applied with ``config``) to ONNX at ``path``."""
+    from search_spaces import export_onnx
+
+    exported = export_onnx(
+        model, config, ctx.task.example_input, path, calibration=ctx.calibration
+    )
+    return Path(getattr(exported, "path", path))
+
+
+def predict_costs(ctx: TrialContext, graph: Path) -> dict[str, float]:
+    """Predicted ``latency_ms`` and ``energy_mj``, and every computed objective, of ``graph``.
+
+    Computed objectives (``memory_mb`` and any registered with ``nas.register_objective``)
+    come from their own ``compute`` function; a value that is not a finite number fails the
+    trial with the objective's name.
+    """
+    from latency_models import estimate_energy_mj
+
+    costs: dict[str, float] = {}
+    costs["latency_ms"] = float(ctx.predictors["latency_ms"].predict([graph])[0])
+    if "energy_mj" in ctx.predictors:
+        costs["energy_mj"] = float(ctx.predictors["energy_mj"].predict([graph])[0])
+    else:
+        costs["energy_mj"] = float(estimate_energy_mj(graph))
+    for objective in ctx.computed:
+        assert objective.compute is not None  # checked by Objective
+        value = objective.compute(str(graph))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(
+                f"objective {objective.name!r} computed {value!r} for this candidate; its "
+                "compute function must return a finite number."
+            )
+        costs[objective.name] = float(value)
+    return costs
+
+
+def is_quantized(config: Any) -> bool:
+    """Whether ``config`` has any layer below 32 bits (its accuracy is taken in onnxruntime)."""
+    return any(bits < 32 for bits in config.bits.values())
+
+
+def recover_and_evaluate(
+    ctx: TrialContext,
+    model: nn.Module,
+    config: Any,
+    workdir: Path,
+    *,
+    steps: int,
+    timings: dict[str, float],
+) -> float:
+    """Recover ``model`` in place by distillation, then return its validation top-1 in %.
+
+    Quantized configs are re-exported after recovery and evaluated in onnxruntime.
+    """
+    from nas.tasks._train import evaluate, recover
+
+    with _timed(timings, "train"):
+        recover(
+            model,
+            ctx.task.model,
+            ctx.task,
+            steps=steps,
+            seed=ctx.seed,
+            batch_size=ctx.recovery_batch_size,
+            lr=ctx.recovery_lr,
+        )
+    X_val, y_val = ctx.task.val
+    with _timed(timings, "eval"):
+        if is_quantized(config):
+            from nas.tasks._onnx_eval import evaluate_onnx
+
+            path = export_graph(ctx, model, config, workdir / f"recovered-{steps}.onnx")
+            return float(evaluate_onnx(path, X_val, y_val))
+        return float(evaluate(model, X_val, y_val))
+
+
+def objective_values(
+    objectives: tuple[str, ...], accuracy: float | None, costs: Mapping[str, float]
+) -> list[float]:
+    """The study's values for one trial; a missing accuracy counts as 0 (dominated)."""
+    return [
+        (accuracy if accuracy is not None else 0.0) if name == "accuracy" else costs[name]
+        for name in objectives
+    ]
+
+
+def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate one candidate; never raises for a bad candidate (see the module docstring).
+
+    Args:
+        ctx: The shared context.
+        payload: ``{"number": trial number, "config": CompressionConfig.to_dict()}`` and
+            optionally ``"calibration"`` (``Calibration.to_dict()``).
+
+    Returns:
+        ``{"number", "values", "constraints", "user_attrs"}`` (and ``"graph"``, ONNX bytes,
+        when ``ctx.measure_costs`` and the candidate was trained), or ``{"number", "error",
+        "user_attrs"}`` when the evaluation raised.
+    """
+    from nas.searching._calibration import Calibration, int8_share
+    from search_spaces import CompressionConfig
+
+    number = int(payload["number"])
+    timings: dict[str, float] = {}
+    attrs: dict[str, Any] = {"timings_s": timings}
+    start = time.perf_counter()
+    try:
+        if number in ctx.fail_trials:
+            raise InjectedTrialFailure(f"trial {number} fails on purpose (${FAIL_TRIALS_ENV})")
+        config = CompressionConfig.from_dict(payload["config"])
+        with tempfile.TemporaryDirectory(prefix="hwnas-trial-") as tmp:
+            workdir = Path(tmp)
+            with _timed(timings, "apply"):
+                model = ctx.space.apply(ctx.task.model, config)
+            with _timed(timings, "export"):
+                graph = export_graph(ctx, model, config, workdir / "candidate.onnx")
+            with _timed(timings, "predict"):
+                costs = predict_costs(ctx, graph)
+            calibration = Calibration.from_dict(payload.get("calibration"))
+            attrs["predicted_raw_latency_ms"] = costs["latency_ms"]
+            costs["latency_ms"] = calibration.apply(
+                costs["latency_ms"], int8_share(payload["config"])
+            )
+            attrs["calibration_n"] = calibration.n
+            attrs["predicted"] = costs
+            graph_bytes = graph.read_bytes() if ctx.measure_costs else None
+            attrs["energy_source"] = ctx.energy_source
+            far = ctx.budget.far_outside(costs, factor=ctx.reject_factor)
+            accuracy: float | None = None
+            if far:
+                attrs["rejected_before_training"] = True
+                attrs["rejected_because"] = [
+                    f"{key} predicted {costs[key]:.4g} > {ctx.reject_factor:g} x limit "
+                    f"{ctx.budget.limits[key]:g}"
+                    for key in far
+                ]
+            else:
+                attrs["rejected_before_training"] = False
+                accuracy = recover_and_evaluate(
+                    ctx, model, config, workdir, steps=ctx.recovery_steps, timings=timings
+                )
+        attrs["accuracy"] = accuracy
+        values = objective_values(ctx.objectives, accuracy, costs)
+        constraints = ctx.budget.violations(
+            {**costs, "accuracy": accuracy}, base_accuracy=ctx.base_accuracy
+        )
+        timings["total"] = round(time.perf_counter() - start, 4)
+        result: dict[str, Any] = {
+            "number": number,
+            "values": values,
+            "constraints": constraints,
+            "user_attrs": attrs,
+        }
+        if graph_bytes is not None and accuracy is not None:
+            result["graph"] = graph_bytes
+        return result
+    except Exception as exc:  # a failed trial is recorded, and the search goes on
+        timings["total"] = round(time.perf_counter() - start, 4)
+        return {
+            "number": number,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=8),
+            "user_attrs": attrs,
+        }
+
+
+__all__ = [
+    "FAIL_TRIALS_ENV",
+    "InjectedTrialFailure",
+    "TrialContext",
+    "evaluate_trial",
+    "export_graph",
+    "fail_trials_from_env",
+    "is_quantized",
+    "objective_values",
+    "predict_costs",
+    "recover_and_evaluate",
+]

@@ -1,0 +1,1 @@
+"""Tasks: a model, its data, training and recovery, and accuracy of exported graphs."""
