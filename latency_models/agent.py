@@ -40,7 +40,8 @@ the body and the header ``X-Hwnas-Token: TOKEN`` (or ``Authorization: Bearer TOK
 Query options: ``threads``, ``batch_size``, ``providers`` (comma-separated),
 ``max_seconds`` (at most the agent's ``--max-seconds-limit``), ``target_rse``,
 ``min_samples``, ``warmup_s``, ``window_ms``, ``energy_meter``, ``pin_cpus``
-(comma-separated), ``seed``. Answers:
+(comma-separated), ``seed``, ``runtime`` (``latency_models.runtimes``; its package installed
+on the agent's host, and the ``runtimes`` folder copied next to a stand-alone agent). Answers:
 
 - 200: the benchmark result as JSON (see ``_bench.benchmark``) plus ``started_at`` and
   ``finished_at`` (agent clock, s since the epoch).
@@ -467,7 +468,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _options(self, query: str) -> dict[str, Any]:
         raw = {k: v[-1] for k, v in parse_qs(query).items()}
-        known = set(_FLOAT_OPTS) | set(_INT_OPTS) | {"providers", "energy_meter", "pin_cpus"}
+        known = set(_FLOAT_OPTS) | set(_INT_OPTS)
+        known |= {"providers", "energy_meter", "pin_cpus", "runtime"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown options {unknown}; valid: {sorted(known)}.")
@@ -487,6 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
             opts["providers"] = [p for p in raw["providers"].split(",") if p]
         if "energy_meter" in raw:
             opts["energy_meter"] = raw["energy_meter"]
+        if "runtime" in raw:
+            opts["runtime"] = raw["runtime"]
         for key, value in opts.items():
             low, high = self._range(key)
             if isinstance(value, (int, float)) and not low <= value <= high:

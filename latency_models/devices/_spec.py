@@ -51,6 +51,10 @@ class DeviceSpec:
         align: Channel alignment the kernels like (widths are multiples of it).
         energy_meter: ``"none"``, ``"rapl"`` or ``"nvml"``.
         description: Free text.
+        runtime: The runtime that runs the graph (:mod:`latency_models.runtimes`):
+            ``"onnxruntime"``, ``"openvino"``, ``"ncnn"``, ``"mnn"`` or ``"tvm"``.
+            ``precisions`` defaults to what it executes natively (int8 only where it has
+            an int8 path); asking it for more is refused here, not in a trial.
     """
 
     name: str
@@ -59,10 +63,11 @@ class DeviceSpec:
     batch_size: int = 1
     location: str = "local"
     token: str | None = field(default=None, repr=False)
-    precisions: tuple[int, ...] = (32, 8)
+    precisions: tuple[int, ...] | None = None
     align: int = 8
     energy_meter: str = "none"
     description: str = ""
+    runtime: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -98,12 +103,20 @@ class DeviceSpec:
         object.__setattr__(self, "location", loc.rstrip("/"))
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise ValueError("DeviceSpec.token must be a non-empty string or None.")
-        precisions = tuple(self.precisions)
+        backend = _backend(self.runtime)
+        native = (32, 8) if backend.int8 else (32,)
+        precisions = native if self.precisions is None else tuple(self.precisions)
         bad = [p for p in precisions if p not in PRECISIONS]
         if not precisions or bad:
             raise ValueError(
                 f"DeviceSpec.precisions must be a non-empty subset of {list(PRECISIONS)}, got "
                 f"{self.precisions!r}. Example: (32, 8)."
+            )
+        if self.runtime != "onnxruntime" and set(precisions) - set(native):
+            raise ValueError(
+                f"DeviceSpec.precisions {list(precisions)} asks {self.runtime} for bit-widths it "
+                f"does not execute natively; it runs {list(native)}. Leave precisions out, or "
+                f"use precisions={native}."
             )
         object.__setattr__(self, "precisions", precisions)
         if self.energy_meter not in METER_KINDS:
@@ -154,6 +167,18 @@ class DeviceSpec:
         return cls(**data)
 
 
+def _backend(name: object) -> Any:
+    """The runtime backend ``name`` names; ValueError lists the known ones."""
+    from latency_models.runtimes import get_runtime
+
+    if not isinstance(name, str):
+        raise ValueError(f"DeviceSpec.runtime must be a runtime name, got {name!r}.")
+    try:
+        return get_runtime(name)
+    except ValueError as exc:
+        raise ValueError(f"DeviceSpec.runtime: {exc}") from exc
+
+
 def devices_dir() -> Path:
     """Where user devices are saved: ``home_dir()/devices``."""
     return home_dir() / "devices"
@@ -164,17 +189,20 @@ def device_file(name: str) -> Path:
     return devices_dir() / f"{name}.json"
 
 
-BUILTIN_NAMES = ("local-cpu", "local-cpu-2t")
+_OTHER_RUNTIMES = ("openvino", "ncnn", "mnn", "tvm")
+BUILTIN_NAMES = ("local-cpu", "local-cpu-2t", *(f"local-{r}" for r in _OTHER_RUNTIMES))
 
 
 def _builtin(name: str) -> DeviceSpec:
     meter = "rapl" if rapl_readable() else "none"
-    threads = 1 if name == "local-cpu" else 2
+    threads = 2 if name == "local-cpu-2t" else 1
+    runtime = name[len("local-") :] if name[len("local-") :] in _OTHER_RUNTIMES else "onnxruntime"
     return DeviceSpec(
         name=name,
         threads=threads,
         energy_meter=meter,
-        description=f"this machine's CPU, onnxruntime with {threads} thread(s)",
+        runtime=runtime,
+        description=f"this machine's CPU, {runtime} with {threads} thread(s)",
     )
 
 

@@ -126,6 +126,8 @@ def measure_on_agent(
         "providers": ",".join(device.providers),
         "energy_meter": device.energy_meter,
     }
+    if device.runtime != "onnxruntime":  # an older agent answers 400 naming the option
+        query["runtime"] = device.runtime
     for key, value in opts.items():
         if value is None:
             continue

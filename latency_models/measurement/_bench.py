@@ -317,6 +317,7 @@ def benchmark(
     pin_cpus: Sequence[int] | None = None,
     seed: int = 0,
     kernel_times_s: float = 0.0,
+    runtime: str = "onnxruntime",
 ) -> dict[str, Any]:
     """Time ``model`` in a fresh onnxruntime session (see the module docstring for how).
 
@@ -335,7 +336,11 @@ def benchmark(
         pin_cpus: CPUs to pin the measuring thread and its session's threads to.
         seed: Seed of the random inputs.
         kernel_times_s: When > 0, also time each kernel with onnxruntime's profiler for
-            about this long, in sessions of its own (:func:`profile_kernels`).
+            about this long, in sessions of its own (:func:`profile_kernels`; onnxruntime
+            only).
+        runtime: The device runtime (:mod:`latency_models.runtimes`); other than
+            ``"onnxruntime"``, the graph is converted and loaded by that runtime's backend
+            and timed by the same loop (``providers`` is then ignored).
 
     Returns:
         A JSON-able dict: ``latency_ms`` (median per run), ``p10_ms``, ``p90_ms``, ``cv``,
@@ -361,14 +366,21 @@ def benchmark(
     _warm_runtime()
     with _pinned(pin_cpus):
         memory.start()
-        session = _session(model, providers, threads)
-        feeds, notes = make_inputs(session, batch_size, seed)
-        run = session.run
+        prepared = None
+        if runtime == "onnxruntime":
+            session = _session(model, providers, threads)
+            feeds, notes = make_inputs(session, batch_size, seed)
+            run = session.run
+        else:
+            prepared = _prepare(runtime, model, threads, batch_size, seed)
+            feeds, notes = prepared.inputs, list(prepared.notes)
+            run = _no_args(prepared.run)
+            kernel_times_s = 0.0  # the runtime's profiler is not read
         try:
             run(None, feeds)
         except Exception as exc:
             hint = f" ({'; '.join(notes)}: export with static shapes)" if notes else ""
-            raise GraphRejected(f"onnxruntime failed to run the graph{hint}: {exc}") from exc
+            raise GraphRejected(f"{runtime} failed to run the graph{hint}: {exc}") from exc
         # warm-up: estimate the time of one run
         warm: list[float] = []
         t_end = time.perf_counter() + min(warmup_s, max_seconds)
@@ -394,6 +406,11 @@ def benchmark(
             else None
         )
     times, timed_s, energy_j = samples
+    version = runtime_version()
+    if prepared is not None:
+        version = _runtime_of(runtime).version()
+        notes.append(f"{runtime} ran {prepared.precision} kernels")
+        prepared.close()
     n_runs = len(times) * k
     arr = np.asarray(times)
     energy_mj = None if energy_j is None else energy_j / n_runs * 1e3
@@ -413,7 +430,8 @@ def benchmark(
         "energy_note": meter_note,
         "peak_memory_bytes": peak,
         "memory_source": memory.source,
-        "runtime_version": info["runtime"],
+        "runtime_version": version,
+        "runtime": runtime,
         "host": host_fingerprint(info),
         "host_info": info,
         "threads": threads,
@@ -422,6 +440,32 @@ def benchmark(
         "notes": notes,
         "kernel_times": kernels,
     }
+
+
+def _runtime_of(name: str) -> Any:
+    if __package__:
+        from latency_models.runtimes import get_runtime
+    else:  # a copied stand-alone agent: the runtimes folder sits next to this file
+        from runtimes import get_runtime  # type: ignore[no-redef,import-not-found]
+    return get_runtime(name)
+
+
+def _prepare(runtime: str, model: bytes, threads: int, batch_size: int, seed: int) -> Any:
+    """Load ``model`` in ``runtime``'s backend; its refusals become GraphRejected."""
+    backend = _runtime_of(runtime)
+    try:
+        return backend.prepare(model, threads=threads, batch_size=batch_size, seed=seed)
+    except ImportError as exc:  # RuntimeNotInstalledError: the message names the extra
+        raise ValueError(str(exc)) from exc
+    except ValueError as exc:
+        if type(exc).__name__ == "ConversionError":
+            raise GraphRejected(str(exc)) from exc
+        raise
+
+
+def _no_args(run: Any) -> Any:
+    """``run()`` in the shape of onnxruntime's ``session.run(None, feeds)``."""
+    return lambda _outputs, _feeds: run()
 
 
 KERNEL_TIME_RUNS = (20, 400)

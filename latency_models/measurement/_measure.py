@@ -339,6 +339,7 @@ def measure_raw_local(data: bytes, spec: DeviceSpec, opts: Mapping[str, Any]) ->
                 threads=spec.threads,
                 batch_size=spec.batch_size,
                 providers=spec.providers,
+                runtime=spec.runtime,
                 energy_meter=spec.energy_meter,
                 **opts,
             )

@@ -60,6 +60,7 @@ def measure_on_ray(
         "threads": device.threads,
         "batch_size": device.batch_size,
         "providers": list(device.providers),
+        "runtime": device.runtime,
         "energy_meter": device.energy_meter,
         **opts,
     }

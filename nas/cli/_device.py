@@ -125,7 +125,15 @@ class DeviceAddCommand(BaseCommand):
             help="comma-separated onnxruntime providers (default CPUExecutionProvider)",
         )
         parser.add_argument(
-            "--precisions", type=_int_list, default=(32, 8), help="bit-widths run (default 32,8)"
+            "--precisions",
+            type=_int_list,
+            default=None,
+            help="bit-widths run (default: what the runtime executes natively, 32,8 or 32)",
+        )
+        parser.add_argument(
+            "--runtime",
+            default="onnxruntime",
+            help="onnxruntime (default), openvino, ncnn, mnn or tvm",
         )
         parser.add_argument("--align", type=int, default=8, help="channel alignment (default 8)")
         parser.add_argument(
@@ -154,6 +162,7 @@ class DeviceAddCommand(BaseCommand):
                 align=args.align,
                 energy_meter=args.energy_meter,
                 description=args.description,
+                runtime=args.runtime,
             )
             add_device(spec, replace=args.replace)
         except ValueError as exc:
