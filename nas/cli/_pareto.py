@@ -124,6 +124,12 @@ class ExportCommand(BaseCommand):
             action="store_true",
             help="import and run the task the run folder names (only for folders you trust)",
         )
+        parser.add_argument(
+            "--runtime",
+            default=None,
+            help="also write and verify the runtime's own files (openvino, ncnn, mnn, tvm); "
+            "default: the run's device runtime",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         """Export and print where the files went."""
@@ -132,7 +138,7 @@ class ExportCommand(BaseCommand):
         steps = DEFAULT_FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
         result = export(
             args.run, args.trial, out_dir=args.out, finetune_steps=steps, force=args.force,
-            task=args.task, trust_task=args.trust_task,
+            task=args.task, trust_task=args.trust_task, runtime=args.runtime,
         )  # fmt: skip
         print(result.summary())
         return 0

@@ -227,6 +227,47 @@ def trusted_task_spec(stored: Any, *, task: str | None, trust_task: bool, source
     )
 
 
+def _device_runtime(settings: Mapping[str, Any]) -> str:
+    """The runtime of the run's device (onnxruntime where the device is gone)."""
+    from latency_models import UnknownNameError, get_device
+
+    try:
+        return str(get_device(str(settings.get("device") or "local-cpu")).runtime)
+    except UnknownNameError:
+        return "onnxruntime"
+
+
+def _write_runtime_files(folder: Path, report: dict[str, Any], runtime: str) -> None:
+    """Convert ``model.onnx`` to ``runtime``'s files, verified there, into ``report``.
+
+    Raises:
+        ExportError: the runtime is missing, refuses the graph, or disagrees with onnxruntime.
+    """
+    if runtime == "onnxruntime":
+        return
+    from latency_models.runtimes import get_runtime, verify
+
+    model = (folder / "model.onnx").read_bytes()
+    try:
+        backend = get_runtime(runtime)
+        check = verify(model, backend)
+        files = backend.convert(model, folder, name="model")
+    except (ImportError, ValueError) as exc:
+        raise ExportError(f"cannot export for {runtime}: {exc}") from exc
+    if not check["ok"]:
+        raise ExportError(
+            f"{runtime} disagrees with onnxruntime on the exported graph ({check}); nothing "
+            f"was written. Export for onnxruntime (--runtime onnxruntime) or another runtime."
+        )
+    report["runtime"] = {
+        "name": runtime,
+        "version": backend.version(),
+        "files": [p.name for p in files],
+        "verification": check,
+    }
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
 def export(
     run: Any,
     trial: int | None = None,
@@ -239,6 +280,7 @@ def export(
     measure_seconds: float = 3.0,
     task: str | None = None,
     trust_task: bool = False,
+    runtime: str | None = None,
 ) -> ExportResult:
     """Rebuild, fine-tune, verify, measure and write one trial of ``run``.
 
@@ -258,6 +300,9 @@ def export(
             ``file.py:function``); default the one the run names, if it is bundled.
         trust_task: Import and run the task the run names even when it is code (a run
             folder from someone else could name any code).
+        runtime: Also write the graph in this runtime's files (:mod:`latency_models.runtimes`),
+            verified there against onnxruntime; default the run's device runtime
+            (onnxruntime: ``model.onnx`` only).
 
     Returns:
         Where the files went, and the report.
@@ -318,6 +363,7 @@ def export(
             int8_agreement=int8_agreement,
             measure_seconds=measure_seconds,
         )
+        _write_runtime_files(tmp, report, runtime or _device_runtime(results.settings))
         _check_out_dir(out_dir, force)  # it may have appeared meanwhile
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -17,7 +17,7 @@ from _real_run import real_run
 
 import nas
 from nas import RunError, UsageError
-from nas.results._export import candidates, export, load_exported
+from nas.results._export import ExportError, candidates, export, load_exported
 from nas.results._pareto import read_run
 
 
@@ -145,3 +145,21 @@ def test_failed_trial_and_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["export", str(fake), "--trial", "7", "--out", str(tmp_path / "o")]) == 1
     assert "trial 7 is not a finished trial" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_export_writes_the_runtimes_files_verified_there(run: Path, tmp_path: Path) -> None:
+    from latency_models.runtimes import get_runtime
+
+    if not get_runtime("openvino").available():
+        pytest.skip("openvino is not installed (pip install 'hwnas[openvino]')")
+    out = tmp_path / "ov"
+    export(run, _fp32_trial(run), out_dir=out, finetune_steps=0, measure_seconds=0.2,
+           runtime="openvino")  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["runtime"]["name"] == "openvino"
+    assert report["runtime"]["verification"]["ok"] is True
+    assert {"model.xml", "model.bin"} <= {p.name for p in out.iterdir()}
+    with pytest.raises(ExportError, match="cannot export for nope: unknown runtime"):
+        export(run, _fp32_trial(run), out_dir=tmp_path / "x", finetune_steps=0,
+               measure_seconds=0.2, runtime="nope")  # fmt: skip
+    assert not (tmp_path / "x").exists()
