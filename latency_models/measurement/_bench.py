@@ -364,7 +364,7 @@ def benchmark(
     meter, meter_note = open_meter(energy_meter)
     memory = _PeakMemory()
     _warm_runtime()
-    with _pinned(pin_cpus):
+    with _pinned(pin_cpus), contextlib.ExitStack() as cleanup:
         memory.start()
         prepared = None
         if runtime == "onnxruntime":
@@ -372,7 +372,7 @@ def benchmark(
             feeds, notes = make_inputs(session, batch_size, seed)
             run = session.run
         else:
-            prepared = _prepare(runtime, model, threads, batch_size, seed)
+            prepared = cleanup.enter_context(_prepare(runtime, model, threads, batch_size, seed))
             feeds, notes = prepared.inputs, list(prepared.notes)
             run = _no_args(prepared.run)
             kernel_times_s = 0.0  # the runtime's profiler is not read
@@ -406,11 +406,9 @@ def benchmark(
             else None
         )
     times, timed_s, energy_j = samples
-    version = runtime_version()
+    version = runtime_version() if prepared is None else _runtime_of(runtime).version()
     if prepared is not None:
-        version = _runtime_of(runtime).version()
         notes.append(f"{runtime} ran {prepared.precision} kernels")
-        prepared.close()
     n_runs = len(times) * k
     arr = np.asarray(times)
     energy_mj = None if energy_j is None else energy_j / n_runs * 1e3

@@ -227,31 +227,23 @@ def trusted_task_spec(stored: Any, *, task: str | None, trust_task: bool, source
     )
 
 
-def _device_runtime(settings: Mapping[str, Any]) -> str:
-    """The runtime of the run's device (onnxruntime where the device is gone)."""
-    from latency_models import UnknownNameError, get_device
+def _runtime_files(onnx_path: Path, runtime: str) -> dict[str, Any] | None:
+    """Write ``runtime``'s files beside ``onnx_path``, verified there; their report entry.
 
-    try:
-        return str(get_device(str(settings.get("device") or "local-cpu")).runtime)
-    except UnknownNameError:
-        return "onnxruntime"
-
-
-def _write_runtime_files(folder: Path, report: dict[str, Any], runtime: str) -> None:
-    """Convert ``model.onnx`` to ``runtime``'s files, verified there, into ``report``.
+    None for onnxruntime (``model.onnx`` is its file).
 
     Raises:
         ExportError: the runtime is missing, refuses the graph, or disagrees with onnxruntime.
     """
     if runtime == "onnxruntime":
-        return
+        return None
     from latency_models.runtimes import get_runtime, verify
 
-    model = (folder / "model.onnx").read_bytes()
+    model = onnx_path.read_bytes()
     try:
         backend = get_runtime(runtime)
         check = verify(model, backend)
-        files = backend.convert(model, folder, name="model")
+        files = backend.convert(model, onnx_path.parent, name=onnx_path.stem)
     except (ImportError, ValueError) as exc:
         raise ExportError(f"cannot export for {runtime}: {exc}") from exc
     if not check["ok"]:
@@ -259,13 +251,12 @@ def _write_runtime_files(folder: Path, report: dict[str, Any], runtime: str) -> 
             f"{runtime} disagrees with onnxruntime on the exported graph ({check}); nothing "
             f"was written. Export for onnxruntime (--runtime onnxruntime) or another runtime."
         )
-    report["runtime"] = {
+    return {
         "name": runtime,
         "version": backend.version(),
         "files": [p.name for p in files],
         "verification": check,
     }
-    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 def export(
@@ -362,8 +353,8 @@ def export(
             seed=seed,
             int8_agreement=int8_agreement,
             measure_seconds=measure_seconds,
+            runtime=runtime,
         )
-        _write_runtime_files(tmp, report, runtime or _device_runtime(results.settings))
         _check_out_dir(out_dir, force)  # it may have appeared meanwhile
         _replace_dir(tmp, out_dir)
     except BaseException:
@@ -433,6 +424,7 @@ def _write_verified(
     seed: int,
     int8_agreement: float,
     measure_seconds: float,
+    runtime: str | None,
 ) -> dict[str, Any]:
     import torch
 
@@ -442,6 +434,7 @@ def _write_verified(
     _export_onnx(built, onnx_path, calibration=X_train[:n_calib].clone())
     verification, accuracy = _verify(built, onnx_path, int8_agreement=int8_agreement)
     measured = _measure(onnx_path, built.device, measure_seconds)
+    in_runtime = _runtime_files(onnx_path, runtime or built.device.runtime)
     torch.save(_checkpoint(built, results, row), tmp / "model.pt")
     report = _report(
         built,
@@ -455,6 +448,8 @@ def _write_verified(
         measured=measured,
         files={name: _file_info(tmp / name) for name in ("model.onnx", "model.pt")},
     )
+    if in_runtime is not None:
+        report["runtime"] = in_runtime
     (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
 
