@@ -63,7 +63,7 @@ class DeviceSpec:
     batch_size: int = 1
     location: str = "local"
     token: str | None = field(default=None, repr=False)
-    precisions: tuple[int, ...] | None = None
+    precisions: tuple[int, ...] = None  # type: ignore[assignment]  # None: the runtime's native ones
     align: int = 8
     energy_meter: str = "none"
     description: str = ""

@@ -130,7 +130,7 @@ def _one_thread() -> Any:
     On a few hundred graphs the threads cost more than they save; on a busy 2-core machine
     they made model choice 10x slower.
     """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn dep
+    from threadpoolctl import threadpool_limits  # sklearn dep
 
     return threadpool_limits(limits=1, user_api="openmp")
 
