@@ -48,12 +48,9 @@ if TYPE_CHECKING:
     from latency_models.features._kernel_times import align_kernel_times
     from latency_models.features._memory import MemoryFootprint, memory_footprint
     from latency_models.measurement._measure import Measurement, measure
-    from latency_models.measurement._store import (
-        MeasurementStore,
-        StoreCorruptedError,
-        StoredRecord,
-        measure_cached,
-    )
+    from latency_models.measurement._cached import measure_cached
+    from latency_models.measurement._records import StoredRecord
+    from latency_models.measurement._store import MeasurementStore, StoreCorruptedError
     from latency_models.predictors._additive import FlopsPredictor, KernelAdditivePredictor
     from latency_models.predictors._base import PREDICTORS, BaseLatencyPredictor, load_predictor
     from latency_models.predictors._energy_model import ENERGY_SOURCE, estimate_energy_mj
@@ -109,7 +106,7 @@ _LAZY: dict[str, str] = {
     "REFERENCE_GRAPHS": "latency_models.profiling._check",
     "RaplMeter": "latency_models.devices._meters",
     "StoreCorruptedError": "latency_models.measurement._store",
-    "StoredRecord": "latency_models.measurement._store",
+    "StoredRecord": "latency_models.measurement._records",
     "add_device": "latency_models.devices",
     "check_device": "latency_models.profiling._check",
     "device_predictor": "latency_models.predictors._persist",
@@ -121,7 +118,7 @@ _LAZY: dict[str, str] = {
     "list_devices": "latency_models.devices",
     "load_predictor": "latency_models.predictors._base",
     "measure": "latency_models.measurement._measure",
-    "measure_cached": "latency_models.measurement._store",
+    "measure_cached": "latency_models.measurement._cached",
     "memory_footprint": "latency_models.features._memory",
     "prediction_metrics": "latency_models.predictors._metrics",
     "predictor_path": "latency_models.predictors._persist",

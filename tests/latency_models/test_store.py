@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import latency_models.measurement._cached as cached_mod
 import latency_models.measurement._store as store_mod
 from latency_models import (
     IncompatibleArtifactError,
@@ -55,13 +56,13 @@ def test_put_get_records(home: Path) -> None:
 
 def test_measure_cached_reuses_unless_remeasure(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = store_mod.measure
+    real = cached_mod.measure
 
     def counting(*args: object, **kwargs: object) -> Measurement:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_mod, "measure", counting)
+    monkeypatch.setattr(cached_mod, "measure", counting)
     g = conv_stack(8, 8, 1)
     a = measure_cached(g, "local-cpu", **FAST)
     b = measure_cached(g, "local-cpu", features={"f": 1}, **FAST)
@@ -179,7 +180,7 @@ def test_graph_too_big_for_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(store_mod, "MAX_STORED_GRAPH_BYTES", n - 1)
     store = MeasurementStore("local-cpu")
     calls = []
-    monkeypatch.setattr(store_mod, "measure", lambda *a, **k: calls.append(1) or _fake(1.0))
+    monkeypatch.setattr(cached_mod, "measure", lambda *a, **k: calls.append(1) or _fake(1.0))
     with pytest.raises(ValueError, match=r"pass the path"):
         measure_cached(g, "local-cpu", store=store)
     assert calls == [] and len(store) == 0  # refused before measuring
