@@ -16,7 +16,8 @@ What ``make_task`` must return (``nas.Task``; checked when it is built):
   (N, C, H, W), ``y`` int64 of shape (N,).
 - ``example_input``: one input of batch size 1, e.g. ``X[:1]``, used for tracing and export.
 - ``metric``: ``"top1"`` (accuracy in percent); ``num_classes`` (0 infers it from labels);
-  ``description``: one line.
+  ``description``: one line. Data may also be a ``Dataset`` or ``DataLoader``, with a metric
+  and recovery loss of your own: see ``regression_task.py``.
 
 Here the data is scikit-learn's bundled 8x8 digits and the model a small CNN, trained with a
 plain PyTorch loop (a couple of seconds on one core). The trained weights are saved next to

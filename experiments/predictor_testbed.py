@@ -2,9 +2,10 @@
 
 Generates NAS-Bench-201-like cell networks (``_cells.py``) in families, measures each on each
 runtime (onnxruntime at two optimisation levels, plus any runtime ``latency_models.runtimes``
-offers), and for N = 20 / 100 / 300 training graphs fits every candidate of
-``latency_models.predictors._choice`` on op-level features, then scores them on held-out
-graphs, two of the families never seen in training. Also reports the labels' own repeat
+offers), and for N = 20 / 100 / 300 training graphs fits the predictor ``hwnas device fit``
+saves for such a device (:func:`latency_models.fit_predictor` on op-level features, model
+chosen on family-held-out folds) and every candidate it chose among, then scores them on
+held-out graphs, two of the families never seen in training. Also reports the labels' own repeat
 agreement, the 2%-near-zero robustness check and a few-shot transfer from other runtimes.
 
     python experiments/predictor_testbed.py --n-graphs 600 --seconds-per-graph 0.25
@@ -29,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _cells import FAMILIES, CellGraph, generate_graphs
 
+from latency_models import fit_predictor
 from latency_models.features._oplevel import OPLEVEL_FEATURES, oplevel_matrix
 from latency_models.predictors._baselines import opcount_columns
 from latency_models.predictors._choice import choose_model, default_candidates, score_predictions
@@ -191,6 +193,18 @@ def _test_scores(
     return out
 
 
+def fit_wired(X: np.ndarray, y: np.ndarray, fam: np.ndarray) -> Any:
+    """The predictor ``hwnas device fit`` would save for a device of another runtime.
+
+    Goes through :func:`latency_models.fit_predictor` on op-level features: labels checked,
+    wildly inconsistent ones left out, every candidate scored on family-held-out folds.
+    """
+    return fit_predictor(
+        list(X), y, feature_set="oplevel", groups=list(fam), holdout=0,
+        names=[f"graph {i}" for i in range(len(y))],
+    )  # fmt: skip
+
+
 def evaluate_runtime(X, y, fam, pool, sizes, test, subsets) -> dict[str, Any]:
     """Every candidate at every training size, scored out of fold and on the test set."""
     cands = default_candidates(OPLEVEL_FEATURES)
@@ -198,13 +212,15 @@ def evaluate_runtime(X, y, fam, pool, sizes, test, subsets) -> dict[str, Any]:
     for n in sizes:
         tr = pool[:n]
         t = time.perf_counter()
-        choice = choose_model(X[tr], y[tr], candidates=cands, groups=fam[tr])
-        row: dict[str, Any] = {"chosen": choice.name, "choice_s": time.perf_counter() - t}
-        row["chosen_test"] = _test_scores(y, choice.predict(X), test, subsets)
+        fitted = fit_wired(X[tr], y[tr], fam[tr])
+        scores = fitted.choice_["candidates"]
+        row: dict[str, Any] = {"chosen": fitted.kind_, "choice_s": time.perf_counter() - t}
+        row["left_out"] = fitted.left_out_
+        row["chosen_test"] = _test_scores(y, fitted.predict_features(X), test, subsets)
         row["candidates"] = {}
         for name, spec in cands.items():
-            entry: dict[str, Any] = {"oof": choice.scores[name]}
-            if "skipped" not in choice.scores[name]:
+            entry: dict[str, Any] = {"oof": scores[name]}
+            if "skipped" not in scores[name]:
                 model = spec.factory().fit(X[tr], y[tr])
                 entry["test"] = _test_scores(y, model.predict(X), test, subsets)
             row["candidates"][name] = entry
@@ -224,15 +240,18 @@ def robustness_check(X, y, fam, names, pool, sizes, test, seed) -> dict[str, Any
     ops = opcount_columns(OPLEVEL_FEATURES)
     rho: dict[str, dict[str, Any]] = {}
     for label, labels in (("clean", y[tr]), ("corrupted", y_bad)):
-        choice = choose_model(X[tr], labels, candidates=cands, groups=fam[tr])
+        fitted = fit_wired(X[tr], labels, fam[tr])
         rel = _relative_lsq(X[tr][:, ops], labels)(X[test][:, ops])
         rho[label] = {
-            "chosen": choice.name,
-            "chosen_spearman": score_predictions(y[test], choice.predict(X[test]))["spearman"],
+            "chosen": fitted.kind_,
+            "left_out": fitted.left_out_,
+            "chosen_spearman": score_predictions(y[test], fitted.predict_features(X[test]))[
+                "spearman"
+            ],
             "relative_lsq_spearman": score_predictions(y[test], np.maximum(rel, 1e-6))["spearman"],
         }
         for name, spec in cands.items():
-            if "skipped" not in choice.scores[name]:
+            if "skipped" not in fitted.choice_["candidates"][name]:
                 pred = spec.factory().fit(X[tr], labels).predict(X[test])
                 rho[label][f"{name}_spearman"] = score_predictions(y[test], pred)["spearman"]
     flagged = warn_suspicious_labels(y_bad, X[tr, MACS], [names[i] for i in tr])

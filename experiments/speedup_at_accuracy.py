@@ -103,7 +103,7 @@ def run(run_dir: Path, args: Any, home: Path) -> dict[str, Any]:
     from nas.tasks._onnx_eval import evaluate_onnx
 
     results = read_run(run_dir)
-    task = nas.load_task(str(results.settings["task"]))
+    task = nas.load_task(str(results.setting("task")))
     ctx = build_context(
         SearchConfig(task=task.name, device=args.device), task=task, with_predictors=False
     )

@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     )
     from latency_models.features._kernel_times import align_kernel_times
     from latency_models.features._memory import MemoryFootprint, memory_footprint
-    from latency_models.measurement._measure import Measurement, measure
     from latency_models.measurement._cached import measure_cached
+    from latency_models.measurement._measure import Measurement, measure
     from latency_models.measurement._records import StoredRecord
     from latency_models.measurement._store import MeasurementStore, StoreCorruptedError
     from latency_models.predictors._additive import FlopsPredictor, KernelAdditivePredictor

@@ -160,8 +160,9 @@ def _memory_mb(graph_path: str) -> float:
 OBJECTIVES = ObjectiveRegistry()
 """The objectives a search can optimise, by name."""
 OBJECTIVES.add(
-    Objective("accuracy", "maximize", "%", "top-1 accuracy on the validation set",
-              source="evaluated", aliases=("acc", "top1"))
+    Objective("accuracy", "maximize", "%", "top-1 accuracy on the validation set, or the "
+              "task metric as a higher-is-better score (neg_mse for an MSE; the study "
+              "attribute 'metric' names it)", source="evaluated", aliases=("acc", "top1"))
 )  # fmt: skip
 OBJECTIVES.add(
     Objective("latency_ms", "minimize", "ms", "latency on the device (measured; predicted "

@@ -13,3 +13,10 @@ class TraceError(SearchSpaceError, RuntimeError):
 
 class InvalidConfigError(SearchSpaceError, ValueError):
     """A compression config does not fit the space (unknown key, value not offered)."""
+
+
+class UnknownKindError(SearchSpaceError, KeyError):
+    """No compression kind is registered under that name; the message lists the registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -1,13 +1,14 @@
 """The predictor contract, its registry, and its files (plain JSON, never pickle).
 
-Every predictor is a scikit-learn regressor over :class:`GraphFeatures`, registered in
-:data:`PREDICTORS` under its ``name``. A saved predictor is a folder of two files:
-
-A saved predictor is a folder with two files:
+Every predictor is a scikit-learn regressor over graphs, registered in :data:`PREDICTORS`
+under its ``name``; its ``feature_set`` says whether it reads :class:`GraphFeatures`
+(onnxruntime's x86 kernels) or op-level features. A saved predictor is a folder of two files:
 
 - ``meta.json``: ``format`` (``"hwnas-predictor"``), ``format_version``, ``class`` (registry
   name), ``params`` (``get_params()``), ``target``, ``device``, ``runtime_version``
-  (onnxruntime), ``feature_version``, ``n_train``, held-out ``metrics`` and ``created``.
+  (onnxruntime), ``feature_set``, ``feature_version``, ``n_train``, held-out ``metrics``,
+  ``choice`` (every kind's out-of-fold scores and the one chosen), ``left_out`` (graphs whose
+  labels were left out of the fit) and ``created``.
 - ``state.json``: the fitted state as JSON numbers and arrays (boosted trees as node
   arrays), restored by the class's ``set_state``.
 
@@ -73,6 +74,9 @@ class BaseLatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     name: ClassVar[str] = ""
     uses_kernel_times: ClassVar[bool] = False
     """Whether :meth:`fit` learns from per-kernel times (others ignore them)."""
+    feature_set: ClassVar[str] = "onnxruntime-x86"
+    """What the kind reads: ``"onnxruntime-x86"`` (:class:`GraphFeatures`, onnxruntime's
+    kernels on x86) or ``"oplevel"`` (runtime-agnostic op-level features of the graph)."""
 
     # --- public API -------------------------------------------------------------------
     def fit(
@@ -317,8 +321,11 @@ def save_predictor(
         "runtime_version": predictor.runtime_version_,
         "feature_version": predictor.feature_version_,
         "nchwc_block": getattr(predictor, "nchwc_block_", None),
+        "feature_set": predictor.feature_set,
         "n_train": predictor.n_train_,
         "metrics": dict(metrics or getattr(predictor, "metrics_", {}) or {}),
+        "choice": getattr(predictor, "choice_", None) or {},
+        "left_out": list(getattr(predictor, "left_out_", None) or []),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # Write state first, meta last: a folder with a meta.json is complete.
@@ -391,19 +398,20 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
             f"predictor {str(folder)!r} has format_version {fmt!r}; this hwnas reads up to "
             f"{FORMAT_VERSION}. Upgrade hwnas, or refit with `hwnas device profile DEVICE`."
         )
-    fv = meta.get("feature_version")
-    if fv != FEATURE_VERSION:
+    cls = PREDICTORS.get(str(meta.get("class")))
+    fv, expected = meta.get("feature_version"), feature_version_of(cls)
+    if fv != expected:
         raise IncompatibleArtifactError(
-            f"predictor {str(folder)!r} was fit on feature_version {fv!r}, this hwnas computes "
-            f"feature_version {FEATURE_VERSION}. Refit it: `hwnas device profile "
-            f"{meta.get('device') or 'DEVICE'}` (stored measurements are reused)."
+            f"predictor {str(folder)!r} was fit on {cls.feature_set} feature_version {fv!r}, "
+            f"this hwnas computes feature_version {expected}. Refit it from the stored "
+            f"measurements (`hwnas device fit {meta.get('device') or 'DEVICE'}`) or "
+            f"`hwnas device profile {meta.get('device') or 'DEVICE'}`."
         )
     if device is not None and meta.get("device") not in (None, device):
         raise IncompatibleArtifactError(
             f"predictor {str(folder)!r} was fit for device {meta.get('device')!r}, not "
             f"{device!r}. Use that device's predictor, or run `hwnas device profile {device}`."
         )
-    cls = PREDICTORS.get(str(meta.get("class")))
     try:
         predictor = cls(**meta.get("params", {}))
         predictor.set_state(_read_json(folder / "state.json"))
@@ -421,6 +429,9 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
     predictor.device_ = meta.get("device")
     predictor.target_ = meta.get("target")
     predictor.metrics_ = meta.get("metrics") or {}
+    if meta.get("choice"):
+        predictor.choice_ = meta["choice"]
+    predictor.left_out_ = list(meta.get("left_out") or [])
     now = _runtime_version()
     if meta.get("runtime_version") and now and meta["runtime_version"] != now:
         warnings.warn(
@@ -431,6 +442,15 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
             stacklevel=2,
         )
     return predictor
+
+
+def feature_version_of(cls: type[BaseLatencyPredictor]) -> int:
+    """The feature version a kind's predictors are fitted on (by its ``feature_set``)."""
+    if cls.feature_set == "oplevel":
+        from latency_models.features._oplevel import OPLEVEL_VERSION
+
+        return OPLEVEL_VERSION
+    return FEATURE_VERSION
 
 
 def _check_no_nan(predictor: BaseLatencyPredictor) -> None:

@@ -21,7 +21,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from latency_models.predictors._baselines import MacsBaseline, OpCountBaseline, opcount_columns
-from latency_models.predictors._robust import LogHuberRidgeRegressor, check_labels, robust_sigma
+from latency_models.predictors._robust import (
+    LogHuberRidgeRegressor,
+    check_labels,
+    one_blas_thread,
+    robust_sigma,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -298,7 +303,8 @@ def choose_model(
         reason = _skip_reason(spec, min_train, done)
         scores[name] = {"skipped": reason} if reason else {}
     runnable = {k: candidates[k] for k, s in scores.items() if "skipped" not in s}
-    oof = _all_out_of_fold(runnable, A, t, folds)
+    with one_blas_thread():
+        oof = _all_out_of_fold(runnable, A, t, folds)
     keep = _consensus_inliers(t, oof, z_max)
     split["excluded_from_scores"] = np.flatnonzero(~keep).tolist()
     for name, pred in oof.items():
@@ -310,7 +316,8 @@ def choose_model(
             "model choice on %d graphs skipped %s; chose %r. Measure more graphs to try them.",
             t.size, skipped, name,
         )  # fmt: skip
-    model = candidates[name].factory().fit(A, t)
+    with one_blas_thread():
+        model = candidates[name].factory().fit(A, t)
     return ModelChoice(name=name, model=model, scores=scores, split=split)
 
 

@@ -1,13 +1,16 @@
-"""Where a device's predictors live, and fitting one on its measurements."""
+"""Where a device's predictors live, and a device's training data from its store.
+
+:func:`fit_predictor` (in :mod:`._fit`) is re-exported here, its public home.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -15,28 +18,41 @@ from latency_models._errors import LatencyModelsError
 from latency_models._home import home_dir
 from latency_models.features._features import FEATURE_VERSION, GraphFeatures, graph_features
 from latency_models.predictors._base import (
-    PREDICTORS,
     TARGETS,
     BaseLatencyPredictor,
-    featurize,
     load_predictor,
 )
-from latency_models.predictors._metrics import prediction_metrics
+from latency_models.predictors._fit import (
+    DEFAULT_PREDICTOR,
+    FEATURE_SETS,
+    KERNEL_PREDICTOR,
+    OPLEVEL_PREDICTOR,
+    fit_predictor,
+)
 
-if TYPE_CHECKING:
-    from latency_models._graph import GraphLike
+__all__ = [
+    "DEFAULT_PREDICTOR",
+    "FEATURE_SETS",
+    "KERNEL_PREDICTOR",
+    "OPLEVEL_PREDICTOR",
+    "PredictorNotFoundError",
+    "device_feature_set",
+    "device_predictor",
+    "fit_predictor",
+    "measured_nchwc_block",
+    "predictor_path",
+    "reference_predictors",
+    "training_data",
+    "training_graphs",
+    "training_kernel_times",
+    "training_oplevel",
+]
 
 _logger = logging.getLogger(__name__)
 
 
 class PredictorNotFoundError(LatencyModelsError, FileNotFoundError):
     """No fitted predictor is saved for a device and target."""
-
-
-DEFAULT_PREDICTOR = "additive"
-"""Registry name of the predictor :func:`fit_predictor` fits without per-kernel times."""
-KERNEL_PREDICTOR = "combined"
-"""Registry name of the predictor :func:`fit_predictor` fits with per-kernel times."""
 
 
 def predictor_path(device_name: str, target: str = "latency_ms") -> Path:
@@ -72,84 +88,6 @@ def device_predictor(device_name: str, target: str = "latency_ms") -> BaseLatenc
     return load_predictor(path, device=device_name)
 
 
-def fit_predictor(
-    graphs: Sequence[GraphLike | GraphFeatures],
-    y: Any,
-    *,
-    target: str = "latency_ms",
-    device: str | None = None,
-    name: str | None = None,
-    holdout: float = 0.2,
-    seed: int = 0,
-    kernel_times: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
-) -> BaseLatencyPredictor:
-    """Fit the default predictor, recording its held-out accuracy.
-
-    The default is ``"combined"`` (kernel-level and kernel-additive models averaged) when
-    per-kernel times are given for a latency target, else ``"additive"``: see
-    ``experiments/README.md`` for how each did on held-out graphs of other families.
-
-    With at least 10 graphs, ``holdout`` of them are kept aside first to measure the
-    accuracy (stored as ``metrics_``, written into ``meta.json`` on save); the returned
-    predictor is then refit on all graphs.
-
-    Args:
-        graphs: Graphs or their features, length n.
-        y: Measured values, shape (n,), in ms (latency) or mJ (energy).
-        target: ``"latency_ms"`` or ``"energy_mj"``.
-        device: Device name recorded with the predictor.
-        name: Registry name of the predictor class (default: see above).
-        holdout: Share of graphs for the held-out metrics (0 to skip).
-        seed: Seed of the split.
-        kernel_times: Per graph, its :attr:`Measurement.kernel_times` or None
-            (:func:`training_kernel_times` reads them from a store).
-
-    Returns:
-        The fitted predictor, with ``device_``, ``target_`` and ``metrics_`` set.
-
-    Raises:
-        ValueError: bad target, holdout or data (see :meth:`BaseLatencyPredictor.fit`).
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}.")
-    if not 0 <= holdout < 1:
-        raise ValueError(f"holdout must be in [0, 1), got {holdout!r}. Try 0.2.")
-    feats = featurize(graphs)
-    y_arr = np.asarray(y, dtype=np.float64).ravel()
-    if kernel_times is not None and len(kernel_times) != len(feats):
-        raise ValueError(
-            f"got {len(feats)} graphs but {len(kernel_times)} kernel_times entries; pass one "
-            f"per graph (None where a graph has none)."
-        )
-    if name is None:
-        with_times = kernel_times is not None and any(kernel_times)
-        name = KERNEL_PREDICTOR if with_times and target == "latency_ms" else DEFAULT_PREDICTOR
-    cls = PREDICTORS.get(name)
-    metrics: dict[str, float] = {}
-    n_test = round(holdout * len(feats))
-    if len(feats) >= 10 and n_test >= 2:
-        order = np.random.default_rng(seed).permutation(len(feats))
-        test, train = order[:n_test], order[n_test:]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            held = cls().fit(
-                [feats[i] for i in train],
-                y_arr[train],
-                kernel_times=None if kernel_times is None else [kernel_times[i] for i in train],
-            )
-            pred = held.predict_features([feats[i] for i in test])
-        metrics = prediction_metrics(y_arr[test], pred)
-        _logger.info(
-            "%s held-out on %d graphs: within_10=%.2f mape=%.1f%% kendall=%.3f",
-            name, n_test, metrics["within_10"], metrics["mape"], metrics["kendall"],
-        )  # fmt: skip
-    predictor = cls().fit(feats, y_arr, kernel_times=kernel_times)
-    predictor.device_ = device
-    predictor.target_ = target
-    predictor.metrics_ = metrics
-    return predictor
-
-
 def training_data(
     records: Any, *, target: str = "latency_ms"
 ) -> tuple[list[GraphFeatures], Any, list[str]]:
@@ -176,7 +114,8 @@ def training_data(
         (features, y as an array of shape (n,), graph hashes), in record order.
 
     Raises:
-        ValueError: ``target`` is not one of :data:`TARGETS`.
+        ValueError: ``target`` is not one of :data:`TARGETS`, or a stored value of it is
+            not finite > 0 (naming the record).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}.")
@@ -191,8 +130,14 @@ def training_data(
     identity: list[tuple[str, str]] = []
     for rec in records:  # oldest first
         value = getattr(rec.measurement, target, None)
-        if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+        if value is None:
             continue
+        if not math.isfinite(float(value)) or float(value) <= 0:
+            raise ValueError(
+                f"stored record {getattr(rec, 'id', '?')} (graph {rec.graph_hash[:16]}) of "
+                f"{device} has {target} {value!r}; values must be finite and > 0. Remove it "
+                f"with `hwnas device records {device} --remove {getattr(rec, 'id', 'ID')}`."
+            )
         ident = (rec.measurement.runtime_version, rec.measurement.host)
         block = measured_nchwc_block(rec.measurement)
         idx = position.get(rec.graph_hash)
@@ -275,3 +220,94 @@ def training_kernel_times(
         if rec.measurement.kernel_times:
             newest[rec.graph_hash] = rec.measurement.kernel_times
     return [newest.get(h) for h in hashes]
+
+
+def training_oplevel(records: Any, hashes: Sequence[str]) -> tuple[Any, list[str]]:
+    """Op-level rows of the newest stored graph of each hash, and why any could not be read.
+
+    Args:
+        records: A ``MeasurementStore`` (its ``records()``) or an iterable of its records.
+        hashes: Graph hashes, as :func:`training_data` returns them.
+
+    Returns:
+        (rows of shape (n, len(OPLEVEL_FEATURES)) with a row of NaN where a graph cannot be
+        featurized, one ``"graph HASH: reason"`` line per such graph).
+    """
+    from latency_models.features._oplevel import OPLEVEL_FEATURES, FeatureError
+    from latency_models.predictors._oplevel_predictor import oplevel_rows
+
+    if hasattr(records, "records"):
+        records = records.records()
+    newest = {rec.graph_hash: rec for rec in records}
+    rows = np.full((len(hashes), len(OPLEVEL_FEATURES)), np.nan)
+    bad: list[str] = []
+    for i, h in enumerate(hashes):
+        label = f"graph {h[:16]}"
+        try:
+            rows[i] = oplevel_rows([newest[h].graph()], [label])[0]
+        except (FeatureError, KeyError, OSError, ValueError, TypeError) as exc:
+            bad.append(f"{label}: {exc}")
+    return rows, bad
+
+
+def device_feature_set(spec: Any, records: Any) -> str:
+    """``"onnxruntime-x86"`` where a device is onnxruntime on x86, else ``"oplevel"``.
+
+    The x86 kernel features describe a device only when its runtime is onnxruntime and
+    its measurements come from an x86 host that named its NCHWc block (imported
+    measurements do not, so imported devices get op-level features).
+
+    Args:
+        spec: The device's :class:`DeviceSpec` (its ``runtime``).
+        records: A ``MeasurementStore`` or an iterable of its records.
+    """
+    if getattr(spec, "runtime", "onnxruntime") != "onnxruntime":
+        return "oplevel"
+    if hasattr(records, "records"):
+        records = records.records(with_onnx=False)
+    x86 = any(_measured_on_x86(rec.measurement) for rec in records)
+    return "onnxruntime-x86" if x86 else "oplevel"
+
+
+def _measured_on_x86(m: Any) -> bool:
+    machine = str((getattr(m, "host_info", None) or {}).get("machine", "x86_64")).lower()
+    x86 = machine in ("x86_64", "amd64", "x86", "i686", "i386")
+    return x86 and measured_nchwc_block(m) is not None
+
+
+def training_graphs(records: Any, hashes: Sequence[str]) -> list[bytes]:
+    """The newest stored ONNX bytes of each graph of ``hashes``, in their order.
+
+    Raises:
+        KeyError: a hash has no stored record.
+    """
+    if hasattr(records, "records"):
+        records = records.records()
+    newest = {rec.graph_hash: rec for rec in records}
+    return [newest[h].graph() for h in hashes]
+
+
+def reference_predictors(device: str, target: str = "latency_ms") -> list[BaseLatencyPredictor]:
+    """The saved ``target`` predictors of every other device, for a few-shot start.
+
+    Predictors that cannot be loaded here (another feature version, a damaged file) and
+    few-shot ones (no chains of references) are passed over.
+    """
+    from latency_models._errors import IncompatibleArtifactError
+
+    root = home_dir() / "devices"
+    found: list[BaseLatencyPredictor] = []
+    for meta in sorted(root.glob(f"*/predictors/{target}/meta.json")):
+        other = meta.parents[2].name
+        if other == device:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                p = load_predictor(meta.parent, device=other)
+        except (IncompatibleArtifactError, OSError, LatencyModelsError) as exc:
+            _logger.info("not using %s's predictor as a reference: %s", other, exc)
+            continue
+        if not getattr(p, "needs_references", False):
+            found.append(p)
+    return found

@@ -23,7 +23,6 @@ compressed variants to the graphs):
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -35,6 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latency_models._errors import ProfileError
+from latency_models.profiling._fit import evaluate_device
+
+__all__ = ["MIN_GRAPHS", "ProfileResult", "evaluate_device", "profile_device"]
 
 if TYPE_CHECKING:
     from latency_models.features._features import GraphFeatures
@@ -222,12 +224,7 @@ def profile_device(
     """
     from latency_models.devices import get_device
     from latency_models.measurement._store import MeasurementStore
-    from latency_models.predictors._persist import (
-        fit_predictor,
-        predictor_path,
-        training_data,
-        training_kernel_times,
-    )
+    from latency_models.predictors._persist import training_data, training_kernel_times
 
     if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise ProfileError(f"budget_minutes must be > 0, got {budget_minutes!r}. Try 10.")
@@ -311,36 +308,26 @@ def profile_device(
             spec.name,
         )
     for target in ("latency_ms", "energy_mj"):
-        t_feats, t_y, hashes = training_data(store, target=target)
-        if target == "energy_mj" and len(t_feats) < MIN_ENERGY_RECORDS:
-            say(f"  energy: {len(t_feats)} measured-energy records, no energy predictor fit")
+        fitted = _final_fit(spec.name, target, seed, load, say)
+        if fitted is None:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            times = training_kernel_times(store, hashes) if target == "latency_ms" else None
-            predictor: BaseLatencyPredictor = fit_predictor(
-                t_feats, t_y, target=target, device=spec.name, seed=seed, kernel_times=times
-            )
-        predictor.metrics_ = {**predictor.metrics_, **load}
-        path = predictor.save(
-            predictor_path(spec.name, target),
-            device=spec.name,
-            target=target,
-            metrics=predictor.metrics_,
-        )
+        predictor, path = fitted
         result.metrics[target] = dict(predictor.metrics_)
         result.paths[target] = path
         m = predictor.metrics_
-        if m:
-            mix = getattr(predictor, "kernel_weight_", None)
-            how = "chosen out of fold" if hasattr(predictor, "weight_scores_") else "fallback"
-            say(
-                f"  {target}: {predictor.name}"
-                + ("" if mix is None else f" (kernel weight {mix:g}, {how})")
-                + f", {len(t_feats)} graphs, held-out within 10% "
-                f"{100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
-                f"kendall {m['kendall']:.3f} -> {path}"
-            )
+        mix = getattr(predictor, "kernel_weight_", None)
+        how = "chosen out of fold" if hasattr(predictor, "weight_scores_") else "fallback"
+        held = (
+            f"held-out within 10% {100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
+            f"kendall {m['kendall']:.3f}"
+            if "within_10" in m
+            else "too few graphs for a held-out check"
+        )
+        say(
+            f"  {target}: {predictor.name}"
+            + ("" if mix is None else f" (kernel weight {mix:g}, {how})")
+            + f", {predictor.n_train_} graphs, {held} -> {path}"
+        )
     result.n_graphs = len(feats)
     result.elapsed_s = clock.elapsed()
     return result
@@ -375,70 +362,26 @@ def _final_fit_reserve_s(feats: list[GraphFeatures], y: Any, kernel_times: list[
     return FINAL_FIT_KERNEL_FITS * (time.monotonic() - start)
 
 
-def evaluate_device(
-    device: str, *, target: str = "latency_ms", holdout: float = 0.25, seed: int = 1
-) -> dict[str, Any]:
-    """Held-out accuracy of the device's predictor class on its stored measurements.
+def _final_fit(
+    device: str, target: str, seed: int, load: dict[str, Any], say: Callable[[str], None]
+) -> tuple[BaseLatencyPredictor, Path] | None:
+    """Fit and save ``target``'s predictor (None where too few energies were measured)."""
+    from latency_models.profiling._fit import device_data, fit_device
 
-    Refits the saved predictor's class on a split of the store (the saved one has seen
-    every graph), reports :func:`latency_models.prediction_metrics` on the rest, and the
-    FLOPs baseline and the noise floor beside it.
-
-    Args:
-        device: Device name.
-        target: ``"latency_ms"`` or ``"energy_mj"``.
-        holdout: Share of stored graphs held out.
-        seed: Seed of the split.
-
-    Returns:
-        Dict with ``metrics``, ``baseline`` (FLOPs-proportional), ``noise`` (within-run
-        relative standard error of the median, median over graphs, in %), ``n_train``,
-        ``n_test``, ``predictor`` (class name) and ``saved_metrics`` (from ``meta.json``).
-
-    Raises:
-        PredictorNotFoundError: the device has no saved predictor.
-        ProfileError: fewer than :data:`MIN_GRAPHS` stored graphs.
-    """
-    from latency_models.measurement._store import MeasurementStore
-    from latency_models.predictors._base import PREDICTORS
-    from latency_models.predictors._metrics import prediction_metrics
-    from latency_models.predictors._persist import (
-        device_predictor,
-        training_data,
-        training_kernel_times,
-    )
-
-    saved = device_predictor(device, target)
-    store = MeasurementStore(device)
-    feats, y, hashes = training_data(store, target=target)
-    if len(feats) < MIN_GRAPHS:
-        raise ProfileError(
-            f"only {len(feats)} stored graphs for {device!r}; run `hwnas device profile "
-            f"{device}` first."
-        )
-    order = np.random.default_rng(seed).permutation(len(feats))
-    n_test = max(2, round(holdout * len(feats)))
-    te, tr = order[:n_test], order[n_test:]
-    out: dict[str, Any] = {"predictor": saved.name, "n_train": len(tr), "n_test": len(te)}
-    times = training_kernel_times(store, hashes) if target == "latency_ms" else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for key, name in (("metrics", saved.name), ("baseline", "flops")):
-            p = PREDICTORS.get(name)(**(saved.get_params() if name == saved.name else {}))
-            p.fit(
-                [feats[i] for i in tr],
-                y[tr],
-                kernel_times=None if times is None else [times[i] for i in tr],
-            )
-            out[key] = prediction_metrics(y[te], p.predict_features([feats[i] for i in te]))
-            if key == "metrics" and hasattr(p, "kernel_weight_"):
-                out["kernel_weight"] = p.kernel_weight_
-    rse = []
-    by_hash = {r.graph_hash: r.measurement for r in store.records(with_onnx=False)}
-    for h in (hashes[i] for i in te):
-        m = by_hash.get(h)
-        if m is not None and m.cv is not None and m.n_runs and math.isfinite(m.cv):
-            rse.append(1.2533 * m.cv / math.sqrt(m.n_runs))  # standard error of a median
-    out["noise"] = {"median_rse_pct": 100 * float(np.median(rse)) if rse else float("nan")}
-    out["saved_metrics"] = dict(saved.metrics_)
-    return out
+    if target == "energy_mj":
+        try:
+            n = len(device_data(device, target=target).y)
+        except ValueError as exc:  # a stored energy that is no energy
+            say(f"  energy: {exc}; no energy predictor fit")
+            return None
+        if n < MIN_ENERGY_RECORDS:
+            say(f"  energy: {n} measured-energy records, no energy predictor fit")
+            return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        predictor, path = fit_device(device, target=target, seed=seed, extra_metrics=load)
+    for w in caught:  # labels left out, a baseline preferred: said on the progress lines
+        if "left out" in str(w.message) or "baseline" in str(w.message):
+            say(f"  {target}: {w.message}")
+    assert path is not None
+    return predictor, path

@@ -181,7 +181,7 @@ def _ensure_profile(device: str, task: str, minutes: float, echo: Callable[[str]
         + "".join(
             f"; {target} held-out within 10% {100 * m['within_10']:.0f}%, MAPE {m['mape']:.1f}%"
             for target, m in result.metrics.items()
-            if m
+            if "within_10" in m
         )
     )
 

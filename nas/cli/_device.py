@@ -1,4 +1,4 @@
-"""``hwnas device ...``: list, add, show, remove, measure, check, import and export devices."""
+"""``hwnas device ...``: list, add, show, remove, measure, check, import, export and fit."""
 
 from __future__ import annotations
 
@@ -381,9 +381,14 @@ class DeviceImportCommand(BaseCommand):
         """Add the device and file."""
         parser.add_argument("name", metavar="DEVICE", help="device name")
         parser.add_argument("file", metavar="RECORDS.jsonl", help="JSON Lines file")
+        parser.add_argument(
+            "--fit",
+            action="store_true",
+            help="then fit the device's predictors (hwnas device fit)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
-        """Import and say how many records were new."""
+        """Import and say how many records were new; fit with ``--fit``."""
         from latency_models import MeasurementStore, get_device
 
         spec = get_device(args.name)
@@ -393,7 +398,60 @@ class DeviceImportCommand(BaseCommand):
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from exc  # about the file, not the flags: no usage
         print(f"imported {added} new measurement(s) into {store.path} ({len(store)} in all)")
-        return 0
+        return _fit_and_print(spec.name, "all", 0) if args.fit else 0
+
+
+class DeviceFitCommand(BaseCommand):
+    """Fit a device's predictors from its stored measurements, without measuring."""
+
+    name = "fit"
+    help = (
+        "Fit a device's latency (and energy) predictors from its stored or imported "
+        "measurements: bad labels are refused naming the record, wildly inconsistent ones "
+        "named and left out, every kind and both baselines scored out of fold on held-out "
+        "families, and the best one saved with all scores."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the device, target and seed."""
+        parser.add_argument("name", metavar="DEVICE", help="device name")
+        parser.add_argument(
+            "--target",
+            default="all",
+            choices=("all", "latency_ms", "energy_mj"),
+            help="what to fit (default all: energy where enough was measured)",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="seed of the split and folds")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Fit, save and print every kind's scores."""
+        return _fit_and_print(args.name, args.target, args.seed)
+
+
+def _fit_and_print(device: str, target: str, seed: int) -> int:
+    import warnings
+
+    from latency_models import ProfileError
+    from latency_models.profiling._fit import describe_choice, fit_device
+
+    targets = ("latency_ms", "energy_mj") if target == "all" else (target,)
+    for t in targets:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                predictor, path = fit_device(device, target=t, seed=seed)
+            except ProfileError as exc:
+                if target == "all" and t == "energy_mj":
+                    print(f"{t}: not fitted ({exc})")
+                    continue
+                raise UsageError(str(exc)) from exc
+            except ValueError as exc:  # a stored label that is no label
+                raise UsageError(str(exc)) from exc
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        print(f"{t}: " + "\n  ".join(describe_choice(predictor)))
+        print(f"  saved to {path}")
+    return 0
 
 
 class DeviceExportCommand(BaseCommand):
@@ -434,6 +492,7 @@ class DeviceCommand(BaseCommand):
         DeviceCheckCommand,
         DeviceImportCommand,
         DeviceExportCommand,
+        DeviceFitCommand,
         *DEVICE_SUBCOMMANDS,
     )
 

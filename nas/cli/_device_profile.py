@@ -81,7 +81,9 @@ class DeviceEvalCommand(BaseCommand):
     help = (
         "Refit the device's predictor on part of its stored measurements and report, on the "
         "rest: share within 5%% and 10%%, MAPE, RMSE, Spearman and Kendall tau, beside a "
-        "FLOPs-proportional baseline and the measurement noise floor."
+        "FLOPs-proportional baseline and the measurement noise floor; then every kind and "
+        "both baselines (MACs, op-count) scored out of fold on held-out families, beside the "
+        "labels' own repeat agreement."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -134,7 +136,29 @@ class DeviceEvalCommand(BaseCommand):
         else:
             line += f" (run `hwnas device check {args.name}` for the run-to-run spread)"
         print(line)
+        _print_kinds(report)
         return 0
+
+
+def _print_kinds(report: dict[str, object]) -> None:
+    """Every kind's and both baselines' out-of-fold scores, then the labels' own agreement."""
+    from latency_models.profiling._fit import score_table
+
+    kinds = report.get("kinds")
+    split = report.get("split") or {}
+    if isinstance(kinds, dict) and kinds:
+        held = "families" if isinstance(split, dict) and split.get("kind") == "group" else "graphs"
+        print(f"  every kind out of fold ({report.get('feature_set')} device, {held} held out):")
+        for row in score_table(kinds, mark=str(report["predictor"])):
+            print(f"    {row}")
+    rep = report.get("repeat") or {}
+    if isinstance(rep, dict) and rep.get("n"):
+        print(
+            f"  labels' repeat agreement: within 10% {100 * float(rep['within_10']):.1f}% of "
+            f"{rep['n']} graphs measured twice"
+        )
+    else:
+        print("  labels' repeat agreement: n/a (no graph measured twice)")
 
 
 DEVICE_SUBCOMMANDS: tuple[type[BaseCommand], ...] = (DeviceProfileCommand, DeviceEvalCommand)

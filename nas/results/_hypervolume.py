@@ -12,6 +12,10 @@ count. It does not depend on the budget, so a run without one grows from its fir
 Only trials that meet the budget count. The base model's costs are the measured ones where
 the search used measured costs; where the base model's value of a cost is unknown, the
 largest value seen is used instead.
+
+The volume is computed here (exactly, by slicing): Optuna keeps its own implementation in a
+private module, ``optuna._hypervolume``, which is not part of its API. The functions are
+public as ``nas.results.hypervolume`` and friends.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from nas.results._pareto import RunResults, TrialRow, direction_of
+from nas.searching._dominance import direction_of, dominates
+from nas.searching._run import Run
+from nas.searching._trial_row import TrialRow
 
 
-def normalised_losses(results: RunResults, rows: Sequence[TrialRow]) -> list[list[float]]:
+def normalised_losses(results: Run, rows: Sequence[TrialRow]) -> list[list[float]]:
     """Per row, the objectives as normalised losses (see the module docstring)."""
     measured = any(r.cost_source == "measured" for r in results.rows)
     scale: dict[str, float] = {}
@@ -30,7 +36,8 @@ def normalised_losses(results: RunResults, rows: Sequence[TrialRow]) -> list[lis
         pred, meas = results.base_value(name)
         base = meas if measured and meas is not None else pred
         if base is None or base <= 0:
-            seen = [abs(r.values[name]) for r in results.rows if name in r.values]
+            values = (r.values.get(name, math.nan) for r in results.rows)
+            seen = [abs(v) for v in values if math.isfinite(v)]  # -inf: rejected, no score
             base = max(seen, default=1.0) or 1.0
         scale[name] = base
     out = []
@@ -77,10 +84,10 @@ def _slice_volume(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> fl
 
 def _nondominated(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
     unique = list(dict.fromkeys(points))
-    return [p for p in unique if not any(q != p and _weakly_dominates(q, p) for q in unique)]
+    return [p for p in unique if not any(dominates(q, p) for q in unique)]
 
 
-def hypervolume_reference(results: RunResults) -> list[float]:
+def hypervolume_reference(results: Run) -> list[float]:
     """The reference point of :func:`hypervolume_history` (see the module docstring)."""
     seen = [p for p in normalised_losses(results, results.rows) if all(map(math.isfinite, p))]
     base = [0.0 if direction_of(n) == "maximize" else 1.0 for n in results.objectives]
@@ -92,7 +99,7 @@ def hypervolume_reference(results: RunResults) -> list[float]:
     return ref
 
 
-def hypervolume_history(results: RunResults) -> list[tuple[int, float]]:
+def hypervolume_history(results: Run) -> list[tuple[int, float]]:
     """(trial number, hypervolume of the feasible trials finished so far), per trial."""
     rows = sorted(results.rows, key=lambda r: r.number)
     losses = normalised_losses(results, rows)
@@ -102,13 +109,12 @@ def hypervolume_history(results: RunResults) -> list[tuple[int, float]]:
     hv = 0.0
     for row, point in zip(rows, losses, strict=False):
         inside = row.budget_met and all(math.isfinite(x) for x in point)
-        if inside and not any(_weakly_dominates(k, point) for k in kept):
-            kept = [k for k in kept if not _weakly_dominates(point, k)]
+        if inside and not any(dominates(k, point, weakly=True) for k in kept):
+            kept = [k for k in kept if not dominates(point, k, weakly=True)]
             kept.append(point)
             hv = hypervolume(kept, ref)
         history.append((row.number, hv))
     return history
 
 
-def _weakly_dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True))
+__all__ = ["hypervolume", "hypervolume_history", "hypervolume_reference", "normalised_losses"]

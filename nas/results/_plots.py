@@ -3,8 +3,9 @@
 One renderer per kind of output. The HTML page embeds each figure as JSON and draws it in
 the browser with a small script (``_plots.js``, inlined: no library, no CDN), so the page
 opens offline; hovering a point shows its trial, compression and predicted and measured
-costs, and the points can be filtered to the front or to the trials within budget. The PNG
-and SVG files are drawn by matplotlib.
+costs, and the points can be filtered to the front or to the trials within budget. Every
+static picture (the PNG and SVG files, the legend inlined in the pages) is drawn by
+matplotlib (``nas.results._images``).
 
 With three or more objectives each pair of objectives gets its own panel (accuracy on the y
 axis where it is one of the two). The base model is a red diamond, budget limits are dashed
@@ -27,19 +28,13 @@ from typing import Any
 
 from nas._errors import UsageError
 from nas._objectives import OBJECTIVES
-from nas.results._pareto import (
-    RunResults,
-    TrialRow,
-    budget_text,
-    read_run,
-    unit_of,
-)
+from nas.results._images import BASE_COLOR, DOMINATED_COLOR, FRONT_COLOR, legend_svg, pyplot
+from nas.results._table import budget_text, unit_of
+from nas.searching._run import Run, read_run
+from nas.searching._trial_row import TrialRow
 
 _logger = logging.getLogger(__name__)
 
-FRONT_COLOR = "#1f77b4"
-DOMINATED_COLOR = "#a8a8a8"
-BASE_COLOR = "#d62728"
 PLOT_SUFFIXES = (".html", ".svg", ".png")
 
 
@@ -67,7 +62,7 @@ def row_class(row: TrialRow) -> str:
     return "front" if row.pareto else "dominated"
 
 
-def uses_measured_costs(results: RunResults) -> bool:
+def uses_measured_costs(results: Run) -> bool:
     """Whether the search optimised measured costs (then the base model is shown measured)."""
     return any(r.cost_source == "measured" for r in results.rows)
 
@@ -76,7 +71,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _limits(results: RunResults) -> dict[str, dict[str, Any]]:
+def _limits(results: Run) -> dict[str, dict[str, Any]]:
     """Objective -> ``{"value", "op"}`` of its budget limit, for the objectives on the axes."""
     out: dict[str, dict[str, Any]] = {}
     for name in results.objectives:
@@ -89,7 +84,7 @@ def _limits(results: RunResults) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _base_point(results: RunResults, names: Sequence[str]) -> dict[str, float | None]:
+def _base_point(results: Run, names: Sequence[str]) -> dict[str, float | None]:
     measured = uses_measured_costs(results)
     point = {}
     for name in names:
@@ -120,7 +115,7 @@ def _trial_record(row: TrialRow, names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def front_figure(results: RunResults) -> dict[str, Any]:
+def front_figure(results: Run) -> dict[str, Any]:
     """The front as the data ``_plots.js`` draws: panels, trials, base model, budget."""
     names = list(results.objectives) + [n for n in OBJECTIVES if n not in results.objectives]
     return {
@@ -183,25 +178,14 @@ def plot_script() -> str:
     return Path(__file__).with_name("_plots.js").read_text(encoding="utf-8")
 
 
-LEGEND_HTML = (
-    '<div class="legend">'
-    f'<span><svg width="12" height="12"><circle cx="6" cy="6" r="5" fill="{FRONT_COLOR}"/></svg>'
-    " Pareto front (meets the budget)</span>"
-    f'<span><svg width="12" height="12"><circle cx="6" cy="6" r="4" fill="{DOMINATED_COLOR}"/>'
-    "</svg> dominated</span>"
-    f'<span><svg width="12" height="12"><circle cx="6" cy="6" r="4" fill="none" '
-    f'stroke="{DOMINATED_COLOR}"/></svg> misses the budget</span>'
-    f'<span><svg width="30" height="12"><line x1="6" y1="6" x2="24" y2="6" '
-    f'stroke="{FRONT_COLOR}"/><circle cx="6" cy="6" r="4" fill="{FRONT_COLOR}"/>'
-    f'<circle cx="24" cy="6" r="4" fill="#fff" stroke="{FRONT_COLOR}"/></svg> '
-    "ring: the same trial's other cost (measured where the search used predicted costs, "
-    "predicted where it used measured ones), on the front and on hover</span>"
-    f'<span><svg width="12" height="12"><path d="M6,0 L12,6 L6,12 L0,6 Z" fill="{BASE_COLOR}"/>'
-    "</svg> base model</span>"
-    f'<span><svg width="20" height="12"><line x1="0" y1="6" x2="20" y2="6" stroke="{BASE_COLOR}" '
-    'stroke-dasharray="5 4"/></svg> budget limit</span>'
-    "</div>"
-)
+def legend_html() -> str:
+    """The legend of the front's charts (drawn by matplotlib) and what a ring means."""
+    return (
+        f'<div class="legend">{legend_svg()}<p class="note">A ring is the same trial\'s '
+        "other cost: measured where the search used predicted costs, predicted where it used "
+        "measured ones; shown on the front and on hover.</p></div>"
+    )
+
 
 PLOT_CSS = """
 body { font-family: sans-serif; color: #222; }
@@ -237,7 +221,7 @@ def html_page(title: str, body: str, *, css: str = "") -> str:
     )
 
 
-def front_html(results: RunResults, *, title: str | None = None) -> str:
+def front_html(results: Run, *, title: str | None = None) -> str:
     """A self-contained HTML page with the front's panels, legend and hover tooltips."""
     title = title or f"Pareto front of {results.run_dir.name}"
     n_front = sum(r.pareto for r in results.rows)
@@ -245,18 +229,14 @@ def front_html(results: RunResults, *, title: str | None = None) -> str:
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{n_front} Pareto-optimal of {len(results.rows)} completed trials; budget "
         f"{html.escape(budget_text(results.budget))}.</p>"
-        f"{LEGEND_HTML}{figure_html(front_figure(results))}"
+        f"{legend_html()}{figure_html(front_figure(results))}"
     )
     return html_page(title, body, css="body { margin: 16px; }")
 
 
-def front_image(results: RunResults, path: str | Path, *, dpi: int = 110) -> Path:
+def front_image(results: Run, path: str | Path, *, dpi: int = 110) -> Path:
     """Draw the front's panels with matplotlib (Agg) into a PNG or SVG file."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     pairs = objective_pairs(results.objectives)
     ncols = min(len(pairs), 3)
     nrows = math.ceil(len(pairs) / ncols)
@@ -276,7 +256,7 @@ def front_image(results: RunResults, path: str | Path, *, dpi: int = 110) -> Pat
     return path
 
 
-def _image_panel(ax: Any, results: RunResults, x: str, y: str) -> None:
+def _image_panel(ax: Any, results: Run, x: str, y: str) -> None:
     groups: dict[str, list[TrialRow]] = {"infeasible": [], "dominated": [], "front": []}
     for row in results.rows:
         if x in row.values and y in row.values:
@@ -342,7 +322,7 @@ def plot_front(run: Any, path: str | Path) -> Path:
     """Write the front of ``run`` to ``path``: ``.html`` (interactive), ``.svg`` or ``.png``.
 
     Args:
-        run: A run folder, a ``nas.Run``, or :class:`~nas.results._pareto.RunResults`.
+        run: A run folder, a ``nas.Run``, or ``nas.RunResults``.
         path: Output file; its suffix picks the format.
 
     Returns:
@@ -358,7 +338,7 @@ def plot_front(run: Any, path: str | Path) -> Path:
             f"cannot plot to {str(path)!r}: the file must end in one of {list(PLOT_SUFFIXES)} "
             "(e.g. --plot front.html to hover and filter, front.png for a picture)"
         )
-    results = run if isinstance(run, RunResults) else read_run(run)
+    results = run if isinstance(run, Run) else read_run(run)
     if suffix == ".html":
         path.write_text(front_html(results), encoding="utf-8")
     else:

@@ -2,8 +2,8 @@
 
 Sections: the run's settings, the base model's metrics, the front (interactive chart and
 table), the per-layer policy of one trial, the latency predictor's error per trial, and the
-search history as hypervolume over trials. Everything is inline (CSS, SVG, the charts'
-script from ``nas.results._plots``): no CDN, no external file.
+search history as hypervolume over trials. Everything is inline (CSS, the SVG pictures that
+matplotlib draws, the charts' script from ``nas.results._plots``): no CDN, no external file.
 The hypervolume is explained in ``nas.results._hypervolume``.
 """
 
@@ -21,23 +21,11 @@ from typing import Any
 from nas._errors import RunError, UsageError
 from nas._objectives import OBJECTIVES
 from nas.results._hypervolume import hypervolume_history, hypervolume_reference
-from nas.results._pareto import (
-    RunResults,
-    TrialRow,
-    budget_text,
-    columns,
-    flat_record,
-    read_run,
-    unit_of,
-)
-from nas.results._plots import (
-    FRONT_COLOR,
-    LEGEND_HTML,
-    figure_html,
-    front_figure,
-    html_page,
-    line_figure,
-)
+from nas.results._images import FRONT_COLOR, bar_chart_svg
+from nas.results._plots import figure_html, front_figure, html_page, legend_html, line_figure
+from nas.results._table import budget_text, columns, flat_record, unit_of
+from nas.searching._run import Run, read_run
+from nas.searching._trial_row import TrialRow
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +36,7 @@ PREDICTED_COSTS = ("latency_ms", "energy_mj")
 # --- predictor error -----------------------------------------------------------------------
 
 
-def predictor_errors(results: RunResults) -> list[dict[str, Any]]:
+def predictor_errors(results: Run) -> list[dict[str, Any]]:
     """Predicted against measured latency and energy, per trial that has both.
 
     Returns:
@@ -89,7 +77,7 @@ def error_summary(errors: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, fl
     }
 
 
-def latency_errors(results: RunResults) -> list[dict[str, Any]]:
+def latency_errors(results: Run) -> list[dict[str, Any]]:
     """The latency predictor's error per trial, in trial order.
 
     From the search's own tracking (``predictor_tracking``) where the run has it, else from
@@ -186,7 +174,7 @@ def _max_choice(distributions: Mapping[str, Any], param: str) -> float | None:
     return max(nums) if nums else None
 
 
-def policy(results: RunResults, row: TrialRow) -> dict[str, Any]:
+def policy(results: Run, row: TrialRow) -> dict[str, Any]:
     """The per-layer decisions of ``row`` from its stored config.
 
     Returns:
@@ -209,7 +197,7 @@ def policy(results: RunResults, row: TrialRow) -> dict[str, Any]:
     }
 
 
-def policy_svg(results: RunResults, row: TrialRow) -> str:
+def policy_svg(results: Run, row: TrialRow) -> str:
     """Per-layer policy as two bar charts: channels kept per group, bits and rank per layer."""
     pol = policy(results, row)
     parts = []
@@ -222,7 +210,7 @@ def policy_svg(results: RunResults, row: TrialRow) -> str:
         if all(b[1] is None for b in bars):
             top = max(k for _, k, _ in pol["widths"]) or 1
             bars = [(g, int(lbl) / top, lbl, c) for g, _, lbl, c in bars]
-        parts.append(_bar_chart("Channels kept per group", bars))
+        parts.append(bar_chart_svg("Channels kept per group", bars))
     if pol["layers"]:
         bars = []
         for name, bits, rank in pol["layers"]:
@@ -230,41 +218,13 @@ def policy_svg(results: RunResults, row: TrialRow) -> str:
             color = {32: "#9e9e9e", 16: "#7e57c2", 8: FRONT_COLOR, 4: "#2ca02c"}.get(b, "#555")
             label = f"{b}-bit" + (f", low-rank r={rank}" if rank is not None else "")
             bars.append((name, b / 32, label, color))
-        parts.append(_bar_chart("Bits per layer (bar: bits/32; rank where factorized)", bars))
+        parts.append(bar_chart_svg("Bits per layer (bar: bits/32; rank where factorized)", bars))
     if pol["dropped_blocks"]:
         items = "".join(f"<li>{html.escape(b)}</li>" for b in pol["dropped_blocks"])
         parts.append(f"<p>Blocks dropped:</p><ul>{items}</ul>")
     if not parts:
         return "<p>This trial stored no per-layer config.</p>"
     return "\n".join(parts)
-
-
-def _bar_chart(title: str, bars: Sequence[tuple[str, float | None, str, str]]) -> str:
-    row_h, label_w, bar_w = 18, 220, 360
-    height = 26 + row_h * len(bars)
-    width = label_w + bar_w + 110
-    out = [
-        f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{html.escape(title)}">',
-        f'<text x="0" y="14" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for i, (name, frac, label, color) in enumerate(bars):
-        y = 22 + i * row_h
-        w = bar_w * min(max(frac or 0.0, 0.0), 1.0)
-        short = name if len(name) <= 34 else "…" + name[-33:]
-        out.append(
-            f"<g><title>{html.escape(name)}: {html.escape(label)}</title>"
-            f'<text x="{label_w - 6}" y="{y + 12}" font-size="11" text-anchor="end">'
-            f"{html.escape(short)}</text>"
-            f'<rect x="{label_w}" y="{y + 2}" width="{bar_w}" height="{row_h - 5}" fill="#eee"/>'
-            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" '
-            f'fill="{color}"/>'
-            f'<text x="{label_w + bar_w + 6}" y="{y + 12}" font-size="11">'
-            f"{html.escape(label)}</text></g>"
-        )
-    out.append("</svg>")
-    return "\n".join(out)
 
 
 # --- charts and tables ---------------------------------------------------------------------
@@ -289,13 +249,13 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, cls: str
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _front_table(results: RunResults) -> str:
+def _front_table(results: Run) -> str:
     cols = columns(results, include_all=False)
     rows = [[flat_record(r, results).get(c) for c in cols] for r in results.front()]
     return html_table(cols, rows, cls="front")
 
 
-def _base_table(results: RunResults) -> str:
+def _base_table(results: Run) -> str:
     rows = []
     for name in results.objectives + tuple(n for n in OBJECTIVES if n not in results.objectives):
         pred, meas = results.base_value(name)
@@ -310,8 +270,8 @@ def _base_table(results: RunResults) -> str:
     return html_table(["metric", "unit", "value (predicted)", "measured"], rows)
 
 
-def _settings_table(results: RunResults) -> str:
-    settings = dict(results.settings) or {
+def _settings_table(results: Run) -> str:
+    settings = results.stored_settings or {
         k: v for k, v in results.user_attrs.items() if k not in ("base",)
     }
     rows = [[k, budget_text(v) if k == "budget" else v] for k, v in settings.items()]
@@ -319,7 +279,7 @@ def _settings_table(results: RunResults) -> str:
     return f"<details><summary>{len(rows)} settings</summary>{table}</details>"
 
 
-def _errors_section(results: RunResults) -> str:
+def _errors_section(results: Run) -> str:
     errors = predictor_errors(results)
     tracked = latency_errors(results)
     if not errors and not tracked:
@@ -362,7 +322,7 @@ def _errors_section(results: RunResults) -> str:
     return "".join(parts)
 
 
-def _history_section(results: RunResults) -> str:
+def _history_section(results: Run) -> str:
     history = hypervolume_history(results)
     if not history:
         return "<p>No trial yet.</p>"
@@ -384,7 +344,7 @@ def _history_section(results: RunResults) -> str:
     )
 
 
-def _chosen_trial(results: RunResults, trial: int | None) -> tuple[TrialRow | None, str]:
+def _chosen_trial(results: Run, trial: int | None) -> tuple[TrialRow | None, str]:
     if trial is not None:
         return results.trial(trial), f"trial {trial}, as requested"
     try:
@@ -395,9 +355,9 @@ def _chosen_trial(results: RunResults, trial: int | None) -> tuple[TrialRow | No
     return best, f"trial {best.number}: the most accurate trial that meets the budget"
 
 
-def _summary(results: RunResults) -> str:
+def _summary(results: Run) -> str:
     def setting(key: str) -> str:
-        return html.escape(str(results.settings.get(key, results.user_attrs.get(key, "?"))))
+        return html.escape(str(results.setting(key, "?")))
 
     sources = sorted({r.cost_source for r in results.rows})
     return (
@@ -421,7 +381,7 @@ th { background: #f3f3f3; } td:last-child, td:first-child { text-align: left; }
 """
 
 
-def report_html(results: RunResults, *, trial: int | None = None) -> str:
+def report_html(results: Run, *, trial: int | None = None) -> str:
     """The whole report as one HTML string (see :func:`write_report`)."""
     chosen, why = _chosen_trial(results, trial)
     title = f"hwnas report: {results.run_dir.name}"
@@ -437,7 +397,7 @@ def report_html(results: RunResults, *, trial: int | None = None) -> str:
         "<h2>Settings</h2>" + _settings_table(results),
         "<h2>Base model</h2>" + _base_table(results),
         "<h2>Pareto front</h2>"
-        + LEGEND_HTML
+        + legend_html()
         + figure_html(front_figure(results))
         + _front_table(results),
         "<h2>Per-layer policy</h2>" + policy_html,
@@ -457,7 +417,7 @@ def write_report(run: Any, out: str | Path, *, trial: int | None = None) -> Path
     """Write the self-contained HTML report of ``run``.
 
     Args:
-        run: The run folder, a ``nas.Run``, or :class:`~nas.results._pareto.RunResults`.
+        run: The run folder, a ``nas.Run``, or ``nas.RunResults``.
         out: Output file (``.html``); its folder is created if needed.
         trial: Trial whose per-layer policy to show; default: the most accurate trial that
             meets the budget.
@@ -472,7 +432,7 @@ def write_report(run: Any, out: str | Path, *, trial: int | None = None) -> Path
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out {str(out)!r}: the report is HTML, name it e.g. report.html")
-    results = run if isinstance(run, RunResults) else read_run(run)
+    results = run if isinstance(run, Run) else read_run(run)
     page = report_html(results, trial=trial)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

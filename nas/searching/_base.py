@@ -89,10 +89,12 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
         if measured["latency_ms"] is None
         else f"{measured['latency_ms']:.3f} measured"
     )
+    metric = ctx.task.score_name
     _logger.info(
-        "base model: top1=%.2f%% latency_ms=%.3f predicted (%s) energy_mj=%.3g (%s) "
+        "base model: %s=%s latency_ms=%.3f predicted (%s) energy_mj=%.3g (%s) "
         "memory_mb=%.3f (computed)",
-        ctx.base_accuracy,
+        metric,
+        f"{ctx.base_accuracy:.2f}%" if metric == "top1" else f"{ctx.base_accuracy:.4g}",
         costs["latency_ms"],
         shown,
         costs["energy_mj"],

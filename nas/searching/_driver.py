@@ -264,7 +264,9 @@ def _apply_measurement(outcome: dict[str, Any], measurement: Any, ctx: TrialCont
         sources["energy_mj"] = "measured"
     attrs["measured"] = measured
     attrs["cost_sources"] = sources
-    outcome["values"] = objective_values(ctx.objectives, attrs["accuracy"], costs)
+    outcome["values"] = objective_values(
+        ctx.objectives, attrs["accuracy"], costs, missing=ctx.missing_accuracy
+    )
     outcome["constraints"] = ctx.budget.violations(
         {**costs, "accuracy": attrs["accuracy"]}, base_accuracy=ctx.base_accuracy
     )
@@ -388,7 +390,12 @@ def _trial_line(
             "rejected before training (" + "; ".join(attrs.get("rejected_because", [])) + ")"
         )
     else:
-        parts.append(f"top1={attrs['accuracy']:.2f}%")
+        metric = attrs.get("metric", "top1")
+        parts.append(
+            f"top1={attrs['accuracy']:.2f}%"
+            if metric == "top1"
+            else f"{metric}={attrs['accuracy']:.4g}"
+        )
     for name in COST_OBJECTIVES:
         if name not in predicted:
             continue

@@ -56,7 +56,9 @@ def task_variant_graphs(
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    calibration = t.train[0][:16]
+    from nas.tasks._loaders import first_inputs
+
+    calibration = first_inputs(t.train if t.calibration is None else t.calibration, 16)
     with tempfile.TemporaryDirectory(prefix="hwnas-profile-") as tmp:
         for i in range(n):
             if i == 0:

@@ -30,354 +30,277 @@ front trials verified after a search on predictions), ``cost_source`` (``"measur
 from), ``cost_sources`` (the same per objective) and ``error`` (on failed trials). The
 budget is stored as Optuna constraints (``trial.constraints``; a value > 0 means violated).
 
-:class:`Run` reads a folder without changing it, also while a search is writing to it.
+:class:`Run` is the one model of a run's results: the Optuna study and its trials, and the
+same trials as :class:`~nas.searching._trial_row.TrialRow` values with their Pareto flags,
+budget and base model. It reads a folder without changing it, also while a search is writing
+to it; :func:`read_run` opens the storage read-only. The storage itself (URLs, SQLite checks,
+the lock) lives in ``nas.searching._storage``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
+import dataclasses
 import json
-import logging
+import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas._errors import RunError
-from nas.searching._budget import COST_OBJECTIVES, OBJECTIVES
+from nas.searching._budget import COST_OBJECTIVES
 from nas.searching._config import SETTINGS_FILE, SearchConfig
+from nas.searching._dominance import direction_of, pareto_mask
+from nas.searching._run_rows import (
+    RunData,
+    RunRows,
+    accuracy_floor,
+    budget_of,
+    read_results,
+    sort_rows,
+)
+from nas.searching._storage import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    LOCK_FILE,
+    STUDY_DB,
+    STUDY_NAME,
+    check_run_dir_writable,
+    check_sqlite_file,
+    dispose_storage,
+    is_local_sqlite,
+    make_storage,
+    open_read_only_storage,
+    run_lock,
+    set_finished_trial_user_attr,
+    sqlite_path,
+    storage_error,
+    storage_url,
+    with_late_user_attrs,
+)
+from nas.searching._trial_row import TrialRow
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-_logger = logging.getLogger(__name__)
 
-STUDY_NAME = "hwnas"
-"""Name of the Optuna study inside every run's storage."""
-STUDY_DB = "study.db"
-LOCK_FILE = ".search.lock"
-HEARTBEAT_INTERVAL_S = 15
-"""Seconds between heartbeats of running trials (shared storages only)."""
-GRACE_PERIOD_S = 60
-"""A running trial without a heartbeat for this long is failed by the next driver."""
+class Run(RunRows):
+    """One search's results: its settings, Optuna study, trials and Pareto front.
 
-
-def storage_url(run_dir: str | Path, storage: str | None = None) -> str:
-    """The Optuna storage URL of a run: ``storage`` or SQLite at ``run_dir/study.db``."""
-    if storage:
-        return storage
-    return f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
-
-
-def is_local_sqlite(run_dir: str | Path, url: str) -> bool:
-    """Whether ``url`` is the run folder's own SQLite file (one driver per folder)."""
-    return url == storage_url(run_dir)
-
-
-def make_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage for ``url``, with heartbeats when ``heartbeat``.
-
-    SQLite gets a 60 s busy timeout so that a reader (``hwnas pareto``) and the writing
-    search wait for each other instead of failing.
-
-    Raises:
-        RunError: the URL is malformed, or its SQLite file is damaged or not a database.
-    """
-    import optuna
-
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
-        path = sqlite_path(url)
-        if path is not None:
-            check_sqlite_file(path, allow_empty=True)
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or file
-        raise storage_error(url, exc) from exc
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///PATH`` URL (None for other URLs and in-memory databases)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    rest = url[len("sqlite:///") :]
-    if rest.startswith("file:"):
-        rest = rest[len("file:") :].split("?", 1)[0]
-    return Path(rest) if rest and rest != ":memory:" else None
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_sqlite_file(path: Path, *, allow_empty: bool = False) -> None:
-    """Refuse a file at ``path`` that cannot be an SQLite database (before SQL is sent).
-
-    Args:
-        path: The database file; a missing one passes (it will be created, or reported).
-        allow_empty: Let a file shorter than the SQLite header pass (a search may be
-            creating it this moment); readers pass False.
-
-    Raises:
-        RunError: naming the file, what is wrong and what to do.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise RunError(f"cannot read the run's Optuna database {str(path)!r}: {exc}") from exc
-    if not head and allow_empty:
-        return
-    if not head:
-        raise RunError(
-            f"the run's Optuna database {str(path)!r} is empty (0 bytes): it was truncated. "
-            f"Restore it from a backup, or start a new run in another folder."
-        )
-    if head != _SQLITE_MAGIC:
-        raise RunError(
-            f"{str(path)!r} is not an SQLite database (it starts with {head[:8]!r}): the run's "
-            f"Optuna database was overwritten. Restore it from a backup, or start a new run "
-            f"in another folder."
-        )
-
-
-def storage_error(where: str | Path, exc: BaseException) -> RunError:
-    """A one-line :class:`RunError` for a storage that failed to open or read.
-
-    Optuna wraps SQLite's own reason ("database disk image is malformed") in a message about
-    "exceeding max length" and the failed SQL; the reason is dug out of the exception chain.
-    """
-    reason = _root_reason(exc)
-    if any(word in reason for word in ("malformed", "not a database", "corrupt")):
-        return RunError(
-            f"the run's Optuna database {str(where)!r} is damaged ({reason}). Restore it from "
-            f"a backup, or start a new run in another folder; `sqlite3 FILE .recover` may "
-            f"save the finished trials."
-        )
-    return RunError(f"cannot open the Optuna storage {str(where)!r}: {reason}")
-
-
-def _root_reason(exc: BaseException) -> str:
-    """The innermost database error's own message (no SQL, no parameters)."""
-    seen: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in seen:
-        seen.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    for err in reversed(seen):
-        orig = getattr(err, "orig", None)  # sqlalchemy keeps the driver's error here
-        if orig is not None:
-            return str(orig).splitlines()[0]
-        if type(err).__module__ == "sqlite3":
-            return str(err).splitlines()[0]
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def check_run_dir_writable(run_dir: str | Path) -> None:
-    """Fail fast when a run folder cannot be written (before any task is loaded).
-
-    Creates the folder if needed, then writes, syncs and removes a small probe file, so a
-    read-only folder or file system, missing permissions or a full disk are reported now
-    rather than after the task was trained and the device measured.
-
-    Raises:
-        RunError: naming the folder, the reason and the fix.
-    """
-    path = Path(run_dir)
-    probe = path / f".write-test-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        hint = (
-            "free some space"
-            if exc.errno == errno.ENOSPC
-            else "choose a folder you may write to (--run), or change its permissions"
-        )
-        raise RunError(
-            f"cannot write to the run folder {str(path)!r}: {exc.strerror or exc}; {hint}."
-        ) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold ``run_dir/.search.lock`` so that one search at a time writes the folder.
-
-    Raises:
-        RunError: another live process holds the lock (its pid is named).
-    """
-    import fcntl
-
-    path = Path(run_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "unknown"
-            raise RunError(
-                f"another hwnas search (pid {pid}) is writing the run folder {str(run_dir)!r}. "
-                f"Wait for it to finish, stop it, or use another --run folder."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def set_finished_trial_user_attr(
-    study: optuna.Study, trial: FrozenTrial, key: str, value: Any
-) -> None:
-    """Set a user attribute on a trial that is already finished.
-
-    Optuna refuses to change finished trials through its public API; verification adds
-    ``measured`` values to Pareto trials after the search, so this writes the row directly
-    in RDB storages (``trial_user_attributes``, a table unchanged since Optuna 1.x). Other
-    storages keep the value under the study attribute ``"trial_user_attrs"``, which
-    :class:`Run` merges back into the trials it returns.
-    """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # unwrap optuna's _CachedStorage
-    from optuna.storages import RDBStorage
-
-    if isinstance(backend, RDBStorage):
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            row = (
-                session.query(models.TrialUserAttributeModel)
-                .filter_by(trial_id=trial._trial_id, key=key)
-                .one_or_none()
-            )
-            if row is None:
-                session.add(
-                    models.TrialUserAttributeModel(
-                        trial_id=trial._trial_id, key=key, value_json=json.dumps(value)
-                    )
-                )
-            else:
-                row.value_json = json.dumps(value)
-        return
-    extra = dict(study.user_attrs.get("trial_user_attrs", {}))
-    attrs = dict(extra.get(str(trial.number), {}))
-    attrs[key] = value
-    extra[str(trial.number)] = attrs
-    study.set_user_attr("trial_user_attrs", extra)
-
-
-class Run:
-    """One search's results, read from its run folder.
-
-    Open with :func:`open_run`; ``nas.search`` returns one too. Reading never changes the
-    folder, and is safe while a search writes it (each call re-reads the storage).
+    Open a folder with :func:`open_run` (or read-only with :func:`read_run`); ``nas.search``
+    returns one too. Reading never changes the folder, and is safe while a search writes it.
+    The trials (:meth:`trials`, :meth:`pareto_trials`) are read anew on every call; the rows
+    (:attr:`rows`, :meth:`front`, :meth:`trial`) are read once, until :meth:`refresh`.
 
     Attributes:
         path: The run folder.
-        settings: The resolved settings of the search.
     """
 
-    def __init__(self, path: str | Path, settings: SearchConfig) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        settings: SearchConfig | Mapping[str, Any] | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.path = Path(path)
-        self.settings = settings
+        self._config = settings if isinstance(settings, SearchConfig) else None
+        stored = settings.to_dict() if isinstance(settings, SearchConfig) else settings
+        self._stored: dict[str, Any] = dict(stored or {})
+        self._read_only = read_only
+        self._in_memory = False
         self._study: optuna.Study | None = None
+        self._results: RunData | None = None
+
+    @classmethod
+    def from_rows(
+        cls,
+        run_dir: str | Path,
+        *,
+        objectives: Sequence[str],
+        rows: Sequence[TrialRow],
+        settings: Mapping[str, Any] | None = None,
+        base: Mapping[str, Any] | None = None,
+        budget: Mapping[str, float] | None = None,
+        n_running: int = 0,
+        failed: Mapping[int, str] | None = None,
+        user_attrs: Mapping[str, Any] | None = None,
+        distributions: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """A run held in memory (no storage): rows with their ``pareto`` flags already set."""
+        run = cls(run_dir, settings)
+        run._in_memory = True
+        run._results = RunData(
+            objectives=tuple(objectives),
+            directions=tuple(direction_of(n) for n in objectives),
+            rows=tuple(rows),
+            base=dict(base or {}),
+            budget=dict(budget or {}),
+            n_running=n_running,
+            failed=dict(failed or {}),
+            user_attrs=dict(user_attrs or {}),
+            distributions=dict(distributions or {}),
+        )
+        return run
+
+    def replace(self, **changes: Any) -> Run:
+        """A copy held in memory, with ``settings`` or fields of its results changed.
+
+        Args:
+            changes: ``settings`` (a mapping), or ``rows``, ``budget``, ``base``,
+                ``objectives``, ``n_running``, ``failed``, ``user_attrs``, ``distributions``.
+        """
+        settings = changes.pop("settings", self._stored)
+        data = dataclasses.replace(self._read(), **changes)
+        if "objectives" in changes:
+            directions = tuple(direction_of(n) for n in data.objectives)
+            data = dataclasses.replace(data, directions=directions)
+        run = type(self)(self.path, settings)
+        run._in_memory = True
+        run._results = data
+        return run
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, task={self.task!r}, device={self.device!r})"
+        task, device = self._stored.get("task"), self._stored.get("device")
+        return f"Run({str(self.path)!r}, task={task!r}, device={device!r})"
+
+    # -- settings ---------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (the same as :attr:`path`)."""
+        return self.path
+
+    @property
+    def settings(self) -> SearchConfig:
+        """The resolved settings of the search.
+
+        Raises:
+            RunError: the folder's ``settings.json`` does not describe a search.
+        """
+        if self._config is None:
+            try:
+                self._config = SearchConfig.from_dict(self._stored)
+            except (TypeError, ValueError) as exc:
+                raise RunError(f"cannot read the settings of run {self.path}: {exc}") from exc
+        return self._config
+
+    @property
+    def stored_settings(self) -> dict[str, Any]:
+        """The settings as stored in ``settings.json`` ({} where the run has none)."""
+        return dict(self._stored)
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A stored setting, else the study attribute of that name, else ``default``."""
+        value = self._stored.get(key)
+        if value is None:
+            value = self.user_attrs.get(key)
+        return default if value is None else value
+
+    @property
+    def task(self) -> str:
+        """The task name or spec."""
+        return str(self.setting("task", ""))
+
+    @property
+    def device(self) -> str:
+        """The device name."""
+        return str(self.setting("device", ""))
 
     # -- the study --------------------------------------------------------------------
 
     @property
     def storage_url(self) -> str:
         """The Optuna storage URL of the run."""
-        return storage_url(self.path, self.settings.storage)
+        return storage_url(self.path, self._stored.get("storage"))
 
     @property
     def study(self) -> optuna.Study:
-        """The run's Optuna study (loaded on first use).
+        """The run's Optuna study (loaded on first use; read-only for :func:`read_run`).
 
         Raises:
-            RunError: the storage holds no ``hwnas`` study yet.
+            RunError: the storage holds no ``hwnas`` study yet, or cannot be read.
         """
         if self._study is None:
-            import optuna
+            self._study = self._load_study()
+        return self._study
 
+    def _load_study(self) -> optuna.Study:
+        import optuna
+
+        name = str(self._stored.get("study_name", STUDY_NAME))
+        if self._read_only:
+            storage = open_read_only_storage(self.path, self._stored.get("storage"))
+            where: str | Path = self.path / STUDY_DB
+        else:
             path = sqlite_path(self.storage_url)
             if path is not None:
                 check_sqlite_file(path)
             storage = make_storage(self.storage_url)
-            try:
-                self._study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
-            except KeyError:
-                raise RunError(
-                    f"run folder {str(self.path)!r} holds no search yet (no study "
-                    f"{STUDY_NAME!r} in {self.storage_url}). Start one with `hwnas search`."
-                ) from None
-            except Exception as exc:  # Optuna's StorageInternalError, sqlalchemy's errors
-                raise storage_error(path or self.storage_url, exc) from exc
-        return self._study
+            where = path or self.storage_url
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            hint = (
+                "is it a hwnas run folder?"
+                if self._read_only
+                else "start one with `hwnas search`."
+            )
+            raise RunError(
+                f"run folder {str(self.path)!r} holds no search yet (no study {name!r} in "
+                f"{self.storage_url}); {hint}"
+            ) from None
+        except Exception as exc:  # Optuna's StorageInternalError, sqlalchemy's errors
+            raise storage_error(where, exc) from exc
 
     def refresh(self) -> None:
-        """Forget the loaded study, so that the next read sees everything in the storage.
+        """Forget what was read, so that the next read sees everything in the storage.
 
         Optuna caches finished trials; attributes added to them later (``measured``) show
         after a refresh.
         """
         self._study = None
+        self._results = None
+
+    # -- results: the trials as rows ------------------------------------------------
+
+    def _read(self) -> RunData:
+        if self._results is None:
+            study = self.study
+            try:
+                self._results = read_results(self._stored, study)
+            except Exception as exc:  # a damaged storage fails on the first query
+                if isinstance(exc, RunError):
+                    raise
+                raise storage_error(self.path / STUDY_DB, exc) from exc
+            if self._read_only:
+                dispose_storage(getattr(study, "_storage", None))
+        return self._results
 
     @property
-    def task(self) -> str:
-        """The task name or spec."""
-        return self.settings.task
-
-    @property
-    def device(self) -> str:
-        """The device name."""
-        return self.settings.device
-
-    @property
-    def objectives(self) -> tuple[str, ...]:
-        """Objective names, in the order of ``trial.values``."""
-        return self.settings.objectives
-
-    @property
-    def budget(self) -> dict[str, float]:
-        """Budget limits by key (empty for none), relative ones resolved as the search did."""
-        if self.settings.resolved_budget is not None:
-            return dict(self.settings.resolved_budget)
-        return {k: float(v) for k, v in self.settings.budget.items() if not isinstance(v, str)}
-
-    @property
-    def base(self) -> dict[str, Any]:
-        """The base model's metrics (``accuracy``, ``latency_ms``, ``energy_mj``, ...)."""
-        return dict(self.study.user_attrs.get("base", {}))
+    def _live(self) -> bool:
+        """Whether study attributes are read anew (a run open for writing, not a snapshot)."""
+        return not (self._read_only or self._in_memory)
 
     @property
     def user_attrs(self) -> dict[str, Any]:
         """The study's user attributes (see the module docstring)."""
-        return dict(self.study.user_attrs)
+        return dict(self.study.user_attrs if self._live else self._read().user_attrs)
 
-    # -- trials -----------------------------------------------------------------------
+    @property
+    def base(self) -> dict[str, Any]:
+        """The base model's metrics (``accuracy``, ``latency_ms``, ``energy_mj``, ...)."""
+        return dict(self.user_attrs.get("base") or {}) if self._live else dict(self._read().base)
+
+    @property
+    def budget(self) -> dict[str, float]:
+        """Budget limits by key (empty for none), relative ones resolved as the search did."""
+        if self._live:
+            return budget_of(self.user_attrs, self._stored)
+        return dict(self._read().budget)
+
+    # -- trials: Optuna's view, read anew on every call -------------------------------
 
     def trials(self, states: Sequence[optuna.trial.TrialState] | None = None) -> list[FrozenTrial]:
         """All trials (or those in ``states``), in trial-number order.
@@ -385,20 +308,7 @@ class Run:
         ``user_attrs`` include values that were added after a trial finished (``measured``).
         """
         study = self.study
-        found = study.get_trials(deepcopy=False, states=states)
-        extra: Mapping[str, Mapping[str, Any]] = study.user_attrs.get("trial_user_attrs", {})
-        if not extra:
-            return found
-        import copy
-
-        merged = []
-        for trial in found:
-            more = extra.get(str(trial.number))
-            if more:
-                trial = copy.copy(trial)
-                trial.user_attrs = {**trial.user_attrs, **more}
-            merged.append(trial)
-        return merged
+        return with_late_user_attrs(study, study.get_trials(deepcopy=False, states=states))
 
     def completed_trials(self) -> list[FrozenTrial]:
         """Trials that finished with objective values.
@@ -415,8 +325,8 @@ class Run:
 
         return self.trials(states=(TrialState.FAIL,))
 
-    def trial(self, number: int) -> FrozenTrial:
-        """The trial numbered ``number``.
+    def frozen_trial(self, number: int) -> FrozenTrial:
+        """Optuna's trial numbered ``number``, in any state.
 
         Raises:
             RunError: no such trial (the valid range is named).
@@ -439,25 +349,22 @@ class Run:
         """The Pareto-optimal completed trials, sorted by the first cost objective.
 
         Args:
-            feasible_only: Only trials that meet the budget (Optuna's ``best_trials``).
+            feasible_only: Only trials that meet the budget: Optuna's own front
+                (``Study.best_trials``). Otherwise the front of all completed trials.
         """
-        completed = [t for t in self.completed_trials() if t.values is not None]
+        study = self.study
         if feasible_only:
-            completed = [t for t in completed if self.is_feasible(t)]
-        if not completed:
-            return []
-        directions = [OBJECTIVES[name].direction for name in self.objectives]
-        signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
-        points = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in completed]
-        front = [
-            t
-            for t, p in zip(completed, points, strict=True)
-            if not any(_dominates(q, p) for q in points if q is not p)
-        ]
+            found = with_late_user_attrs(study, study.best_trials)
+        else:
+            found = [t for t in self.completed_trials() if t.values is not None]
+            directions = [d.name.lower() for d in study.directions]
+            mask = pareto_mask([t.values for t in found], directions)
+            found = [t for t, on_front in zip(found, mask, strict=True) if on_front]
+        found = [t for t in found if all(math.isfinite(v) for v in t.values)]
         key_index = next(
             (i for i, name in enumerate(self.objectives) if name in COST_OBJECTIVES), 0
         )
-        return sorted(front, key=lambda t: (t.values[key_index], t.number))
+        return sorted(found, key=lambda t: (t.values[key_index], t.number))
 
     def counts(self) -> dict[str, int]:
         """Trials by state name (``COMPLETE``, ``FAIL``, ``RUNNING``, ...).
@@ -486,13 +393,12 @@ class Run:
         )
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    pairs = list(zip(a, b, strict=True))
-    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+RunResults = Run
+"""The name :func:`read_run`'s results had before they and :class:`Run` became one model."""
 
 
 def open_run(run_dir: str | Path) -> Run:
-    """Open an existing run folder for reading.
+    """Open an existing run folder for reading (and for the search to add to).
 
     Raises:
         RunError: the folder or its ``settings.json`` does not exist.
@@ -508,6 +414,58 @@ def open_run(run_dir: str | Path) -> Run:
     return Run(path, SearchConfig.load(path))
 
 
+def run_path(run: Any) -> Path:
+    """The folder of ``run``: a path, or an object with a ``run_dir``/``path`` attribute."""
+    for attr in ("run_dir", "path", "directory"):
+        value = getattr(run, attr, None)
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+    if isinstance(run, (str, os.PathLike)):
+        return Path(run)
+    raise TypeError(f"run must be a run folder path or a nas Run, got {type(run).__name__}")
+
+
+def read_run(run: Any, *, require_trials: bool = True) -> Run:
+    """Read a run folder without changing it (its storage opened read-only).
+
+    Args:
+        run: The run folder (``runs/NAME``) or a ``nas.Run``.
+        require_trials: Raise when the run holds no completed trial.
+
+    Returns:
+        The run, its trials read once with their Pareto flags.
+
+    Raises:
+        RunError: The folder does not exist, is not a hwnas run, or holds no finished trial.
+    """
+    run_dir = run_path(run)
+    if not run_dir.is_dir():
+        raise RunError(
+            f"run folder {str(run_dir)!r} does not exist; pass the folder given to "
+            "`hwnas search --run` (e.g. runs/NAME)"
+        )
+    result = Run(run_dir, _read_settings(run_dir), read_only=True)
+    if require_trials and not result.rows:
+        raise RunError(
+            f"run {run_dir} holds no finished trial yet ({result.n_running} running, "
+            f"{result.n_failed} failed); wait for the search or resume it with the same "
+            "`hwnas search` command"
+        )
+    return result
+
+
+def _read_settings(run_dir: Path) -> dict[str, Any]:
+    """``settings.json`` as stored, or {} where the folder has none."""
+    path = run_dir / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"cannot read {path}: {exc}; the run folder is damaged") from exc
+    return data if isinstance(data, dict) else {}
+
+
 __all__ = [
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
@@ -515,10 +473,19 @@ __all__ = [
     "STUDY_DB",
     "STUDY_NAME",
     "Run",
+    "RunResults",
+    "TrialRow",
+    "accuracy_floor",
+    "check_run_dir_writable",
+    "check_sqlite_file",
     "is_local_sqlite",
     "make_storage",
     "open_run",
+    "read_run",
     "run_lock",
+    "run_path",
     "set_finished_trial_user_attr",
+    "sort_rows",
+    "storage_error",
     "storage_url",
 ]

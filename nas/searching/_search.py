@@ -132,6 +132,7 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
         device: The ``DeviceSpec``, if not to be looked up from ``config.device``.
     """
     from nas.logging import get_logger
+    from nas.tasks._evaluate import metric_info
 
     get_logger("nas")  # the nas logger's handler, so that trial lines show (optuna-style)
     if not config.run_dir:
@@ -149,6 +150,7 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
     with run_lock(run_dir):
         check_run_folder(config)  # again, now that no one else can write it
         study = open_study(config, base)
+        study.set_user_attr("metric", metric_info(ctx.task))  # what "accuracy" holds
         config.save(run_dir)
         stale = fail_interrupted_trials(study, run_dir, config)
         if stale:
@@ -297,11 +299,13 @@ def build_context(
     ``config.profile_minutes`` first.
     """
     from latency_models import get_device
+    from nas.tasks._evaluate import task_score
+    from nas.tasks._loaders import first_inputs
     from nas.tasks._tasks import load_task
-    from nas.tasks._train import evaluate
     from search_spaces import analyze
 
     task = task if task is not None else load_task(config.task)
+    base_accuracy = task_score(task.model, task)  # a broken metric stops before profiling
     device = device if device is not None else get_device(config.device)
     predictors, energy_source = (
         load_predictors(
@@ -320,8 +324,6 @@ def build_context(
         bits=tuple(getattr(device, "precisions", (32, 8))),
     )
     _logger.info("search space of %s: %r", task.name, space)
-    X_train, _ = task.train
-    X_val, y_val = task.val
     return TrialContext(
         task=task,
         space=space,
@@ -330,15 +332,19 @@ def build_context(
         energy_source=energy_source,
         objectives=config.objectives,
         budget=parse_budget(config.budget),
-        base_accuracy=float(evaluate(task.model, X_val, y_val)),
+        base_accuracy=base_accuracy,
         recovery_steps=config.recovery_steps,
         recovery_batch_size=config.recovery_batch_size,
         recovery_lr=config.recovery_lr,
         reject_factor=config.reject_factor,
-        calibration=X_train[: config.calibration_samples].clone(),
+        calibration=first_inputs(
+            task.train if task.calibration is None else task.calibration,
+            config.calibration_samples,
+        ),
         seed=config.seed or 0,
         fail_trials=fail_trials_from_env(),
         measure_costs=config.costs != "predicted",
+        missing_accuracy=0.0 if task.metric == "top1" else float("-inf"),
     )
 
 

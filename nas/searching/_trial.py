@@ -17,9 +17,11 @@ Phases, each timed into ``user_attrs["timings_s"]``:
    analytically and labelled so.
 4. a candidate predicted far outside the budget stops here, recorded as infeasible with no
    accuracy (``rejected_before_training``).
-5. ``train``: BatchNorm recalibration and a short distillation from the base model.
-6. ``eval``: top-1 on the validation set, of the quantized ONNX graph in onnxruntime when
-   the config has layers below 32 bits (what will run), else of the torch model.
+5. ``train``: BatchNorm recalibration and a short fine-tune against the base model with the
+   task's loss (distillation by default).
+6. ``eval``: the task's score on its validation data (top-1, or its metric; named in
+   ``user_attrs["metric"]``), of the quantized ONNX graph in onnxruntime when the config has
+   layers below 32 bits (what will run), else of the torch model.
 
 With ``ctx.measure_costs`` a trained candidate's graph comes back in the result
 (``"graph"``, ONNX bytes), for the driver to measure on the device (``_costs``): workers
@@ -78,7 +80,7 @@ class TrialContext:
         energy_source: ``"measured-predictor"`` or ``"estimated"``.
         objectives: Objective names, in the order of the study's values.
         budget: The budget.
-        base_accuracy: Top-1 of the base model on the validation set, in %.
+        base_accuracy: The base model's score: top-1 in %, or the task metric's score.
         recovery_steps: Distillation steps per candidate.
         recovery_batch_size: Images per distillation step.
         recovery_lr: Learning rate of the distillation.
@@ -89,6 +91,8 @@ class TrialContext:
         measure_costs: Return each trained candidate's graph for the driver to measure.
         computed: The computed objectives (``memory_mb`` and any registered ones), taken
             from the registry where the search started, so that Ray workers have them.
+        missing_accuracy: The value of the ``accuracy`` objective for a trial rejected
+            before training (0 for top-1; -inf for a task metric's score).
     """
 
     task: Task
@@ -108,6 +112,7 @@ class TrialContext:
     fail_trials: frozenset[int] = field(default_factory=frozenset)
     measure_costs: bool = False
     computed: tuple[Objective, ...] = field(default_factory=computed_objectives)
+    missing_accuracy: float = 0.0
 
 
 def fail_trials_from_env() -> frozenset[int]:
@@ -180,11 +185,14 @@ def recover_and_evaluate(
     steps: int,
     timings: dict[str, float],
 ) -> float:
-    """Recover ``model`` in place by distillation, then return its validation top-1 in %.
+    """Recover ``model`` in place, then return the task's score on its validation data.
 
-    Quantized configs are re-exported after recovery and evaluated in onnxruntime.
+    The score is top-1 in %, or the task's metric (negated when lower is better, see
+    :mod:`nas.tasks._evaluate`). Quantized configs are re-exported after recovery and
+    scored in onnxruntime.
     """
-    from nas.tasks._train import evaluate, recover
+    from nas.tasks._evaluate import task_score, task_score_onnx
+    from nas.tasks._train import recover
 
     with _timed(timings, "train"):
         recover(
@@ -196,22 +204,26 @@ def recover_and_evaluate(
             batch_size=ctx.recovery_batch_size,
             lr=ctx.recovery_lr,
         )
-    X_val, y_val = ctx.task.val
     with _timed(timings, "eval"):
         if is_quantized(config):
-            from nas.tasks._onnx_eval import evaluate_onnx
-
             path = export_graph(ctx, model, config, workdir / f"recovered-{steps}.onnx")
-            return float(evaluate_onnx(path, X_val, y_val))
-        return float(evaluate(model, X_val, y_val))
+            return task_score_onnx(path, ctx.task)
+        return task_score(model, ctx.task)
 
 
 def objective_values(
-    objectives: tuple[str, ...], accuracy: float | None, costs: Mapping[str, float]
+    objectives: tuple[str, ...],
+    accuracy: float | None,
+    costs: Mapping[str, float],
+    *,
+    missing: float = 0.0,
 ) -> list[float]:
-    """The study's values for one trial; a missing accuracy counts as 0 (dominated)."""
+    """The study's values for one trial; a missing accuracy counts as ``missing`` (dominated).
+
+    ``missing`` is 0 for top-1 and -inf for a task metric, whose score may be negative.
+    """
     return [
-        (accuracy if accuracy is not None else 0.0) if name == "accuracy" else costs[name]
+        (accuracy if accuracy is not None else missing) if name == "accuracy" else costs[name]
         for name in objectives
     ]
 
@@ -272,7 +284,8 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
                     ctx, model, config, workdir, steps=ctx.recovery_steps, timings=timings
                 )
         attrs["accuracy"] = accuracy
-        values = objective_values(ctx.objectives, accuracy, costs)
+        attrs["metric"] = ctx.task.score_name
+        values = objective_values(ctx.objectives, accuracy, costs, missing=ctx.missing_accuracy)
         constraints = ctx.budget.violations(
             {**costs, "accuracy": accuracy}, base_accuracy=ctx.base_accuracy
         )

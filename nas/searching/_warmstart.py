@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,22 +45,9 @@ def params_of(space: Any, config: Any) -> dict[str, Any]:
     """The trial params that make ``space.sample`` return ``config``.
 
     Raises:
-        ValueError: the params do not rebuild ``config`` (the space names its params
-            differently than ``width.``/``drop.``/``rank.``/``bits.`` + key).
+        ValueError: ``config`` does not fit the space, or the params do not rebuild it.
     """
-    params: dict[str, Any] = {}
-    for name in space.param_names():
-        kind, _, key = name.partition(".")
-        if kind == "width":
-            params[name] = config.widths[key]
-        elif kind == "drop":
-            params[name] = key in config.dropped_blocks
-        elif kind == "rank":
-            params[name] = config.ranks.get(key)
-        elif kind == "bits":
-            params[name] = config.bits.get(key, 32)
-        else:
-            raise ValueError(f"unknown parameter kind in {name!r}")
+    params: dict[str, Any] = space.params_of(config)  # each compression kind names its own
     if space.config_from_params(params) != config:
         raise ValueError("params do not round-trip to the config")
     return params
@@ -85,10 +72,41 @@ def _variants(space: Any) -> dict[str, Any]:
     return out
 
 
-def sensitivity(ctx: TrialContext) -> dict[str, float] | None:
-    """Top-1 drop (points) of compressing each decision point alone, or ``None`` if not cheap."""
+def _scan_functions(ctx: TrialContext) -> tuple[Callable[[Any], float], Callable[[Any], None]]:
+    """How the scan scores a model and recalibrates its BatchNorm, for the task's data."""
+    from nas.tasks._evaluate import task_score
+    from nas.tasks._loaders import is_pair, loader_of
+    from nas.tasks._stream import recalibrate_bn_stream
     from nas.tasks._train import evaluate, recalibrate_bn
 
+    task = ctx.task
+    if not (is_pair(task.train) and is_pair(task.val) and task.metric == "top1"):
+        loader = loader_of(task.train, batch_size=64)
+
+        def stream_score(model: Any) -> float:
+            return task_score(model, task)
+
+        def stream_recalibrate(model: Any) -> None:
+            recalibrate_bn_stream(model, loader, num_samples=256)
+
+        return stream_score, stream_recalibrate
+    X_train, _ = task.train
+    X_val, y_val = (part[:_VAL_SAMPLES] for part in task.val)
+
+    def score(model: Any) -> float:
+        return evaluate(model, X_val, y_val)
+
+    def recalibrate(model: Any) -> None:
+        recalibrate_bn(model, X_train, num_samples=256, seed=ctx.seed)
+
+    return score, recalibrate
+
+
+def sensitivity(ctx: TrialContext) -> dict[str, float] | None:
+    """Score drop of compressing each decision point alone, or ``None`` if not cheap.
+
+    The score is top-1 in points, or the task metric's score (see ``nas.tasks._evaluate``).
+    """
     variants = _variants(ctx.space)
     if not variants or len(variants) > MAX_POINTS:
         _logger.info(
@@ -97,16 +115,14 @@ def sensitivity(ctx: TrialContext) -> dict[str, float] | None:
             MAX_POINTS,
         )
         return None
-    X_train, _ = ctx.task.train
-    X_val, y_val = ctx.task.val
-    X_val, y_val = X_val[:_VAL_SAMPLES], y_val[:_VAL_SAMPLES]
-    base = evaluate(ctx.task.model, X_val, y_val)
+    score, recalibrate = _scan_functions(ctx)
+    base = score(ctx.task.model)
     drops: dict[str, float] = {}
     start = time.perf_counter()
     for i, (point, config) in enumerate(variants.items()):
         model = ctx.space.apply(ctx.task.model, config)
-        recalibrate_bn(model, X_train, num_samples=256, seed=ctx.seed)
-        drops[point] = round(base - evaluate(model, X_val, y_val), 3)
+        recalibrate(model)
+        drops[point] = round(base - score(model), 3)
         projected = (time.perf_counter() - start) / (i + 1) * len(variants)
         if projected > MAX_SECONDS:
             _logger.info(
@@ -117,7 +133,7 @@ def sensitivity(ctx: TrialContext) -> dict[str, float] | None:
         "sensitivity scan: %d points in %.1f s; most robust: %s",
         len(drops),
         time.perf_counter() - start,
-        ", ".join(f"{p} ({d:+.1f})" for p, d in sorted(drops.items(), key=lambda x: x[1])[:3]),
+        ", ".join(f"{p} ({d:+.3g})" for p, d in sorted(drops.items(), key=lambda x: x[1])[:3]),
     )
     return drops
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ _logger = logging.getLogger(__name__)
 __all__ = [
     "TrainConfig",
     "distill",
+    "distillation_loss",
     "evaluate",
     "num_threads",
     "recalibrate_bn",
@@ -175,15 +176,22 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfi
     return model.eval()
 
 
-def _check_xy(X: torch.Tensor, y: torch.Tensor | None) -> None:
+def _check_xy(X: torch.Tensor, y: torch.Tensor | None, *, labels: bool = True) -> None:
+    """X a float batch; y, if given, labels (N,) or, without ``labels``, any targets (N, ...)."""
     if not isinstance(X, torch.Tensor) or X.ndim < 2 or not X.is_floating_point():
         raise TypeError(
             f"X must be a floating-point torch.Tensor of shape (N, ...), got "
             f"{type(X).__name__} {getattr(X, 'dtype', '')} {tuple(getattr(X, 'shape', ()))}."
         )
-    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (len(X),)):
+    if y is None:
+        return
+    ok = isinstance(y, torch.Tensor) and (
+        y.shape == (len(X),) or (not labels and len(y) == len(X))
+    )
+    if not ok:
         raise ValueError(
-            f"y must be a torch.Tensor of shape ({len(X)},) matching X, got "
+            f"y must be a torch.Tensor of shape ({len(X)}{',' if labels else ', ...'}) matching "
+            "X, got "
             f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))}."
         )
 
@@ -250,6 +258,27 @@ def recalibrate_bn(
     return model
 
 
+def distillation_loss(
+    s_logits: torch.Tensor,
+    t_logits: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    temperature: float = 4.0,
+    w: float = 0.5,
+) -> torch.Tensor:
+    """``(1 - w) * T² * KL(softmax(t/T) || softmax(s/T)) + w * CE(s, y)`` (no CE without y)."""
+    kd = F.kl_div(
+        F.log_softmax(s_logits / temperature, dim=1),
+        F.log_softmax(t_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (temperature**2)
+    value = (1.0 - w) * kd
+    if w > 0.0 and y is not None:
+        value = value + w * F.cross_entropy(s_logits, y)
+    return value
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -264,6 +293,7 @@ def distill(
     optimizer: Literal["adam", "sgd"] = "adam",
     seed: int = 0,
     teacher_logits: torch.Tensor | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place by knowledge distillation from ``teacher``; return it.
 
@@ -287,11 +317,13 @@ def distill(
         seed: Seeds the batch order.
         teacher_logits: Precomputed ``teacher`` logits on all of ``X`` (N, classes), to skip
             the teacher's forward passes.
+        loss: ``loss(student_out, teacher_out, targets)`` instead of the distillation loss
+            above (``temperature`` and ``label_weight`` then unused).
 
     Returns:
         ``student``, in eval mode.
     """
-    _check_xy(X, y)
+    _check_xy(X, y, labels=loss is None)
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}.")
     if temperature <= 0:
@@ -333,17 +365,13 @@ def distill(
                 with torch.no_grad():
                     t_logits = teacher(xb)
             s_logits = student(xb)
-            kd = F.kl_div(
-                F.log_softmax(s_logits / temperature, dim=1),
-                F.log_softmax(t_logits / temperature, dim=1),
-                reduction="batchmean",
-                log_target=True,
-            ) * (temperature**2)
-            loss = (1.0 - w) * kd
-            if w > 0.0 and y is not None:
-                loss = loss + w * F.cross_entropy(s_logits, y[idx])
+            yb = None if y is None else y[idx]
+            if loss is not None:
+                value = loss(s_logits, t_logits, yb)
+            else:
+                value = distillation_loss(s_logits, t_logits, yb, temperature=temperature, w=w)
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            value.backward()  # type: ignore[no-untyped-call]
             opt.step()
     finally:
         teacher.train(teacher_was_training)
@@ -380,9 +408,11 @@ def recover(
 ) -> nn.Module:
     """Recover a compressed model's accuracy: recalibrate BN, then distill from the teacher.
 
-    This is the search's per-trial recovery. The teacher's logits on ``task.train`` are
-    computed once per teacher and reused by later calls (the teacher must not change
-    between calls). ``student`` is modified in place and returned in eval mode.
+    This is the search's per-trial recovery, with the task's ``loss`` when it has one. For
+    ``(X, y)`` tensors the teacher's logits on ``task.train`` are computed once per teacher
+    and reused by later calls (the teacher must not change between calls); a Dataset or
+    DataLoader is streamed instead (:mod:`nas.tasks._stream`). ``student`` is modified in
+    place and returned in eval mode.
 
     Args:
         student: The compressed model.
@@ -393,6 +423,14 @@ def recover(
         batch_size: Images per distillation step.
         lr: Adam learning rate.
     """
+    from nas.tasks._loaders import is_pair
+
+    if not is_pair(task.train):
+        from nas.tasks._stream import recover_stream
+
+        loss = task.loss or distillation_loss
+        return recover_stream(student, teacher, task, loss=loss, steps=steps, seed=seed,
+                              batch_size=batch_size, lr=lr)  # fmt: skip
     X, y = task.train
     recalibrate_bn(student, X, seed=seed)
     if steps == 0:
@@ -407,4 +445,5 @@ def recover(
         lr=lr,
         seed=seed,
         teacher_logits=_cached_teacher_logits(teacher, X),
+        loss=task.loss,
     )

@@ -168,8 +168,8 @@ def make_results(
         )
         for r, m in zip(rows, mask, strict=False)
     ]
-    return RunResults(
-        run_dir=Path("runs/synthetic"),
+    return RunResults.from_rows(
+        Path("runs/synthetic"),
         objectives=objectives,
         settings={"task": "digits-resnet", "device": "local-cpu"},
         base=BASE,

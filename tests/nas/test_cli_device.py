@@ -88,3 +88,50 @@ def test_agent_command_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["agent", "--help"])
     assert "--max-body-mb" in capsys.readouterr().out
+
+
+def _imported_jsonl(folder: Path, n: int = 24) -> Path:
+    """``n`` small networks with the latencies of a device without kernel fusion."""
+    from latency_models import random_network
+    from latency_models.features._oplevel import oplevel_feature_dict
+
+    (folder / "graphs").mkdir(parents=True)
+    lines: list[tuple[str, float]] = []
+    for i in range(n):
+        g = random_network(i, size=16)
+        f = oplevel_feature_dict(g)
+        ms = 0.02 + 0.004 * f["mmacs_total"] + 0.003 * f["count_total"] + 0.01 * f["mbytes_total"]
+        (folder / "graphs" / f"{i}.onnx").write_bytes(g.SerializeToString())
+        lines.append((f"graphs/{i}.onnx", ms))
+    lines.append((lines[1][0], lines[1][1] * 1.04))  # measured twice
+    path = folder / "r.jsonl"
+    path.write_text("".join(json.dumps({"onnx": o, "latency_ms": ms}) + "\n" for o, ms in lines))
+    return path
+
+
+def test_import_fit_then_eval_prints_every_kind_beside_repeat_agreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jsonl = _imported_jsonl(tmp_path / "data")
+    assert main(["device", "add", "board"]) == 0
+    assert main(["device", "import", "board", str(jsonl), "--fit"]) == 0
+    out = capsys.readouterr().out
+    assert "latency_ms: fitted op-level" in out  # imported: no x86 kernel block, op-level
+    assert "op-count (baseline)" in out and "macs (baseline)" in out
+    assert "energy_mj: not fitted" in out
+    assert main(["device", "eval", "board"]) == 0
+    out = capsys.readouterr().out
+    assert "every kind out of fold (oplevel device, families held out)" in out
+    for kind in ("op-level *", "macs (baseline)", "op-count (baseline)", "log-ridge", "additive"):
+        assert kind in out
+    assert "labels' repeat agreement: within 10% 100.0% of 1 graphs measured twice" in out
+    assert main(["device", "fit", "board", "--target", "latency_ms"]) == 0
+    assert "saved to" in capsys.readouterr().out
+
+
+def test_fit_without_enough_measurements_says_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["device", "add", "empty-board"]) == 0
+    assert main(["device", "fit", "empty-board", "--target", "latency_ms"]) == 1
+    assert "only 0 stored graphs with latency_ms" in capsys.readouterr().err

@@ -129,7 +129,7 @@ def test_refusals_and_nothing_half_written(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("device unplugged")
 
-    monkeypatch.setattr(ex, "_measure", boom)
+    monkeypatch.setattr(ex, "measure_graph", boom)
     with pytest.raises(RuntimeError, match="device unplugged"):
         export(run, out_dir=out, force=True, finetune_steps=0)
     assert (out / "keep.txt").read_text() == "mine"  # the old folder is untouched

@@ -174,7 +174,6 @@ def test_budget_text() -> None:
 
 
 def test_predictor_tracking_reads_refit_flags_and_refit_lists() -> None:
-    from dataclasses import replace
 
     trials = [
         {"number": n, "predicted_ms": 1.0, "measured_ms": 1.1, "error_pct": -9.1}
@@ -182,9 +181,19 @@ def test_predictor_tracking_reads_refit_flags_and_refit_lists() -> None:
     ]
     flagged = [dict(trials[0], refit=True), *trials[1:]]
     res = make_results(3)
-    by_flag = replace(res, user_attrs={"predictor_tracking": {"trials": flagged}})
+    by_flag = res.replace(user_attrs={"predictor_tracking": {"trials": flagged}})
     assert [r["refit"] for r in by_flag.predictor_tracking] == [True, False, False]
     listed = {"trials": trials, "refits": [{"after": 2}, {"after": 9}]}
-    by_list = replace(res, user_attrs={"predictor_tracking": listed})
+    by_list = res.replace(user_attrs={"predictor_tracking": listed})
     assert [r["refit"] for r in by_list.predictor_tracking] == [False, True, False]
-    assert replace(res, user_attrs={"predictor_tracking": "junk"}).predictor_tracking == []
+    assert res.replace(user_attrs={"predictor_tracking": "junk"}).predictor_tracking == []
+
+
+def test_one_dominance_check_and_the_public_hypervolume() -> None:
+    from nas.results import hypervolume
+    from nas.searching._dominance import dominates
+
+    assert dominates([1, 1], [1, 2]) and not dominates([1, 2], [1, 2])
+    assert dominates([1, 2], [1, 2], weakly=True) and not dominates([2, 1], [1, 2], weakly=True)
+    assert pareto_mask([[1, 2], [1, 2], [2, 3]], ["minimize", "minimize"]) == [True, True, False]
+    assert hypervolume([[0.5, 0.5], [0.25, 0.75]], [1.0, 1.0]) == 0.25 + 0.25 * 0.25

@@ -54,7 +54,7 @@ def test_front_figure_of_measured_costs_rings_the_prediction() -> None:
         )
         for r in res.rows
     )
-    fig = front_figure(replace(res, rows=rows))
+    fig = front_figure(res.replace(rows=rows))
     for t, r in zip(fig["trials"], rows, strict=True):
         assert t["source"] == "measured"
         assert t["measured"]["latency_ms"] == r.values["latency_ms"]
@@ -68,7 +68,7 @@ def test_front_figure_of_measured_costs_rings_the_prediction() -> None:
 def test_figure_json_cannot_close_its_script() -> None:
     res = make_results(4)
     rows = (replace(res.rows[0], summary="</script><script>alert(1)</script>"), *res.rows[1:])
-    page = figure_html(front_figure(replace(res, rows=rows)))
+    page = figure_html(front_figure(res.replace(rows=rows)))
     assert page.count("</script>") == 1
     data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
     assert data is not None

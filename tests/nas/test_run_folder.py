@@ -5,12 +5,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import nas
 from nas import RunError
 from nas.searching._config import SearchConfig
 from nas.searching._run import (
     STUDY_NAME,
     make_storage,
     open_run,
+    read_run,
     run_lock,
     set_finished_trial_user_attr,
     storage_url,
@@ -48,17 +50,31 @@ def test_pareto_trials_feasible_and_sorted(tmp_path: Path) -> None:
     assert len(run.pareto_trials(feasible_only=False)) == 3
     assert run.counts()["COMPLETE"] == 4
     assert "Pareto front: 2 feasible trials" in run.summary()
-    assert run.trial(2).values == [89.0, 1.5]
+    assert run.frozen_trial(2).values == [89.0, 1.5]
+    assert run.trial(2).values == {"accuracy": 89.0, "latency_ms": 1.5}
     with pytest.raises(RunError, match=r"no trial 9; trials: 0\.\.3"):
-        run.trial(9)
+        run.frozen_trial(9)
+
+
+def test_one_model_rows_agree_with_optunas_front(tmp_path: Path) -> None:
+    _, study = _make_run(tmp_path, budget="latency_ms=2")
+    _add(study, 90.0, 1.0)
+    _add(study, 95.0, 1.8)
+    _add(study, 89.0, 1.5)  # dominated
+    _add(study, 99.0, 3.0, violation=0.5)  # infeasible
+    run = open_run(tmp_path)
+    assert [r.number for r in run.front()] == [t.number for t in run.pareto_trials()] == [0, 1]
+    assert read_run(tmp_path).front() == run.front()  # read-only, the same rows
+    assert not run.trial(3).budget_met and run.trial(3).constraints == {"latency_ms": 0.5}
+    assert nas.RunResults is nas.Run
 
 
 def test_measured_attr_on_finished_trial_visible_to_plain_optuna(tmp_path: Path) -> None:
     _, study = _make_run(tmp_path)
     _add(study, 90.0, 1.0)
     run = open_run(tmp_path)
-    set_finished_trial_user_attr(run.study, run.trial(0), "measured", {"latency_ms": 1.1})
-    set_finished_trial_user_attr(run.study, run.trial(0), "measured", {"latency_ms": 1.2})
+    set_finished_trial_user_attr(run.study, run.frozen_trial(0), "measured", {"latency_ms": 1.1})
+    set_finished_trial_user_attr(run.study, run.frozen_trial(0), "measured", {"latency_ms": 1.2})
     fresh = optuna.load_study(study_name=STUDY_NAME, storage=storage_url(tmp_path))
     assert fresh.trials[0].user_attrs["measured"] == {"latency_ms": 1.2}
 

@@ -1,0 +1,102 @@
+"""Recovery from a Dataset or DataLoader, streamed batch by batch.
+
+The same two steps as for tensors (:func:`nas.tasks._train.recover`): re-estimate the
+BatchNorm statistics, then fine-tune the student against the teacher's outputs with the
+task's loss. Nothing is gathered into memory: the loader is iterated, and restarted when
+it runs out before the last step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from nas.tasks._loaders import batches, loader_of
+
+if TYPE_CHECKING:
+    from nas.tasks._task import Task
+
+__all__ = ["recalibrate_bn_stream", "recover_stream"]
+
+
+def _cycle(loader: Any) -> Iterator[tuple[torch.Tensor, Any]]:
+    """Batches of ``loader``, pass after pass (a fresh iterator, so reshuffled, each pass)."""
+    while True:
+        empty = True
+        for batch in batches(loader):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yielded no batch.")
+
+
+@torch.no_grad()
+def recalibrate_bn_stream(model: nn.Module, loader: Any, *, num_samples: int = 1024) -> nn.Module:
+    """Re-estimate every BatchNorm's statistics from the first ``num_samples`` inputs."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model.eval()
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    seen = 0
+    try:
+        for inputs, _ in batches(loader):
+            model(inputs[: num_samples - seen])
+            seen += min(len(inputs), num_samples - seen)
+            if seen >= num_samples:
+                break
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+    return model
+
+
+def recover_stream(
+    student: nn.Module,
+    teacher: nn.Module,
+    task: Task,
+    *,
+    loss: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor],
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+) -> nn.Module:
+    """Recalibrate BN, then take ``steps`` Adam steps of the task's loss; return ``student``.
+
+    A Dataset is batched ``batch_size`` at a time in a seeded shuffled order; a DataLoader
+    is used as given. ``loss(student_out, teacher_out, targets)`` is the task's loss, or
+    distillation plus cross-entropy when the task has none.
+    """
+    loader = loader_of(task.train, batch_size=batch_size, shuffle=True, seed=seed)
+    with torch.random.fork_rng(devices=[]):  # a DataLoader's own shuffle, seeded alike
+        torch.manual_seed(seed)
+        recalibrate_bn_stream(student, loader)
+        if steps == 0:
+            return student
+        params = [p for p in student.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        teacher_was_training = teacher.training
+        teacher.eval()
+        student.train()
+        stream = _cycle(loader)
+        try:
+            for _ in range(steps):
+                inputs, targets = next(stream)
+                with torch.no_grad():
+                    t_out = teacher(inputs)
+                value = loss(student(inputs), t_out, targets)
+                opt.zero_grad(set_to_none=True)
+                value.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+        finally:
+            teacher.train(teacher_was_training)
+            student.eval()
+    return student
