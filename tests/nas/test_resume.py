@@ -63,7 +63,8 @@ def test_sigkill_mid_run_then_resume(home: Path, tmp_path: Path) -> None:
     assert main(argv) == 0  # the same command resumes
 
     after = open_run(run_dir)
-    assert {n: after.frozen_trial(n).values for n in finished} == finished  # nothing finished is lost
+    # nothing finished is lost
+    assert {n: after.frozen_trial(n).values for n in finished} == finished
     assert count_finished(after.study) == 5
     for number in left_running:
         trial = after.trial(number)
