@@ -67,7 +67,7 @@ def test_sigkill_mid_run_then_resume(home: Path, tmp_path: Path) -> None:
     assert {n: after.frozen_trial(n).values for n in finished} == finished
     assert count_finished(after.study) == 5
     for number in left_running:
-        trial = after.trial(number)
+        trial = after.frozen_trial(number)
         assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
     assert len(after.trials()) == 5 + len(left_running)
 
