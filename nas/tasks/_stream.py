@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from nas.tasks._batchnorm import reestimate_bn
 from nas.tasks._loaders import batches, loader_of
 
 if TYPE_CHECKING:
@@ -33,29 +34,19 @@ def _cycle(loader: Any) -> Iterator[tuple[torch.Tensor, Any]]:
             raise ValueError("the training loader yielded no batch.")
 
 
-@torch.no_grad()
 def recalibrate_bn_stream(model: nn.Module, loader: Any, *, num_samples: int = 1024) -> nn.Module:
     """Re-estimate every BatchNorm's statistics from the first ``num_samples`` inputs."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model.eval()
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    model.train()
+    return reestimate_bn(model, _first_inputs(loader, num_samples))
+
+
+def _first_inputs(loader: Any, n: int) -> Iterator[torch.Tensor]:
+    """The inputs of ``loader``'s batches, cut off after ``n`` samples."""
     seen = 0
-    try:
-        for inputs, _ in batches(loader):
-            model(inputs[: num_samples - seen])
-            seen += min(len(inputs), num_samples - seen)
-            if seen >= num_samples:
-                break
-    finally:
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        model.eval()
-    return model
+    for inputs, _ in batches(loader):
+        yield inputs[: n - seen]
+        seen += min(len(inputs), n - seen)
+        if seen >= n:
+            return
 
 
 def recover_stream(

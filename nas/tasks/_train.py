@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.tasks._batchnorm import reestimate_bn
+
 if TYPE_CHECKING:
     from nas.tasks._task import Task
 
@@ -238,24 +240,11 @@ def recalibrate_bn(
     returned in eval mode, each BN's momentum restored.
     """
     _check_xy(X, None)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model.eval()
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(X), generator=generator)[: min(num_samples, len(X))]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    model.train()
-    try:
-        for i in range(0, len(idx), batch_size):
-            model(X[idx[i : i + batch_size]])
-    finally:
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        model.eval()
-    return model
+    return reestimate_bn(
+        model, (X[idx[i : i + batch_size]] for i in range(0, len(idx), batch_size))
+    )
 
 
 def distillation_loss(
