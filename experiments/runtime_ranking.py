@@ -157,7 +157,7 @@ def main() -> None:
             (n for n in trained if (lat[n], accuracy[n]) in front), key=lambda n: lat[n]
         )
     exported = {
-        e["from"][0]["run"] if len(e["from"]) == 1 else ",".join(f["run"] for f in e["from"]): {
+        ",".join(f["run"] for f in e["from"] if f["exported"]): {
             "candidate": names[k],
             "summary": e["summary"],
             "accuracy": e["accuracy"],
