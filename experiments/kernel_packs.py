@@ -44,7 +44,8 @@ from latency_models import (
     sweep_graphs,
 )
 from latency_models._home import home_dir
-from latency_models.profiling._sweep import OPSET, SWEEP_REVISION, _Builder, _conv_macs
+from latency_models.profiling._builder import OPSET, _Builder, _conv_macs
+from latency_models.profiling._sweep import SWEEP_REVISION
 
 PACK_SIZES = (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 112, 224)
 """Output map sizes a pack draws from (those of ImageNet and CIFAR networks)."""

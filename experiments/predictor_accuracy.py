@@ -41,7 +41,8 @@ from latency_models import (
 )
 from latency_models._home import home_dir
 from latency_models.predictors._persist import KERNEL_PREDICTOR
-from latency_models.profiling._sweep import SWEEP_REVISION, _Builder
+from latency_models.profiling._builder import _Builder
+from latency_models.profiling._sweep import SWEEP_REVISION
 
 RESULTS = Path(__file__).parent / "results"
 

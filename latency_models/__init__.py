@@ -53,8 +53,9 @@ if TYPE_CHECKING:
     from latency_models.measurement._store import MeasurementStore, StoreCorruptedError
     from latency_models.predictors._additive import FlopsPredictor, KernelAdditivePredictor
     from latency_models.predictors._base import PREDICTORS, BaseLatencyPredictor, load_predictor
+    from latency_models.predictors._combined_predictor import CombinedPredictor
     from latency_models.predictors._energy_model import ENERGY_SOURCE, estimate_energy_mj
-    from latency_models.predictors._kernel_predictor import CombinedPredictor, KernelPredictor
+    from latency_models.predictors._kernel_predictor import KernelPredictor
     from latency_models.predictors._metrics import prediction_metrics
     from latency_models.predictors._persist import (
         PredictorNotFoundError,
@@ -65,15 +66,11 @@ if TYPE_CHECKING:
         training_kernel_times,
     )
     from latency_models.predictors._trees import GraphBoostPredictor, HybridPredictor
+    from latency_models.profiling._builder import quantize_qdq
     from latency_models.profiling._check import REFERENCE_GRAPHS, CheckResult, check_device
+    from latency_models.profiling._networks import kernel_graph, random_network, staged_network
     from latency_models.profiling._profile import ProfileResult, evaluate_device, profile_device
-    from latency_models.profiling._sweep import (
-        kernel_graph,
-        quantize_qdq,
-        random_network,
-        staged_network,
-        sweep_graphs,
-    )
+    from latency_models.profiling._sweep import sweep_graphs
 
 # Heavier modules (scikit-learn, onnxruntime) load on first use, so that `import nas` and
 # `hwnas --help` stay fast: public name -> private module (PEP 562).
@@ -114,7 +111,7 @@ _LAZY: dict[str, str] = {
     "fit_predictor": "latency_models.predictors._persist",
     "get_device": "latency_models.devices",
     "graph_features": "latency_models.features._features",
-    "kernel_graph": "latency_models.profiling._sweep",
+    "kernel_graph": "latency_models.profiling._networks",
     "list_devices": "latency_models.devices",
     "load_predictor": "latency_models.predictors._base",
     "measure": "latency_models.measurement._measure",
@@ -122,15 +119,15 @@ _LAZY: dict[str, str] = {
     "memory_footprint": "latency_models.features._memory",
     "prediction_metrics": "latency_models.predictors._metrics",
     "predictor_path": "latency_models.predictors._persist",
-    "quantize_qdq": "latency_models.profiling._sweep",
-    "random_network": "latency_models.profiling._sweep",
+    "quantize_qdq": "latency_models.profiling._builder",
+    "random_network": "latency_models.profiling._networks",
     "remove_device": "latency_models.devices",
-    "staged_network": "latency_models.profiling._sweep",
+    "staged_network": "latency_models.profiling._networks",
     "sweep_graphs": "latency_models.profiling._sweep",
     "training_data": "latency_models.predictors._persist",
     "training_kernel_times": "latency_models.predictors._persist",
     "KernelPredictor": "latency_models.predictors._kernel_predictor",
-    "CombinedPredictor": "latency_models.predictors._kernel_predictor",
+    "CombinedPredictor": "latency_models.predictors._combined_predictor",
     "align_kernel_times": "latency_models.features._kernel_times",
     "ProfileError": "latency_models._errors",
     "ProfileResult": "latency_models.profiling._profile",

@@ -353,6 +353,67 @@ def benchmark(
         GraphRejected: onnxruntime cannot load or run the graph.
         ValueError: a setting is invalid (providers, pinning).
     """
+    _check_settings(threads, batch_size, max_seconds, window_ms, warmup_s, kernel_times_s)
+    meter, meter_note = open_meter(energy_meter)
+    memory = _PeakMemory()
+    _warm_runtime()
+    with _pinned(pin_cpus), contextlib.ExitStack() as cleanup:
+        memory.start()
+        run, feeds, notes, prepared = _load(
+            runtime, model, providers, threads, batch_size, seed, cleanup
+        )
+        if prepared is not None:
+            kernel_times_s = 0.0  # the runtime's profiler is not read
+        _first_run(run, feeds, notes, runtime)
+        per_run_ms = _warm_up(run, feeds, warmup_s, max_seconds)
+        k = max(1, math.ceil(window_ms / max(per_run_ms, 1e-6)))
+        samples, rse = _timed_loop(run, feeds, k, max_seconds, target_rse, min_samples, meter)
+        peak = memory.stop()
+        kernels = None
+        if kernel_times_s > 0:
+            kernels = profile_kernels(model, providers, threads, feeds, per_run_ms, kernel_times_s)
+    times, timed_s, energy_j = samples
+    return {
+        **_timing_stats(times, k, rse, timed_s),
+        **_energy_fields(energy_j, len(times) * k, meter, meter_note),
+        "peak_memory_bytes": peak,
+        "memory_source": memory.source,
+        **_setup_fields(runtime, prepared, notes, threads, batch_size, providers),
+        "kernel_times": kernels,
+    }
+
+
+def _load(
+    runtime: str,
+    model: bytes,
+    providers: Sequence[str],
+    threads: int,
+    batch_size: int,
+    seed: int,
+    cleanup: contextlib.ExitStack,
+) -> tuple[Any, dict[str, np.ndarray], list[str], Any]:
+    """The graph loaded in ``runtime``: ``(run, feeds, notes, prepared)``.
+
+    ``run(None, feeds)`` runs it once; ``prepared`` is the backend's loaded graph for a
+    runtime other than onnxruntime (closed with ``cleanup``), else None.
+    """
+    if runtime == "onnxruntime":
+        session = _session(model, providers, threads)
+        feeds, notes = make_inputs(session, batch_size, seed)
+        return session.run, feeds, notes, None
+    prepared = cleanup.enter_context(_prepare(runtime, model, threads, batch_size, seed))
+    return _no_args(prepared.run), prepared.inputs, list(prepared.notes), prepared
+
+
+def _check_settings(
+    threads: int,
+    batch_size: int,
+    max_seconds: float,
+    window_ms: float,
+    warmup_s: float,
+    kernel_times_s: float,
+) -> None:
+    """Refuse settings :func:`benchmark` cannot time with, naming them all."""
     finite = all(map(math.isfinite, (max_seconds, window_ms, warmup_s, kernel_times_s)))
     if not (finite and threads >= 1 and batch_size >= 1 and max_seconds > 0 and window_ms > 0):
         raise ValueError(
@@ -361,73 +422,77 @@ def benchmark(
             f"batch_size={batch_size}, max_seconds={max_seconds}, window_ms={window_ms}, "
             f"warmup_s={warmup_s}, kernel_times_s={kernel_times_s}."
         )
-    meter, meter_note = open_meter(energy_meter)
-    memory = _PeakMemory()
-    _warm_runtime()
-    with _pinned(pin_cpus), contextlib.ExitStack() as cleanup:
-        memory.start()
-        prepared = None
-        if runtime == "onnxruntime":
-            session = _session(model, providers, threads)
-            feeds, notes = make_inputs(session, batch_size, seed)
-            run = session.run
-        else:
-            prepared = cleanup.enter_context(_prepare(runtime, model, threads, batch_size, seed))
-            feeds, notes = prepared.inputs, list(prepared.notes)
-            run = _no_args(prepared.run)
-            kernel_times_s = 0.0  # the runtime's profiler is not read
-        try:
-            run(None, feeds)
-        except Exception as exc:
-            hint = f" ({'; '.join(notes)}: export with static shapes)" if notes else ""
-            raise GraphRejected(f"{runtime} failed to run the graph{hint}: {exc}") from exc
-        # warm-up: estimate the time of one run
-        warm: list[float] = []
-        t_end = time.perf_counter() + min(warmup_s, max_seconds)
-        while True:
-            t0 = time.perf_counter_ns()
-            run(None, feeds)
-            warm.append((time.perf_counter_ns() - t0) / 1e6)
-            if len(warm) >= 2 and time.perf_counter() >= t_end:
-                break
-            if warm[-1] > max_seconds * 250:  # one run is a quarter of the cap: enough
-                break
-        per_run_ms = float(np.median(warm))
-        k = max(1, math.ceil(window_ms / max(per_run_ms, 1e-6)))
-        min_timed_s = meter.min_window_s if meter is not None else 0.0
 
-        samples, rse = _timed_loop(
-            run, feeds, k, max_seconds, target_rse, min_samples, min_timed_s, meter
-        )
-        peak = memory.stop()
-        kernels = (
-            profile_kernels(model, providers, threads, feeds, per_run_ms, kernel_times_s)
-            if kernel_times_s > 0
-            else None
-        )
-    times, timed_s, energy_j = samples
-    version = runtime_version() if prepared is None else _runtime_of(runtime).version()
-    if prepared is not None:
-        notes.append(f"{runtime} ran {prepared.precision} kernels")
-    n_runs = len(times) * k
+
+def _first_run(run: Any, feeds: dict[str, np.ndarray], notes: list[str], runtime: str) -> None:
+    """Run the graph once; a failure means the runtime rejects it (:class:`GraphRejected`)."""
+    try:
+        run(None, feeds)
+    except Exception as exc:
+        hint = f" ({'; '.join(notes)}: export with static shapes)" if notes else ""
+        raise GraphRejected(f"{runtime} failed to run the graph{hint}: {exc}") from exc
+
+
+def _warm_up(run: Any, feeds: dict[str, np.ndarray], warmup_s: float, max_seconds: float) -> float:
+    """Run for at least ``warmup_s`` and two runs; returns the median time of one run (ms).
+
+    One run of a quarter of ``max_seconds`` or more is enough on its own.
+    """
+    warm: list[float] = []
+    t_end = time.perf_counter() + min(warmup_s, max_seconds)
+    while True:
+        t0 = time.perf_counter_ns()
+        run(None, feeds)
+        warm.append((time.perf_counter_ns() - t0) / 1e6)
+        if len(warm) >= 2 and time.perf_counter() >= t_end:
+            break
+        if warm[-1] > max_seconds * 250:  # one run is a quarter of the cap: enough
+            break
+    return float(np.median(warm))
+
+
+def _timing_stats(times: list[float], k: int, rse: float, timed_s: float) -> dict[str, Any]:
+    """The latency part of :func:`benchmark`'s result, from per-run times (ms) of samples."""
     arr = np.asarray(times)
-    energy_mj = None if energy_j is None else energy_j / n_runs * 1e3
-    info = host_info()
     return {
         "latency_ms": float(np.median(arr)),
         "p10_ms": float(np.percentile(arr, 10)),
         "p90_ms": float(np.percentile(arr, 90)),
         "cv": float(arr.std() / arr.mean()) if arr.mean() > 0 else 0.0,
         "rse": rse,
-        "n_runs": n_runs,
+        "n_runs": len(times) * k,
         "n_samples": len(times),
         "runs_per_sample": k,
         "timed_s": timed_s,
+    }
+
+
+def _energy_fields(
+    energy_j: float | None, n_runs: int, meter: EnergyMeter | None, meter_note: str
+) -> dict[str, Any]:
+    """The energy part of :func:`benchmark`'s result: per run (mJ), its source and a note."""
+    energy_mj = None if energy_j is None else energy_j / n_runs * 1e3
+    return {
         "energy_mj": energy_mj,
         "energy_source": meter.name if energy_mj is not None and meter else NOT_MEASURED,
         "energy_note": meter_note,
-        "peak_memory_bytes": peak,
-        "memory_source": memory.source,
+    }
+
+
+def _setup_fields(
+    runtime: str,
+    prepared: Any,
+    notes: list[str],
+    threads: int,
+    batch_size: int,
+    providers: Sequence[str],
+) -> dict[str, Any]:
+    """What :func:`benchmark`'s result says about where and how the graph ran."""
+    version = runtime_version() if prepared is None else _runtime_of(runtime).version()
+    if prepared is not None:
+        notes.append(f"{runtime} ran {prepared.precision} kernels")
+    info = host_info()
+    return {
         "runtime_version": version,
         "runtime": runtime,
         "host": host_fingerprint(info),
@@ -436,7 +501,6 @@ def benchmark(
         "batch_size": batch_size,
         "providers": list(providers),
         "notes": notes,
-        "kernel_times": kernels,
     }
 
 
@@ -591,10 +655,13 @@ def _timed_loop(
     max_seconds: float,
     target_rse: float,
     min_samples: int,
-    min_timed_s: float,
     meter: EnergyMeter | None,
 ) -> tuple[tuple[list[float], float, float | None], float]:
-    """Timed samples of ``k`` runs each; returns ((per-run ms, timed s, energy J), rse)."""
+    """Timed samples of ``k`` runs each; returns ((per-run ms, timed s, energy J), rse).
+
+    Runs for at least the meter's shortest readable window, when there is a meter.
+    """
+    min_timed_s = meter.min_window_s if meter is not None else 0.0
     times: list[float] = []
     rse = math.inf
     gc_was_enabled = gc.isenabled()

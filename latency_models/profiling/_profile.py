@@ -224,62 +224,120 @@ def profile_device(
     """
     from latency_models.devices import get_device
     from latency_models.measurement._store import MeasurementStore
-    from latency_models.predictors._persist import training_data, training_kernel_times
 
     if not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise ProfileError(f"budget_minutes must be > 0, got {budget_minutes!r}. Try 10.")
-    say = progress or (lambda msg: None)
     spec = get_device(device)
-    store = MeasurementStore(spec.name)
-    clock = _Clock(budget_minutes)
-    loads: list[float] = []  # this host's load average after each graph (local devices)
-    result = ProfileResult(device=spec.name)
-    # each graph's kernels are timed too (onnxruntime's profiler): the kernel-level
-    # predictor's targets, for about a third more measuring time per graph
-    options = {"max_seconds": max_seconds_per_graph, "kernel_times_s": KERNEL_TIMES_S}
-    known = len(store)
-    say(
-        f"profiling {spec.name}: {known} graphs already in the store, budget {budget_minutes} "
-        f"min, {'wide' if wide else 'small'} sweep"
+    run = _Profiling(
+        spec=spec,
+        store=MeasurementStore(spec.name),
+        # each graph's kernels are timed too (onnxruntime's profiler): the kernel-level
+        # predictor's targets, for about a third more measuring time per graph
+        options={"max_seconds": max_seconds_per_graph, "kernel_times_s": KERNEL_TIMES_S},
+        clock=_Clock(budget_minutes),
+        say=progress or (lambda msg: None),
+        result=ProfileResult(device=spec.name),
     )
-
+    run.say(
+        f"profiling {spec.name}: {len(run.store)} graphs already in the store, budget "
+        f"{budget_minutes} min, {'wide' if wide else 'small'} sweep"
+    )
     # 1-2. initial set, resumable through the store
-    stream = _candidates(extra, seed=seed, start=0, spec=spec, wide=wide)
-    measured = 0
-    # the initial share of the budget, and past it (within the budget) until a fit is possible
+    _initial_set(run, _candidates(extra, seed=seed, start=0, spec=spec, wide=wide), initial_share)
+    # 3-4. fit, then adaptive rounds
+    feats, y, reserve_s = _first_fit_data(run, budget_minutes)
+    pool_stream = _candidates(extra, seed=seed + 1, start=0, spec=spec, wide=wide)
+    feats = _adaptive_rounds(run, pool_stream, feats, y, seed=seed, round_size=round_size,
+                             reserve_s=reserve_s)  # fmt: skip
+    # 5. final fit and save
+    _final_fits(run, seed)
+    run.result.n_graphs = len(feats)
+    run.result.elapsed_s = run.clock.elapsed()
+    return run.result
+
+
+@dataclass
+class _Profiling:
+    """What the steps of one :func:`profile_device` call share."""
+
+    spec: Any
+    store: Any
+    options: dict[str, Any]
+    clock: _Clock
+    say: Callable[[str], None]
+    result: ProfileResult
+    loads: list[float] = field(default_factory=list)
+    """This host's load average after each graph (local devices)."""
+
+
+def _initial_set(run: _Profiling, stream: Iterator[Any], initial_share: float) -> None:
+    """Measure graphs from ``stream`` for the initial share of the budget.
+
+    Goes on past that share (within the budget) until :data:`MIN_GRAPHS` graphs are
+    measured, as a fit needs them.
+    """
+    clock, measured = run.clock, 0
     while clock.elapsed() < clock.budget_s * initial_share or (
         measured < MIN_GRAPHS and clock.left() > 0
     ):
         name, graph = next(stream)
-        before = len(store)
-        if _measure_one(name, graph, spec, store, options) is None:
+        before = len(run.store)
+        if _measure_one(name, graph, run.spec, run.store, run.options) is None:
             continue
         measured += 1
-        loads.append(os.getloadavg()[0])
-        result.n_new += len(store) - before
+        run.loads.append(os.getloadavg()[0])
+        run.result.n_new += len(run.store) - before
         if measured % 10 == 0:
-            say(f"  measured {measured} graphs ({clock.elapsed():.0f} s)")
+            run.say(f"  measured {measured} graphs ({clock.elapsed():.0f} s)")
 
-    # 3-4. fit, then adaptive rounds
-    feats, y, hashes = training_data(store)
+
+def _first_fit_data(
+    run: _Profiling, budget_minutes: float
+) -> tuple[list[GraphFeatures], np.ndarray, float]:
+    """The measured graphs' features and latencies, and the seconds to keep for the final fit.
+
+    Raises:
+        ProfileError: fewer than :data:`MIN_GRAPHS` graphs were measured.
+    """
+    from latency_models.predictors._persist import training_data, training_kernel_times
+
+    feats, y, hashes = training_data(run.store)
     if len(feats) < MIN_GRAPHS:
         raise ProfileError(
-            f"only {len(feats)} graphs measured on {spec.name} within {budget_minutes} min; "
-            f"a predictor needs at least {MIN_GRAPHS}. Give a larger --budget-minutes."
+            f"only {len(feats)} graphs measured on {run.spec.name} within {budget_minutes} "
+            f"min; a predictor needs at least {MIN_GRAPHS}. Give a larger --budget-minutes."
         )
-    reserve_s = _final_fit_reserve_s(feats, y, training_kernel_times(store, hashes))
-    say(f"  keeping {reserve_s:.0f} s of the budget for the final fit")
-    pool_stream = _candidates(extra, seed=seed + 1, start=0, spec=spec, wide=wide)
+    reserve_s = _final_fit_reserve_s(feats, y, training_kernel_times(run.store, hashes))
+    run.say(f"  keeping {reserve_s:.0f} s of the budget for the final fit")
+    return feats, y, reserve_s
+
+
+def _adaptive_rounds(
+    run: _Profiling,
+    pool_stream: Iterator[Any],
+    feats: list[GraphFeatures],
+    y: np.ndarray,
+    *,
+    seed: int,
+    round_size: int,
+    reserve_s: float,
+) -> list[GraphFeatures]:
+    """Measure the new graphs nearest the worst-predicted ones until ``reserve_s`` is left.
+
+    Returns the features of every measured graph at the end.
+    """
+    from latency_models.features._features import graph_features
+    from latency_models.predictors._persist import training_data
+
+    clock, result = run.clock, run.result
     while clock.left() > reserve_s:
         err = _oof_errors(feats, y, seed + result.rounds)
         worst = [feats[i] for i in np.argsort(err)[::-1][:round_size]]
-        say(
+        run.say(
             f"  round {result.rounds + 1}: {len(feats)} graphs, out-of-fold mape "
             f"{100 * err.mean():.1f}%, worst {100 * err.max():.0f}%"
         )
         pool: list[tuple[str, Any, GraphFeatures]] = []
-        from latency_models.features._features import graph_features
-
         block = int(feats[0].totals["nchwc_block"])  # the device's layout, as measured
         while len(pool) < 4 * round_size and clock.left() > reserve_s:
             name, graph = next(pool_stream)
@@ -287,15 +345,19 @@ def profile_device(
         for i in _nearest([p[2] for p in pool], worst, round_size):
             if clock.left() <= reserve_s:
                 break
-            before = len(store)
-            _measure_one(pool[i][0], pool[i][1], spec, store, options)
-            loads.append(os.getloadavg()[0])
-            result.n_new += len(store) - before
+            before = len(run.store)
+            _measure_one(pool[i][0], pool[i][1], run.spec, run.store, run.options)
+            run.loads.append(os.getloadavg()[0])
+            result.n_new += len(run.store) - before
         result.rounds += 1
-        feats, y, _ = training_data(store)
+        feats, y, _ = training_data(run.store)
+    return feats
 
-    # 5. final fit and save
-    load = _busy_host(spec, loads)
+
+def _final_fits(run: _Profiling, seed: int) -> None:
+    """Fit and save the latency and energy predictors, and say how each did."""
+    spec = run.spec
+    load = _busy_host(spec, run.loads)
     if load.get("noisy_profile"):
         _logger.warning(
             "%s was profiled while other work ran on this host (load average %.1f, median "
@@ -308,29 +370,31 @@ def profile_device(
             spec.name,
         )
     for target in ("latency_ms", "energy_mj"):
-        fitted = _final_fit(spec.name, target, seed, load, say)
+        fitted = _final_fit(spec.name, target, seed, load, run.say)
         if fitted is None:
             continue
         predictor, path = fitted
-        result.metrics[target] = dict(predictor.metrics_)
-        result.paths[target] = path
-        m = predictor.metrics_
-        mix = getattr(predictor, "kernel_weight_", None)
-        how = "chosen out of fold" if hasattr(predictor, "weight_scores_") else "fallback"
-        held = (
-            f"held-out within 10% {100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
-            f"kendall {m['kendall']:.3f}"
-            if "within_10" in m
-            else "too few graphs for a held-out check"
-        )
-        say(
-            f"  {target}: {predictor.name}"
-            + ("" if mix is None else f" (kernel weight {mix:g}, {how})")
-            + f", {predictor.n_train_} graphs, {held} -> {path}"
-        )
-    result.n_graphs = len(feats)
-    result.elapsed_s = clock.elapsed()
-    return result
+        run.result.metrics[target] = dict(predictor.metrics_)
+        run.result.paths[target] = path
+        run.say(f"  {target}: {_fit_summary(predictor)} -> {path}")
+
+
+def _fit_summary(predictor: BaseLatencyPredictor) -> str:
+    """The saved predictor's kind, mix, training size and held-out accuracy, in one line."""
+    m = predictor.metrics_
+    mix = getattr(predictor, "kernel_weight_", None)
+    how = "chosen out of fold" if hasattr(predictor, "weight_scores_") else "fallback"
+    held = (
+        f"held-out within 10% {100 * m['within_10']:.0f}%, mape {m['mape']:.1f}%, "
+        f"kendall {m['kendall']:.3f}"
+        if "within_10" in m
+        else "too few graphs for a held-out check"
+    )
+    return (
+        f"{predictor.name}"
+        + ("" if mix is None else f" (kernel weight {mix:g}, {how})")
+        + f", {predictor.n_train_} graphs, {held}"
+    )
 
 
 BUSY_LOAD = 1.0

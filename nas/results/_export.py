@@ -190,21 +190,10 @@ def export(
 
     get_logger("nas")  # the nas logger's handler, so that the choice of trial is shown
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
-    if finetune_steps < 0:
-        raise UsageError(f"finetune_steps must be >= 0, got {finetune_steps}")
-    if not 0.0 < int8_agreement <= 1.0:
-        raise UsageError(f"int8_agreement must be in (0, 1], got {int8_agreement}")
+    _check_settings(out_dir, force=force, finetune_steps=finetune_steps,
+                    int8_agreement=int8_agreement)  # fmt: skip
     results = read_run(run)
-    row, why = choose_trial(results, trial)
-    task_spec = trusted_task_spec(
-        results.setting("task"),
-        task=task,
-        trust_task=trust_task,
-        source=f"run folder {str(results.run_dir)!r}",
-    )
-    _check_rebuildable(results, row)
-    _logger.info("exporting %s", why)
+    row, why, task_spec = _chosen_trial(results, trial, task=task, trust_task=trust_task)
     seed = int(results.setting("seed") or 0) if seed is None else seed
     built = rebuild_and_finetune(
         results, row, finetune_steps=finetune_steps, seed=seed, task_spec=task_spec
@@ -230,6 +219,41 @@ def export(
         raise
     _logger.info("wrote %s (model.onnx, model.pt, report.json)", out_dir)
     return ExportResult(out_dir=out_dir, trial=row.number, report=report)
+
+
+def _check_settings(
+    out_dir: Path, *, force: bool, finetune_steps: int, int8_agreement: float
+) -> None:
+    """Refuse a bad ``out_dir`` (:func:`_check_out_dir`) and settings out of range.
+
+    Raises:
+        UsageError: naming the setting and its value.
+    """
+    _check_out_dir(out_dir, force)
+    if finetune_steps < 0:
+        raise UsageError(f"finetune_steps must be >= 0, got {finetune_steps}")
+    if not 0.0 < int8_agreement <= 1.0:
+        raise UsageError(f"int8_agreement must be in (0, 1], got {int8_agreement}")
+
+
+def _chosen_trial(
+    results: Run, trial: int | None, *, task: str | None, trust_task: bool
+) -> tuple[TrialRow, str, str]:
+    """The trial to export, why it was chosen, and the task to rebuild it with.
+
+    Checked before the fine-tune: the trial must have a stored config, and a task that is
+    code must be named or trusted (:func:`trusted_task_spec`).
+    """
+    row, why = choose_trial(results, trial)
+    task_spec = trusted_task_spec(
+        results.setting("task"),
+        task=task,
+        trust_task=trust_task,
+        source=f"run folder {str(results.run_dir)!r}",
+    )
+    _check_rebuildable(results, row)
+    _logger.info("exporting %s", why)
+    return row, why, task_spec
 
 
 def _check_rebuildable(results: Run, row: TrialRow) -> None:

@@ -18,7 +18,7 @@ from latency_models import (
     staged_network,
     sweep_graphs,
 )
-from latency_models.profiling._sweep import _Builder
+from latency_models.profiling._builder import _Builder
 
 
 def _conv_bn_relu() -> onnx.ModelProto:

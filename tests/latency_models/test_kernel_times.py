@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import latency_models.predictors._kernel_predictor as kp
+import latency_models.predictors._combined_predictor as combined
 from latency_models import (
     CombinedPredictor,
     GraphFeatures,
@@ -41,22 +41,26 @@ from latency_models.features._kernel_table import (
     touched_tap_fraction,
     valid_tap_fraction,
 )
-from latency_models.predictors._kernel_predictor import (
+from latency_models.predictors._combined_predictor import family_folds, graph_family
+from latency_models.predictors._kernel_calibration import (
     NO_SPLIT,
     PROFILE_SCALE_LIMITS,
-    effective_mmacs,
+    _calibrate,
+    _profile_sums,
     fade,
     fading_overhead_scale,
-    family_folds,
     fit_work_split,
-    graph_family,
-    kernel_row,
     launch_cost,
     match_profiles_to_latency,
-    own_rows,
-    row_work,
     split_work,
     weight_traffic_ratio,
+)
+from latency_models.predictors._kernel_rows import (
+    _raw_rows,
+    effective_mmacs,
+    kernel_row,
+    own_rows,
+    row_work,
 )
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
@@ -257,7 +261,7 @@ def test_touched_taps_count_the_weights_some_output_reads() -> None:
 def test_a_quantized_nchw_pool_is_costed_by_its_window_taps() -> None:
     """onnxruntime runs a MaxPool between an fp32 and an int8 conv in uint8 NCHW, a generic
     loop over every window tap: its work is outputs x window, not bytes moved."""
-    from latency_models.profiling._sweep import _Builder
+    from latency_models.profiling._builder import _Builder
 
     def qpool_work(window: int) -> float:
         b = _Builder(np.random.default_rng(0))
@@ -270,9 +274,9 @@ def test_a_quantized_nchw_pool_is_costed_by_its_window_taps() -> None:
         (pool,) = [k for k in feats.kernels if k.source_op == "MaxPool"]
         assert pool.kind == "qpool" and pool.output_shape == (1, 32, 16, 16)
         t = kernel_table([feats])
-        rows = kp._raw_rows(t)[t.row_of]
+        rows = _raw_rows(t)[t.row_of]
         i = feats.kernels.index(pool)
-        return float(kp.row_work(rows[i : i + 1], pool.key)[0])
+        return float(row_work(rows[i : i + 1], pool.key)[0])
 
     assert qpool_work(3) - 1e-3 == pytest.approx(9 / 4 * (qpool_work(2) - 1e-3))
     assert qpool_work(2) - 1e-3 == pytest.approx(32 * 16 * 16 * 4 / 1e6)
@@ -352,7 +356,7 @@ def test_fading_overhead_scale_finds_an_overhead_that_fades_with_kernel_length()
     # a profiler that adds 8 us to a short kernel and next to nothing to a 0.2 ms one
     fading = latency(lambda t: 0.008 * np.exp(-t / 0.02))
     assert fading_overhead_scale(times, fading) == 0.02
-    a, b, c = kp._calibrate(*kp._profile_sums(times, 0.02), fading)
+    a, b, c = _calibrate(*_profile_sums(times, 0.02), fading)
     assert (a, b, c) == pytest.approx((1.0, 0.004, -0.008), rel=1e-6, abs=1e-9)
     # the same 2 us on every kernel: the constant form fits as well, and is kept
     assert math.isinf(fading_overhead_scale(times, latency(lambda t: 0.002 + 0 * t)))
@@ -429,13 +433,11 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    import latency_models.predictors._kernel_predictor as kp
-
     feats, y, times = profiled
-    monkeypatch.setattr(kp, "MIN_WEIGHT_CV_GRAPHS", 20)  # the fixture has 28 graphs
+    monkeypatch.setattr(combined, "MIN_WEIGHT_CV_GRAPHS", 20)  # the fixture has 28 graphs
     auto = CombinedPredictor(n_estimators=20).fit(feats, y, kernel_times=times)
-    assert auto.kernel_weight_ in kp.WEIGHT_GRID
-    assert set(auto.weight_scores_) == set(auto.weight_mape_) == set(kp.WEIGHT_GRID)
+    assert auto.kernel_weight_ in combined.WEIGHT_GRID
+    assert set(auto.weight_scores_) == set(auto.weight_mape_) == set(combined.WEIGHT_GRID)
     assert all(0 <= share <= 1 for share in auto.weight_scores_.values())
     assert auto.weight_mape_[auto.kernel_weight_] == min(auto.weight_mape_.values())
     auto.save(tmp_path / "p", device="local-cpu")
@@ -452,7 +454,7 @@ def test_combined_chooses_its_kernel_weight_out_of_fold(
     fixed = CombinedPredictor(kernel_weight=0.5, n_estimators=20).fit(feats, y, kernel_times=times)
     assert fixed.kernel_weight_ == 0.5 and not hasattr(fixed, "weight_scores_")
     untimed = CombinedPredictor(n_estimators=20).fit(feats, y)
-    assert untimed.kernel_weight_ == kp.FALLBACK_WEIGHT
+    assert untimed.kernel_weight_ == combined.FALLBACK_WEIGHT
     with pytest.raises(ValueError, match="'auto'"):
         CombinedPredictor(kernel_weight=2).fit(feats, y, kernel_times=times)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latency_models import DeviceSpec, GraphRejectedError, get_device, measure, random_network
-from latency_models.profiling._sweep import quantize_qdq
+from latency_models.profiling._builder import quantize_qdq
 from latency_models.runtimes import get_runtime
 
 
