@@ -205,8 +205,24 @@ def fit_wired(X: np.ndarray, y: np.ndarray, fam: np.ndarray) -> Any:
     )  # fmt: skip
 
 
-def evaluate_runtime(X, y, fam, pool, sizes, test, subsets) -> dict[str, Any]:
-    """Every candidate at every training size, scored out of fold and on the test set."""
+def fit_x86(F: Sequence[Any], y: np.ndarray, fam: np.ndarray) -> Any:
+    """The predictor ``hwnas device fit`` saves for onnxruntime on this x86 CPU, from labels.
+
+    Kernel features that copy onnxruntime's fusions and NCHWc layout; without profiled
+    kernel times the default kind is ``additive`` (the baselines replace it if they win).
+    """
+    return fit_predictor(
+        list(F), y, feature_set="onnxruntime-x86", groups=list(fam), holdout=0,
+        names=[f"graph {i}" for i in range(len(y))],
+    )  # fmt: skip
+
+
+def evaluate_runtime(X, y, fam, pool, sizes, test, subsets, x86=None) -> dict[str, Any]:
+    """Every candidate at every training size, scored out of fold and on the test set.
+
+    ``x86``: the graphs' onnxruntime-x86 kernel features, for the runtime that is
+    onnxruntime with every optimisation on this CPU; its x86 predictor is scored too.
+    """
     cands = default_candidates(OPLEVEL_FEATURES)
     out: dict[str, Any] = {}
     for n in sizes:
@@ -217,6 +233,14 @@ def evaluate_runtime(X, y, fam, pool, sizes, test, subsets) -> dict[str, Any]:
         row: dict[str, Any] = {"chosen": fitted.kind_, "choice_s": time.perf_counter() - t}
         row["left_out"] = fitted.left_out_
         row["chosen_test"] = _test_scores(y, fitted.predict_features(X), test, subsets)
+        if x86 is not None:
+            t = time.perf_counter()
+            fx = fit_x86([x86[i] for i in tr], y[tr], fam[tr])
+            row["x86"] = {
+                "kind": getattr(fx, "kind_", None) or type(fx).__name__,
+                "fit_s": time.perf_counter() - t,
+                "test": _test_scores(y, fx.predict_features(x86), test, subsets),
+            }
         row["candidates"] = {}
         for name, spec in cands.items():
             entry: dict[str, Any] = {"oof": scores[name]}
@@ -316,6 +340,26 @@ def few_shot(
     return out
 
 
+def prediction_speed(X, y, fam, pool, features_s: float, args: Any) -> dict[str, Any]:
+    """Seconds to predict 10,000 graphs (features included) against measuring them.
+
+    Measuring costs at least ``--seconds-per-graph`` of timed runs per graph, before the
+    runtime's session creation or conversion, so the ratio is a lower bound.
+    """
+    tr = pool[: max(args.train_sizes)]
+    model = fit_wired(X[tr], y[tr], fam[tr])
+    rows = np.resize(X, (10_000, X.shape[1]))
+    t = time.perf_counter()
+    model.predict_features(rows)
+    predict_s = (time.perf_counter() - t) / len(rows)
+    per_graph = features_s + predict_s
+    return {
+        "model": model.kind_, "features_s_per_graph": features_s,
+        "predict_s_per_graph": predict_s, "measure_s_per_graph": args.seconds_per_graph,
+        "speedup_at_least": args.seconds_per_graph / per_graph,
+    }  # fmt: skip
+
+
 def repeat_agreement(labels: dict[str, list[float | None]]) -> dict[str, Any]:
     """Share of graphs measured twice whose two labels are within ±10% of each other."""
     pairs = np.array([v for v in labels.values() if len(v) == 2 and None not in v], dtype=float)
@@ -350,6 +394,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _runtime_section(rt, ev)
     for fs in results["few_shot"]:
         lines += _few_shot_section(fs)
+    sp = results["speed"]
+    lines += [
+        f"Predicting 10,000 graphs: {1e3 * sp['features_s_per_graph']:.2f} ms of op-level "
+        f"features and {1e6 * sp['predict_s_per_graph']:.1f} us of {sp['model']} prediction "
+        f"per graph, at least {sp['speedup_at_least']:.0f}x faster than the "
+        f"{sp['measure_s_per_graph']} s of timed runs each measurement takes.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -386,6 +437,13 @@ def _runtime_section(rt: str, ev: dict[str, Any]) -> list[str]:
     for n, row in ev["fits"].items():
         for name, c in row["candidates"].items():
             lines.append(_candidate_row(n, name, c, row["chosen"]))
+        if "x86" in row:
+            t = row["x86"]["test"]
+            cells = [_fmt(t.get("all"), "spearman"), _fmt(t.get("all"), "within_10", True),
+                     _fmt(t.get("all"), "mape"), _fmt(t.get("held_families"), "spearman"),
+                     _fmt(t.get("no_cut"), "mape")]  # fmt: skip
+            lines.append(f"| {n} | x86 kernel features: {row['x86']['kind']} | - | "
+                         + " | ".join(cells) + " |")  # fmt: skip
     rb = ev["robustness"]
     lines += [
         "",
@@ -468,7 +526,9 @@ def evaluate_all(
         r: np.array([(labels[r][g.digest][0] or np.nan) for g in graphs], dtype=float)
         for r in wanted
     }
+    t = time.perf_counter()
     X = oplevel_matrix([g.model_bytes for g in graphs], names=[g.name for g in graphs])
+    features_s = (time.perf_counter() - t) / len(graphs)
     fam = np.array([g.family for g in graphs])
     names = [g.name for g in graphs]
     pool, sizes, test, held = split(graphs, args.holdout_families, args.train_sizes, args.seed)
@@ -483,6 +543,11 @@ def evaluate_all(
         "runtimes": {}, "few_shot": [],
     }  # fmt: skip
     ok = {r: np.isfinite(Y[r]) & (np.nan_to_num(Y[r]) > 0) for r in wanted}
+    x86 = None
+    if "ort-all" in wanted:
+        from latency_models import graph_features
+
+        x86 = [graph_features(g.model_bytes) for g in graphs]
     for r in wanted:
         print(f"fitting {r}", flush=True)
         pool_r, test_r = pool[ok[r][pool]], test[ok[r][test]]
@@ -491,11 +556,14 @@ def evaluate_all(
             "unmeasured": [names[i] for i in np.flatnonzero(~ok[r])],
             "unmeasured_cut": int((~ok[r] & cut).sum()),
             "repeat": repeat_agreement({g.digest: labels[r][g.digest] for g in graphs}),
-            "fits": evaluate_runtime(X, Y[r], fam, pool_r, sizes_r, test_r, subsets),
+            "fits": evaluate_runtime(
+                X, Y[r], fam, pool_r, sizes_r, test_r, subsets, x86=x86 if r == "ort-all" else None
+            ),
             "robustness": robustness_check(
                 X, Y[r], fam, names, pool_r, sizes_r, test_r, args.seed
             ),
         }
+    results["speed"] = prediction_speed(X, Y[wanted[0]], fam, pool, features_s, args)
     if len(wanted) >= 2:
         refs = {r: pool[ok[r][pool]][: max(sizes)] for r in wanted[1:]}
         target = wanted[0]

@@ -13,6 +13,11 @@ and measure near zero.
 Units: MACs in millions (``mmacs_*``), bytes in megabytes of 1e6 (``mbytes_*``). Bytes moved
 by a node are its inputs, outputs and weights at their element sizes. Unknown batch
 dimensions count as 1.
+
+Runtimes pack channels into SIMD blocks (NCNN's elempack, onnxruntime's NCHWc, OpenVINO's
+blocked layouts), so a convolution with 12 channels costs about what one with 16 does. The
+``mmacs_conv_c4/c8/c16`` features count convolution MACs with the channels rounded up to
+those blocks; the fit learns which block the device uses.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ if TYPE_CHECKING:
 
 FloatArray = NDArray[np.float64]
 
-OPLEVEL_VERSION = 1
+OPLEVEL_VERSION = 2
 """Version of the feature list and its definitions; bump when either changes."""
 
 OP_KINDS = (
@@ -81,11 +86,15 @@ TOTAL_FEATURES = (
     "mmacs_dead",
 )
 
+CHANNEL_BLOCKS = (4, 8, 16)
+"""Channel blocks of the packed-MACs features ``mmacs_conv_c<block>``."""
+
 OPLEVEL_FEATURES: tuple[str, ...] = (
     *(f"count_{k}" for k in OP_KINDS),
     *(f"mmacs_{k}" for k in MAC_KINDS),
     *(f"mbytes_{k}" for k in OP_KINDS),
     *TOTAL_FEATURES,
+    *(f"mmacs_conv_c{b}" for b in CHANNEL_BLOCKS),
 )
 """Names of the columns :func:`oplevel_features` returns, in order."""
 
@@ -211,6 +220,9 @@ class _Graph:
             out[f"mbytes_{kind}"] += mbytes
             if kind in MAC_KINDS:
                 out[f"mmacs_{kind}"] += macs / 1e6
+            if kind.startswith("conv"):
+                for block in CHANNEL_BLOCKS:
+                    out[f"mmacs_conv_c{block}"] += self._packed_macs(node, block) / 1e6
             out["count_total"] += 1
             out["mmacs_total"] += macs / 1e6
             out["mbytes_total"] += mbytes
@@ -303,6 +315,16 @@ class _Graph:
         if kind == "global_pool":
             return float(_numel(self._shape(node.input[0], node)))
         return 0.0
+
+    def _packed_macs(self, node: onnx.NodeProto, block: int) -> float:
+        """Convolution MACs, output and per-group input channels rounded up to ``block``."""
+        w = self._weight_shape(node)
+        if node.op_type == "ConvTranspose" or w is None or len(w) < 2:
+            return self._macs(node, "conv")
+        out = self._shape(node.output[0], node)
+        c_out = -(-w[0] // block) * block
+        c_in = -(-w[1] // block) * block if w[1] > 1 else 1
+        return float(_numel(out) // max(out[1], 1) * c_out * c_in * _numel(w[2:]))
 
     # --- liveness -----------------------------------------------------------------------
     def _topological_order(self) -> list[int]:

@@ -97,6 +97,22 @@ def test_macs_match_the_conv_formula() -> None:
     assert f["mmacs_global_pool"] * 1e6 == pytest.approx(16 * 4 * 4)
 
 
+def test_packed_macs_round_channels_up_to_the_block() -> None:
+    f = oplevel_feature_dict(_hand_built())
+    px = 8 * 8
+    # regular 3 -> 8, pointwise 8 -> 16, depthwise 16, grouped 16 x 4 per group; dead conv out
+    c4 = px * 9 * (8 * 4) + px * 16 * 8 + px * 16 * 9 + px * 16 * 4 * 9
+    c8 = px * 9 * (8 * 8) + px * 16 * 8 + px * 16 * 9 + px * 16 * 8 * 9
+    c16 = px * 9 * (16 * 16) + px * 16 * 16 + px * 16 * 9 + px * 16 * 16 * 9
+    assert f["mmacs_conv_c4"] * 1e6 == pytest.approx(c4)
+    assert f["mmacs_conv_c8"] * 1e6 == pytest.approx(c8)
+    assert f["mmacs_conv_c16"] * 1e6 == pytest.approx(c16)
+    plain = sum(
+        f[k] for k in ("mmacs_conv", "mmacs_conv_pw", "mmacs_conv_dw", "mmacs_conv_grouped")
+    )
+    assert plain < f["mmacs_conv_c4"] < f["mmacs_conv_c8"] < f["mmacs_conv_c16"]
+
+
 def test_dead_branches_are_dead_and_their_macs_excluded() -> None:
     f = oplevel_feature_dict(_hand_built())
     dead_conv = 8 * 8 * 4 * 3 * 9
