@@ -5,6 +5,11 @@ the resource and two measurements never overlap (give each benchmark node exactl
 ``ray start --resources='{"bench": 1}'``). Asking for no CPU keeps a busy cluster whose CPUs
 are all taken by training trials from starving the measurement (an idle-CPU wait was seen
 with Ray 2.x); keep other work off the benchmark node if you want clean numbers.
+
+The result's ``host_info["ray_node_id"]`` names the node that measured. A cluster without the
+resource, or a node lost during the measurement, raises :class:`AgentUnreachableError`, as
+an agent that does not answer does: a search goes on with predictions and measures again
+once the node is back.
 """
 
 from __future__ import annotations
@@ -12,14 +17,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from latency_models._errors import AgentTimeoutError, GraphRejectedError, MeasurementError
+from latency_models._errors import (
+    AgentTimeoutError,
+    AgentUnreachableError,
+    GraphRejectedError,
+    MeasurementError,
+)
 from latency_models.devices import DeviceSpec
 
 
 def _remote_benchmark(data: bytes, kwargs: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
     from latency_models.measurement._bench import benchmark
 
-    return benchmark(data, **kwargs)
+    result = benchmark(data, **kwargs)
+    info = dict(result.get("host_info") or {})
+    info["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    result["host_info"] = info
+    return result
 
 
 def measure_on_ray(
@@ -31,7 +47,9 @@ def measure_on_ray(
     a running cluster (``$RAY_ADDRESS`` or ``"auto"``).
 
     Raises:
-        MeasurementError: no cluster, or no node holds the resource.
+        MeasurementError: no cluster.
+        AgentUnreachableError: no node holds the resource, or the node was lost while
+            measuring.
         AgentTimeoutError: no result within ``timeout`` seconds.
         GraphRejectedError: onnxruntime on the node rejected the graph.
     """
@@ -51,7 +69,7 @@ def measure_on_ray(
             ) from exc
     available = ray.cluster_resources()  # type: ignore[no-untyped-call]
     if available.get(resource, 0) < 1:
-        raise MeasurementError(
+        raise AgentUnreachableError(
             f"no Ray node holds resource {resource!r} (device {device.name!r}); cluster "
             f"resources: {sorted(available)}. Start the benchmark node with "
             f"`ray start --resources='{{\"{resource}\": 1}}'`."
@@ -78,4 +96,14 @@ def measure_on_ray(
         if type(cause).__name__ == "GraphRejected":
             raise GraphRejectedError(f"{cause} (device {device.name!r})") from exc
         raise MeasurementError(f"the Ray measurement on {resource!r} failed: {exc}") from exc
+    except (
+        ray.exceptions.WorkerCrashedError,
+        ray.exceptions.NodeDiedError,
+        ray.exceptions.ObjectLostError,
+    ) as exc:
+        raise AgentUnreachableError(
+            f"the Ray node holding {resource!r} was lost during the measurement "
+            f"({type(exc).__name__}); device {device.name!r} is measured again once a node "
+            "with the resource rejoins."
+        ) from exc
     return result

@@ -18,6 +18,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    from nas.searching._config import parse_duration_s
+
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class SearchCommand(BaseCommand):
     """Search a task's compression space for the Pareto front on a device."""
 
@@ -64,6 +73,13 @@ class SearchCommand(BaseCommand):
         parser.add_argument(
             "--workers", type=_positive_int, help="trials at once; >1 runs Ray tasks (default 1)"
         )
+        parser.add_argument(
+            "--timeout",
+            type=_duration,
+            metavar="DURATION",
+            help="start no trial after this much searching (90s, 30m, 2h or seconds); running "
+            "trials finish and the front is verified as usual; re-run to resume",
+        )
         parser.add_argument("--run", help="run folder, e.g. runs/NAME (re-run to resume)")
         parser.add_argument("--sampler", help="tpe (default), nsga2, gp or random")
         parser.add_argument("--seed", type=non_negative_int, help="seed for reproducible runs")
@@ -71,6 +87,21 @@ class SearchCommand(BaseCommand):
         parser.add_argument("--ray-address", help="Ray cluster address (default: a local Ray)")
         parser.add_argument(
             "--recovery-steps", type=non_negative_int, help="distillation steps per candidate"
+        )
+        parser.add_argument(
+            "--halving",
+            type=non_negative_int,
+            metavar="ETA",
+            help="successive halving of the recovery: every candidate gets a short recovery "
+            "first and only the top 1/ETA of each rung gets more, from its own weights; the "
+            "rest are recorded as pruned (ETA >= 2; default 0: off)",
+        )
+        parser.add_argument(
+            "--halving-rungs",
+            type=non_negative_int,
+            metavar="K",
+            help="rungs of --halving, the k-th from the last at recovery_steps // ETA**k "
+            "steps (default 3)",
         )
         parser.add_argument("--storage", help="Optuna storage URL (default: RUN/study.db)")
         parser.add_argument(
@@ -115,6 +146,8 @@ class SearchCommand(BaseCommand):
             "seed": args.seed,
             "ray_address": args.ray_address,
             "recovery_steps": args.recovery_steps,
+            "halving_eta": args.halving,
+            "halving_rungs": args.halving_rungs,
             "storage": args.storage,
             "warm_start": args.warm_start,
             "verify": args.verify,
@@ -122,6 +155,7 @@ class SearchCommand(BaseCommand):
             "show_progress_bar": args.progress,
             "costs": args.costs,
             "refit_every": args.refit_every,
+            "timeout_s": args.timeout,
         }
         if args.task is None and args.config is None:
             raise UsageError(
@@ -132,6 +166,11 @@ class SearchCommand(BaseCommand):
             raise UsageError("give a run folder: --run runs/NAME", args._parser)
         run = run_search(config)
         print(run.summary())
+        if (run.user_attrs.get("last_session") or {}).get("timed_out"):
+            print(
+                f"stopped by --timeout ({config.timeout_s:g} s) before {config.n_trials} "
+                "trials; the same command resumes it"
+            )
         front = run.pareto_trials()
         if front:
             sources = {"latency_ms": "meas", "energy_mj": "meas/est", "memory_mb": "computed"}

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,14 @@ class SearchConfig:
             device answers).
         refit_every: Recalibrate the latency predictor on the search's measured candidates
             after this many new measurements (0: never).
+        halving_eta: Successive halving of the recovery across trials (0: off): every
+            candidate is recovered in ``halving_rungs`` rungs, ``recovery_steps // eta**k``
+            steps and up, and only the top ``1/eta`` of each rung goes on, from its own
+            weights; the others are recorded as pruned (see ``nas.searching._halving``).
+        halving_rungs: Rungs of successive halving, the last at ``recovery_steps``.
+        timeout_s: Wall-clock seconds of trials per call (``"90s"``, ``"30m"``, ``"2h"``
+            or a number); once spent no trial starts, the running ones finish and the front
+            is verified as usual. ``None``: no limit. Re-running resumes with a fresh one.
         resolved_budget: Written by the search: the budget with relative limits turned
             absolute against the base model measured at the start (a resumed search keeps
             them).
@@ -111,6 +121,9 @@ class SearchConfig:
     show_progress_bar: bool = False
     costs: str = "auto"
     refit_every: int = 5
+    halving_eta: int = 0
+    halving_rungs: int = 3
+    timeout_s: float | None = None
     resolved_budget: Mapping[str, float] | None = None
     base_measured: Mapping[str, Any] | None = None
 
@@ -136,8 +149,18 @@ class SearchConfig:
             )
         for name in ("fidelity_trials", "fidelity_steps", "refit_every"):
             _check_int(name, getattr(self, name), minimum=0)
+        from nas.searching._halving import halving_error
+
+        problem = halving_error(self.recovery_steps, self.halving_eta, self.halving_rungs)
+        if problem is not None:
+            raise ConfigError(problem)
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
+        if self.timeout_s is not None:
+            try:
+                object.__setattr__(self, "timeout_s", parse_duration_s(self.timeout_s))
+            except ValueError as exc:
+                raise ConfigError(f"timeout_s: {exc}.") from None
         SAMPLERS.get(self.sampler)  # UnknownNameError listing the registered samplers
         if not isinstance(self.reject_factor, (int, float)) or self.reject_factor < 1:
             raise ConfigError(
@@ -278,9 +301,36 @@ class SearchConfig:
         ]
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh])\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(value: object) -> float:
+    """Seconds in a duration: ``"90s"``, ``"30m"``, ``"2h"``, or a number of seconds (> 0).
+
+    Raises:
+        ValueError: anything else; the message names the value and the accepted forms.
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        try:
+            seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else float(value)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"expected a duration such as '90s', '30m', '2h' or a number of seconds > 0, "
+            f"got {value!r}"
+        )
+    return seconds
+
+
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-__all__ = ["IDENTITY_FIELDS", "SETTINGS_FILE", "ConfigError", "SearchConfig"]
+__all__ = ["IDENTITY_FIELDS", "SETTINGS_FILE", "ConfigError", "SearchConfig", "parse_duration_s"]

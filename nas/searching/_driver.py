@@ -6,6 +6,12 @@ measured on the device by the driver's :class:`~nas.searching._costs.Measurement
 told with its measured latency (and energy, where metered) as objective and constraint
 values, the prediction kept beside it. Ctrl-C fails the trials in flight and keeps the
 trained ones (told on their predictions), then re-raises.
+
+``config.timeout_s`` bounds the trial loop's wall clock: once spent, no trial starts; those
+in flight finish, are measured and told as usual, so the search ends clean and
+resumable. Ray trials record the node that ran them (``user_attrs["node"]``) and, on a Ray
+device, the node that measured them (``"measured_node"``); a trial whose Ray worker was lost
+is told failed with the reason, and the search goes on.
 """
 
 from __future__ import annotations
@@ -81,10 +87,18 @@ class _Loop:
 
     in_flight: dict[int, Any] = field(default_factory=dict)
     awaiting: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    target: int = 0
+    """Trials this call starts; lowered to ``submitted`` when the timeout is spent."""
+    deadline: float | None = None
+    """``time.monotonic()`` after which no trial starts, or None."""
+    timed_out: bool = False
     submitted: int = 0
     finished: int = 0
     rejected: int = 0
     failed: int = 0
+    pruned: int = 0
+    halving: Any = None
+    """The search's ``_halving.SuccessiveHalving``, or None when it is off."""
 
 
 def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new: int) -> None:
@@ -92,10 +106,12 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
 
     A trained candidate is told once it is measured (``_costs``): on a local device the
     driver hands out no new trial until the lane has measured what it holds, so that the
-    measurement never overlaps training.
+    measurement never overlaps training. Fewer trials start when ``config.timeout_s`` is
+    spent first (counted from the moment the workers are ready).
     """
     from nas.searching._calibration import PredictorTracker
     from nas.searching._costs import MeasurementLane
+    from nas.searching._halving import make_halving
     from nas.searching._parallel import make_executor
 
     if n_new <= 0:
@@ -111,16 +127,28 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     tracker = PredictorTracker.from_summary(
         study.user_attrs.get("predictor_tracking"), refit_every=config.refit_every
     )
-    loop = _Loop()
+    loop = _Loop(target=n_new)
+    loop.halving = make_halving(
+        study,
+        ctx,
+        eta=config.halving_eta,
+        rungs=config.halving_rungs,
+        recovery_steps=config.recovery_steps,
+    )
+    if config.timeout_s is not None:
+        loop.deadline = time.monotonic() + config.timeout_s
     try:
         with _progress(config, config.n_trials - n_new) as bar:
-            while loop.submitted < n_new or executor.pending or loop.awaiting:
+            while loop.submitted < loop.target or executor.pending or loop.awaiting:
+                _check_deadline(config, executor, loop)
                 drain = lane is not None and lane.wants_drain(executor.capacity)
                 while (
-                    not drain and loop.submitted < n_new and executor.pending < executor.capacity
+                    not drain
+                    and loop.submitted < loop.target
+                    and executor.pending < executor.capacity
                 ):
                     _submit(study, ctx, executor, heartbeat, loop, tracker)
-                done = _next_done(executor, heartbeat, lane, loop, n_new=n_new)
+                done = _next_done(executor, heartbeat, lane, loop)
                 if lane is not None:
                     for result in lane.retry_unmeasured(idle=executor.pending == 0):
                         _late_measurement(study, result, tracker, ctx)
@@ -140,10 +168,30 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         if lane is not None:
             lane.shutdown()
     _log_session(study, config, loop, started, executor_start_s, lane)
+    if loop.halving is not None:
+        loop.halving.summarize()
+
+
+def _check_deadline(config: SearchConfig, executor: Any, loop: _Loop) -> None:
+    """Start no more trials once ``config.timeout_s`` is spent; say so once."""
+    if loop.deadline is None or loop.timed_out or loop.submitted >= loop.target:
+        return
+    if time.monotonic() < loop.deadline:
+        return
+    loop.timed_out = True
+    _logger.warning(
+        "timeout of %g s reached after %d of %d trials: no new trial starts, %d running "
+        "finish first; run the same command again to resume",
+        config.timeout_s,
+        loop.submitted,
+        loop.target,
+        executor.pending,
+    )
+    loop.target = loop.submitted
 
 
 def _next_done(
-    executor: Any, heartbeat: _Heartbeat, lane: Any, loop: _Loop, *, n_new: int
+    executor: Any, heartbeat: _Heartbeat, lane: Any, loop: _Loop
 ) -> list[tuple[Any, dict[str, Any] | BaseException, Any]]:
     """Trials ready to be told: one that finished evaluating, and the lane's measured ones.
 
@@ -154,14 +202,22 @@ def _next_done(
         number, outcome = executor.wait_one()
         trial = loop.in_flight.pop(number)
         heartbeat.trial_ids.discard(trial._trial_id)
-        if lane is not None and isinstance(outcome, dict) and "graph" in outcome:
+        node = executor.node_of(number)
+        if node is not None and isinstance(outcome, dict):
+            outcome.setdefault("user_attrs", {})["node"] = node
+        if loop.halving is not None:
+            outcome = loop.halving.resolve(trial, outcome, executor)
+        if outcome is None:  # promoted to its next rung of recovery: still in flight
+            loop.in_flight[number] = trial
+            heartbeat.trial_ids.add(trial._trial_id)
+        elif lane is not None and isinstance(outcome, dict) and "graph" in outcome:
             lane.submit(number, outcome.pop("graph"))
             loop.awaiting[number] = (trial, outcome)
         else:
             done.append((trial, outcome, None))
     if lane is not None:
         idle = executor.pending == 0
-        for result in lane.collect(idle=idle, block=idle and loop.submitted >= n_new):
+        for result in lane.collect(idle=idle, block=idle and loop.submitted >= loop.target):
             trial, outcome = loop.awaiting.pop(result.number)
             done.append((trial, outcome, result))
     return done
@@ -219,6 +275,8 @@ def _submit(
         "config": candidate.to_dict(),
         "calibration": tracker.calibration.to_dict(),
     }
+    if loop.halving is not None:
+        payload = loop.halving.first_payload(payload)
     executor.submit(trial.number, payload)
     loop.submitted += 1
 
@@ -236,6 +294,12 @@ def _finish(
     from nas.searching._costs import MEASURED, PREDICTED
 
     loop.finished += 1
+    if isinstance(outcome, dict) and outcome.get("pruned"):
+        from nas.searching._halving import tell_pruned
+
+        loop.pruned += 1
+        tell_pruned(study, trial, outcome)
+        return
     if isinstance(outcome, BaseException) or "error" in outcome:
         loop.failed += 1
         record(study, trial, outcome, ctx)
@@ -264,6 +328,9 @@ def _apply_measurement(outcome: dict[str, Any], measurement: Any, ctx: TrialCont
         sources["energy_mj"] = "measured"
     attrs["measured"] = measured
     attrs["cost_sources"] = sources
+    node = (getattr(measurement, "host_info", None) or {}).get("ray_node_id")
+    if node:
+        attrs["measured_node"] = node
     outcome["values"] = objective_values(
         ctx.objectives, attrs["accuracy"], costs, missing=ctx.missing_accuracy
     )
@@ -295,6 +362,9 @@ def _late_measurement(study: optuna.Study, result: Any, tracker: Any, ctx: Trial
     predicted = attrs.get("predicted") or {}
     measured = measured_costs(result.measurement, float(predicted.get("memory_mb", 0.0)))
     set_finished_trial_user_attr(study, trial, "measured", measured)
+    node = (getattr(result.measurement, "host_info", None) or {}).get("ray_node_id")
+    if node:
+        set_finished_trial_user_attr(study, trial, "measured_node", node)
     attrs["measured"] = measured
     _track(study, tracker, result.number, attrs)
     _logger.info(
@@ -340,6 +410,9 @@ def _log_session(
             "executor_start_s": round(executor_start_s, 2),
             "rejected_before_training": loop.rejected,
             "measure_s": round(measure_s, 3),
+            "timeout_s": config.timeout_s,
+            "timed_out": loop.timed_out,
+            "pruned": loop.pruned,
         },
     )
 

@@ -4,18 +4,20 @@ The search judges each candidate after a short distillation (``recovery_steps``)
 sample of trained trials, :func:`fidelity_check` recovers the same configs again with a
 longer fine-tune and reports Kendall's tau between the two accuracy rankings: near 1, the
 short recovery is a faithful proxy; low, the search ranks by noise and needs more steps.
+:func:`rank_agreement` is the same tau for any two fidelities (successive halving reports it
+between its rungs).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.searching._run import Run
-
 if TYPE_CHECKING:
+    from nas.searching._run import Run
     from nas.searching._trial import TrialContext
 
 _logger = logging.getLogger(__name__)
@@ -28,6 +30,19 @@ def _sample(trials: list[Any], n: int) -> list[Any]:
         return ordered
     step = (len(ordered) - 1) / (n - 1)
     return [ordered[round(i * step)] for i in range(n)]
+
+
+def rank_agreement(short: Sequence[float], long: Sequence[float]) -> tuple[float, float]:
+    """Kendall's tau between two accuracy lists of the same candidates, and its p-value.
+
+    Both are NaN with fewer than two pairs or when either list is constant.
+    """
+    from scipy.stats import kendalltau
+
+    if len(short) < 2 or len(set(short)) < 2 or len(set(long)) < 2:
+        return float("nan"), float("nan")
+    tau, p_value = kendalltau(short, long)
+    return float(tau), float(p_value)
 
 
 def fidelity_check(
@@ -45,8 +60,6 @@ def fidelity_check(
         ``{"kendall_tau", "p_value", "short_steps", "long_steps", "trials": {number:
         {"short", "long"}}}``, also stored as ``study.user_attrs["fidelity"]``.
     """
-    from scipy.stats import kendalltau
-
     from nas.searching._trial import recover_and_evaluate
     from search_spaces import CompressionConfig
 
@@ -84,10 +97,10 @@ def fidelity_check(
             )
     short = [p["short"] for p in pairs.values()]
     long = [p["long"] for p in pairs.values()]
-    tau, p_value = kendalltau(short, long)
+    tau, p_value = rank_agreement(short, long)
     report = {
-        "kendall_tau": float(tau),
-        "p_value": float(p_value),
+        "kendall_tau": tau,
+        "p_value": p_value,
         "short_steps": ctx.recovery_steps,
         "long_steps": long_steps,
         "trials": pairs,
@@ -103,4 +116,4 @@ def fidelity_check(
     return report
 
 
-__all__ = ["fidelity_check"]
+__all__ = ["fidelity_check", "rank_agreement"]

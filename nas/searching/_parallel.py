@@ -7,8 +7,11 @@ task, its model and data, the space, the predictors) is shipped to Ray once with
 ``ray.put`` and shared by every task.
 
 ``fn`` should catch its own errors and return them as data, so that the driver can record a
-failed trial and go on; an exception that escapes anyway (a Ray worker that died) is
-returned by :meth:`wait_one` in place of the result.
+failed trial and go on; an exception that escapes anyway is returned by :meth:`wait_one` in
+place of the result. A Ray worker lost mid-task (its node died or was removed, or Ray's
+memory monitor killed it) comes back as :class:`WorkerLostError`: the task is not retried,
+so that a payload that kills its worker is not run again. Each Ray result also says which
+node ran it (:meth:`RayExecutor.node_of`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from nas._errors import NASError
+
 _logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 K = TypeVar("K", bound=Hashable)
 TrialFn = Callable[[Any, Any], Any]
+
+
+class WorkerLostError(NASError, RuntimeError):
+    """The Ray worker running a payload died before returning (node lost, worker killed)."""
 
 
 class SerialExecutor(Generic[K]):
@@ -62,6 +71,10 @@ class SerialExecutor(Generic[K]):
         finally:
             torch.set_num_threads(threads)
 
+    def node_of(self, key: K) -> str | None:
+        """Where ``key`` ran: always here (``None``)."""
+        return None
+
     def cancel_all(self) -> list[K]:
         """Drop queued payloads and return their keys."""
         keys = [key for key, _ in self._queue]
@@ -78,8 +91,8 @@ class SerialExecutor(Generic[K]):
 _WORKER_CONTEXT: dict[str, Any] = {}
 
 
-def _run_in_worker(fn: TrialFn, context_box: list[Any], payload: Any) -> Any:
-    """Body of a Ray task: one torch thread (Ray also sets OMP_NUM_THREADS=1).
+def _run_in_worker(fn: TrialFn, context_box: list[Any], payload: Any) -> tuple[str, Any]:
+    """Body of a Ray task: ``(Ray node id, fn's result)``, run with one torch thread.
 
     ``context_box`` holds the context's ObjectRef inside a list, so that Ray passes the
     reference instead of the value; it is fetched once per worker process and kept.
@@ -95,7 +108,20 @@ def _run_in_worker(fn: TrialFn, context_box: list[Any], payload: Any) -> Any:
     if context is None:
         _WORKER_CONTEXT.clear()
         context = _WORKER_CONTEXT[key] = ray.get(ref)
-    return fn(context, payload)
+    return ray.get_runtime_context().get_node_id(), fn(context, payload)
+
+
+def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """Ray's errors for a task whose worker or node went away (not the task's own error)."""
+    from ray import exceptions as rx
+
+    return (
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.LocalRayletDiedError,
+        rx.ObjectLostError,
+        rx.OutOfMemoryError,
+    )
 
 
 class RayExecutor(Generic[K]):
@@ -135,6 +161,7 @@ class RayExecutor(Generic[K]):
         self._context_ref = ray.put(context)
         self._fn_ref = ray.put(fn)
         self._pending: dict[Any, K] = {}
+        self._nodes: dict[K, str] = {}
 
     @property
     def pending(self) -> int:
@@ -147,14 +174,31 @@ class RayExecutor(Generic[K]):
         self._pending[ref] = key
 
     def wait_one(self) -> tuple[K, Any]:
-        """Block until some task finishes; return ``(key, result or exception)``."""
+        """Block until some task finishes; return ``(key, result or exception)``.
+
+        A task whose worker was lost returns a :class:`WorkerLostError` naming Ray's error.
+        """
         ready, _ = self._ray.wait(list(self._pending), num_returns=1)
         ref = ready[0]
         key = self._pending.pop(ref)
         try:
-            return key, self._ray.get(ref)
-        except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+            node, result = self._ray.get(ref)
+        except _lost_worker_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            lost = WorkerLostError(
+                f"the Ray worker running it was lost ({type(exc).__name__}: {first}); its node "
+                "died or left the cluster, or the worker was killed (out of memory?)"
+            )
+            lost.__cause__ = exc
+            return key, lost
+        except Exception as exc:  # RayTaskError: fn raised after all
             return key, exc
+        self._nodes[key] = node
+        return key, result
+
+    def node_of(self, key: K) -> str | None:
+        """The Ray node id that ran ``key`` (once :meth:`wait_one` returned it), else None."""
+        return self._nodes.get(key)
 
     def cancel_all(self) -> list[K]:
         """Cancel running tasks and return their keys."""
@@ -183,4 +227,4 @@ def make_executor(
     return RayExecutor(fn, context, workers=workers, address=address)
 
 
-__all__ = ["RayExecutor", "SerialExecutor", "make_executor"]
+__all__ = ["RayExecutor", "SerialExecutor", "WorkerLostError", "make_executor"]

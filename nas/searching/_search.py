@@ -7,11 +7,13 @@ Pareto front is measured on the device (``_verify``) and, if asked, the fidelity
 short recovery is checked (``_fidelity``).
 
 Stopping and resuming: the run folder's storage keeps every finished trial. Re-running the
-same search resumes it; finished trials (completed, or failed with an error) count toward
-``n_trials``. Ctrl-C fails the trials in flight (``user_attrs["interrupted"]``), then
-re-raises. After a hard kill, the next search on the folder marks the trials the dead
-process left RUNNING as failed and interrupted (the folder's lock proves no one else runs
-them; shared storages rely on Optuna's heartbeats instead) and runs replacements.
+same search resumes it; finished trials (completed, failed with an error, or stopped early
+by successive halving: ``_halving``) count toward ``n_trials``. Ctrl-C fails the trials in
+flight (``user_attrs["interrupted"]``), then re-raises. After a hard kill, the next search
+on the folder marks the trials the dead process left RUNNING as failed and interrupted (the
+folder's lock proves no one else runs them; shared storages rely on Optuna's heartbeats
+instead) and runs replacements. A ``timeout_s`` ends the trial loop early the same clean
+way: the running trials finish, the front is verified, and re-running resumes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from nas.searching._base import (
 from nas.searching._budget import COST_OBJECTIVES, Budget, parse_budget
 from nas.searching._config import SETTINGS_FILE, SearchConfig
 from nas.searching._driver import drive, record
+from nas.searching._halving import count_pruned
 from nas.searching._run import (
     STUDY_DB,
     Run,
@@ -85,7 +88,7 @@ def search(
         show_progress_bar: Show a tqdm progress bar.
         storage: An Optuna storage URL; default SQLite at ``run_dir/study.db``.
         **settings: Further :class:`nas.SearchConfig` fields (``reject_factor``,
-            ``fidelity_trials``, ``verify``, ...).
+            ``fidelity_trials``, ``verify``, ``timeout_s``, ...).
 
     Returns:
         The run, for :meth:`nas.Run.pareto_trials` and friends.
@@ -159,7 +162,7 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
                 len(stale),
                 stale,
             )
-        done = count_finished(study)
+        done = count_finished(study) + count_pruned(study)
         if done:
             _logger.info(
                 "resuming %s: %d of %d trials already finished", run_dir, done, config.n_trials

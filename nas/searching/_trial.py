@@ -26,10 +26,16 @@ Phases, each timed into ``user_attrs["timings_s"]``:
 With ``ctx.measure_costs`` a trained candidate's graph comes back in the result
 (``"graph"``, ONNX bytes), for the driver to measure on the device (``_costs``): workers
 never measure, so measurements never share cores with training.
+
+Successive halving (``_halving``) recovers a candidate in rungs: the payload names the
+rung's total ``"steps"`` and asks to ``"keep_state"``; the result then carries the weights
+and the recovery's state (``"state"``, bytes), which the next rung's payload brings back as
+``"resume"`` to continue the same recovery (:func:`continue_trial`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nas.tasks._tasks import Task
+    from nas.tasks._train import RecoveryState
 
 _logger = logging.getLogger(__name__)
 
@@ -184,12 +191,14 @@ def recover_and_evaluate(
     *,
     steps: int,
     timings: dict[str, float],
+    state: RecoveryState | None = None,
 ) -> float:
     """Recover ``model`` in place, then return the task's score on its validation data.
 
     The score is top-1 in %, or the task's metric (negated when lower is better, see
     :mod:`nas.tasks._evaluate`). Quantized configs are re-exported after recovery and
-    scored in onnxruntime.
+    scored in onnxruntime. ``state`` continues a stopped recovery and keeps where this one
+    stops (:class:`nas.tasks._train.RecoveryState`).
     """
     from nas.tasks._evaluate import task_score, task_score_onnx
     from nas.tasks._train import recover
@@ -203,6 +212,7 @@ def recover_and_evaluate(
             seed=ctx.seed,
             batch_size=ctx.recovery_batch_size,
             lr=ctx.recovery_lr,
+            state=state,
         )
     with _timed(timings, "eval"):
         if is_quantized(config):
@@ -234,17 +244,26 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
     Args:
         ctx: The shared context.
         payload: ``{"number": trial number, "config": CompressionConfig.to_dict()}`` and
-            optionally ``"calibration"`` (``Calibration.to_dict()``).
+            optionally ``"calibration"`` (``Calibration.to_dict()``), ``"steps"`` (recovery
+            steps instead of ``ctx.recovery_steps``), ``"keep_state"`` (return the state to
+            continue from) and ``"resume"`` (a rung's ``"state"``: see
+            :func:`continue_trial`).
 
     Returns:
         ``{"number", "values", "constraints", "user_attrs"}`` (and ``"graph"``, ONNX bytes,
-        when ``ctx.measure_costs`` and the candidate was trained), or ``{"number", "error",
+        when ``ctx.measure_costs`` and the candidate was trained; ``"steps"``,
+        ``"trained"`` and ``"state"`` with ``"keep_state"``), or ``{"number", "error",
         "user_attrs"}`` when the evaluation raised.
     """
     from nas.searching._calibration import Calibration, int8_share
+    from nas.tasks._train import RecoveryState
     from search_spaces import CompressionConfig
 
+    if "resume" in payload:
+        return continue_trial(ctx, payload)
     number = int(payload["number"])
+    steps = int(payload.get("steps", ctx.recovery_steps))
+    state = RecoveryState() if payload.get("keep_state") else None
     timings: dict[str, float] = {}
     attrs: dict[str, Any] = {"timings_s": timings}
     start = time.perf_counter()
@@ -281,7 +300,7 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
             else:
                 attrs["rejected_before_training"] = False
                 accuracy = recover_and_evaluate(
-                    ctx, model, config, workdir, steps=ctx.recovery_steps, timings=timings
+                    ctx, model, config, workdir, steps=steps, timings=timings, state=state
                 )
         attrs["accuracy"] = accuracy
         attrs["metric"] = ctx.task.score_name
@@ -298,26 +317,105 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
         }
         if graph_bytes is not None and accuracy is not None:
             result["graph"] = graph_bytes
+        if state is not None and accuracy is not None:
+            result["steps"] = result["trained"] = state.steps_done
+            result["state"] = pack_state(model, state)
         return result
     except Exception as exc:  # a failed trial is recorded, and the search goes on
+        return _error(number, exc, attrs, start)
+
+
+def continue_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Continue a candidate's recovery from a rung's state, up to ``payload["steps"]`` in all.
+
+    The model is rebuilt from its config, given the rung's weights, and recovered for the
+    steps still missing with the optimizer and batch order where the rung left them (no BN
+    recalibration): the same weights as one uninterrupted recovery. Costs are not predicted
+    again (the structure has not changed).
+
+    Returns:
+        ``{"number", "steps", "trained", "user_attrs": {"accuracy", "timings_s"}}``
+        (``"steps"`` in all, ``"trained"`` in this call; and ``"state"`` with
+        ``"keep_state"``), or ``{"number", "error", "user_attrs"}``.
+    """
+    from search_spaces import CompressionConfig
+
+    number = int(payload["number"])
+    timings: dict[str, float] = {}
+    attrs: dict[str, Any] = {"timings_s": timings}
+    start = time.perf_counter()
+    try:
+        config = CompressionConfig.from_dict(payload["config"])
+        with _timed(timings, "apply"):
+            model = ctx.space.apply(ctx.task.model, config)
+            state = unpack_state(payload["resume"], model)
+        before = state.steps_done
+        with tempfile.TemporaryDirectory(prefix="hwnas-trial-") as tmp:
+            attrs["accuracy"] = recover_and_evaluate(
+                ctx,
+                model,
+                config,
+                Path(tmp),
+                steps=int(payload["steps"]) - state.steps_done,
+                timings=timings,
+                state=state,
+            )
         timings["total"] = round(time.perf_counter() - start, 4)
-        return {
+        result: dict[str, Any] = {
             "number": number,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=8),
+            "steps": state.steps_done,
+            "trained": state.steps_done - before,
             "user_attrs": attrs,
         }
+        if payload.get("keep_state"):
+            result["state"] = pack_state(model, state)
+        return result
+    except Exception as exc:  # a failed trial is recorded, and the search goes on
+        return _error(number, exc, attrs, start)
+
+
+def _error(number: int, exc: Exception, attrs: dict[str, Any], start: float) -> dict[str, Any]:
+    attrs["timings_s"]["total"] = round(time.perf_counter() - start, 4)
+    return {
+        "number": number,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(limit=8),
+        "user_attrs": attrs,
+    }
+
+
+def pack_state(model: nn.Module, state: RecoveryState) -> bytes:
+    """A recovered model's weights and its recovery's state, as bytes for the next rung."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "recovery": state.to_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def unpack_state(data: bytes, model: nn.Module) -> RecoveryState:
+    """Load :func:`pack_state`'s weights into ``model`` (same config); return the state."""
+    import torch
+
+    from nas.tasks._train import RecoveryState
+
+    packed = torch.load(io.BytesIO(data), weights_only=True)
+    model.load_state_dict(packed["model"])
+    return RecoveryState.from_dict(packed["recovery"])
 
 
 __all__ = [
     "FAIL_TRIALS_ENV",
     "InjectedTrialFailure",
     "TrialContext",
+    "continue_trial",
     "evaluate_trial",
     "export_graph",
     "fail_trials_from_env",
     "is_quantized",
     "objective_values",
+    "pack_state",
     "predict_costs",
     "recover_and_evaluate",
+    "unpack_state",
 ]

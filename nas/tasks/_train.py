@@ -5,6 +5,7 @@
 * :func:`recalibrate_bn` re-estimates BatchNorm statistics after pruning.
 * :func:`distill` fine-tunes a compressed student against the base model's logits.
 * :func:`recover` is what the search runs once per trial: recalibrate, then distill.
+* :class:`RecoveryState` lets a recovery stop and continue later as if it never stopped.
 
 Everything is deterministic for a given seed and thread count: batches and shifts come from
 a seeded :class:`torch.Generator`, never from the global RNG.
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RecoveryState",
     "TrainConfig",
     "distill",
     "distillation_loss",
@@ -79,6 +81,39 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+@dataclass
+class RecoveryState:
+    """Where a distillation stopped: enough to continue it as if it had never stopped.
+
+    :func:`distill` and :func:`recover` fill it in place when given one. A later call with
+    the same state (``steps_done > 0``) skips the BN recalibration and resumes the optimizer
+    and the batch order, so that 5 steps and then 11 more give the weights of 16 steps at
+    once. Successive halving (``nas.searching._halving``) ships it between rungs.
+
+    Attributes:
+        steps_done: Optimizer steps taken so far, over every call.
+        optimizer: The optimizer's ``state_dict()``.
+        generator: The batch generator's state (a uint8 tensor).
+        order: The current pass's permutation of the training rows.
+        position: Rows of ``order`` already used.
+    """
+
+    steps_done: int = 0
+    optimizer: dict[str, Any] | None = None
+    generator: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    position: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``torch.load(..., weights_only=True)`` reads back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecoveryState:
+        """The state :meth:`to_dict` wrote."""
+        return cls(**data)
 
 
 @contextlib.contextmanager
@@ -283,6 +318,7 @@ def distill(
     seed: int = 0,
     teacher_logits: torch.Tensor | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
+    state: RecoveryState | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place by knowledge distillation from ``teacher``; return it.
 
@@ -308,6 +344,8 @@ def distill(
             the teacher's forward passes.
         loss: ``loss(student_out, teacher_out, targets)`` instead of the distillation loss
             above (``temperature`` and ``label_weight`` then unused).
+        state: Continue from it when it holds steps, and leave the state after these
+            ``steps`` in it (see :class:`RecoveryState`).
 
     Returns:
         ``student``, in eval mode.
@@ -336,11 +374,13 @@ def distill(
     )
     w = label_weight if y is not None else 0.0
     generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(X), generator=generator)
+    position = 0
+    if state is not None and state.steps_done > 0:
+        order, position = _resume(state, opt, generator, order)
     teacher_was_training = teacher.training
     teacher.eval()
     student.train()
-    order = torch.randperm(len(X), generator=generator)
-    position = 0
     try:
         for _ in range(steps):
             if position + batch_size > len(X):
@@ -365,7 +405,25 @@ def distill(
     finally:
         teacher.train(teacher_was_training)
         student.eval()
+    if state is not None:
+        state.steps_done += steps
+        state.optimizer = opt.state_dict()
+        state.generator = generator.get_state()
+        state.order, state.position = order, position
     return student
+
+
+def _resume(
+    state: RecoveryState, opt: torch.optim.Optimizer, generator: torch.Generator, order: Any
+) -> tuple[torch.Tensor, int]:
+    """Put a stopped distillation's optimizer and generator back; return its batch position."""
+    if state.optimizer is not None:
+        opt.load_state_dict(state.optimizer)
+    if state.generator is not None:
+        generator.set_state(state.generator)
+    if state.order is None:
+        return order, 0
+    return state.order, state.position
 
 
 # teacher module -> (identity of X it was computed on, logits); dropped with the teacher.
@@ -394,6 +452,7 @@ def recover(
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 1e-3,
+    state: RecoveryState | None = None,
 ) -> nn.Module:
     """Recover a compressed model's accuracy: recalibrate BN, then distill from the teacher.
 
@@ -411,6 +470,9 @@ def recover(
         seed: Seeds the recalibration sample and the batch order.
         batch_size: Images per distillation step.
         lr: Adam learning rate.
+        state: Continue a recovery stopped with this state (no BN recalibration), and
+            leave the new state in it. For a Dataset or DataLoader only the weights and the
+            step count carry over: BN is re-estimated, the optimizer and the stream restart.
     """
     from nas.tasks._loaders import is_pair
 
@@ -418,10 +480,14 @@ def recover(
         from nas.tasks._stream import recover_stream
 
         loss = task.loss or distillation_loss
-        return recover_stream(student, teacher, task, loss=loss, steps=steps, seed=seed,
-                              batch_size=batch_size, lr=lr)  # fmt: skip
+        recover_stream(student, teacher, task, loss=loss, steps=steps, seed=seed,
+                       batch_size=batch_size, lr=lr)  # fmt: skip
+        if state is not None:
+            state.steps_done += steps
+        return student
     X, y = task.train
-    recalibrate_bn(student, X, seed=seed)
+    if state is None or state.steps_done == 0:
+        recalibrate_bn(student, X, seed=seed)
     if steps == 0:
         return student
     return distill(
@@ -435,4 +501,5 @@ def recover(
         seed=seed,
         teacher_logits=_cached_teacher_logits(teacher, X),
         loss=task.loss,
+        state=state,
     )
