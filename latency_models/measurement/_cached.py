@@ -74,7 +74,11 @@ def _target_identity(spec: DeviceSpec) -> tuple[str | None, str | None]:
     if spec.kind == "local":
         from latency_models.measurement._bench import host_fingerprint, runtime_version
 
-        return runtime_version(), host_fingerprint()
+        if spec.runtime == "onnxruntime":
+            return runtime_version(), host_fingerprint()
+        from latency_models.runtimes import get_runtime
+
+        return get_runtime(spec.runtime).version(), host_fingerprint()
     if spec.kind == "http":
         from latency_models.measurement._agent_client import agent_health
 

@@ -42,6 +42,19 @@ def test_measures_in_the_devices_runtime(device: str) -> None:
     assert m.runtime_version.startswith(runtime)
 
 
+def test_a_stored_measurement_in_the_devices_runtime_is_reused(isolated_home) -> None:
+    from latency_models import MeasurementStore
+    from latency_models.measurement._cached import measure_cached
+
+    _needs("openvino")
+    store = MeasurementStore("local-openvino")
+    g = random_network(3, size=16)
+    first = measure_cached(g, "local-openvino", store=store, max_seconds=0.2, warmup_s=0.02)
+    again = measure_cached(g, "local-openvino", store=store, max_seconds=0.2, warmup_s=0.02)
+    assert len(store) == 1 and again.latency_ms == first.latency_ms
+    assert first.runtime_version.startswith("openvino")
+
+
 def test_a_graph_the_runtime_refuses_is_rejected_with_its_reason() -> None:
     _needs("ncnn")
     qdq = quantize_qdq(random_network(2, size=16))
