@@ -1,4 +1,4 @@
-"""Bundled datasets: the 5,000-image MNIST subset and scikit-learn's 8x8 digits.
+"""Bundled datasets: the 5,000-image MNIST subset (also upsampled) and scikit-learn's 8x8 digits.
 
 Both load without a network, split deterministically into train and validation parts and
 come back normalised as float32 NCHW images with int64 labels.
@@ -127,4 +127,25 @@ def load_digits(*, n_val: int = 360, seed: int = 0) -> Split:
     )
 
 
-DATASETS = {"mnist-5k": load_mnist, "digits": load_digits}
+def load_mnist_resized(size: int = 64, *, n_val: int = 1000, seed: int = 0) -> Split:
+    """The bundled MNIST subset upsampled (bilinear) to ``size`` x ``size``.
+
+    Gives edge-size inputs, where a ResNet-18-style network is compute-bound on a CPU, from
+    the same images and split as :func:`load_mnist`.
+    """
+    import torch.nn.functional as F
+
+    base = load_mnist(n_val=n_val, seed=seed)
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    return Split(
+        name=f"mnist-5k-{size}",
+        train=(up(base.train[0]).contiguous(), base.train[1]),
+        val=(up(base.val[0]).contiguous(), base.val[1]),
+        num_classes=10,
+    )
+
+
+DATASETS = {"mnist-5k": load_mnist, "mnist-5k-64": load_mnist_resized, "digits": load_digits}

@@ -143,6 +143,13 @@ def _recipes() -> dict[str, _Recipe]:
             {},
             TrainConfig(epochs=10, batch_size=128, lr=0.1, weight_decay=1e-4, max_shift=2),
         ),
+        "mnist64-resnet18": _Recipe(
+            "mnist-5k-64",
+            "resnet",
+            {"widths": (24, 48, 96, 192), "blocks": 2},
+            TrainConfig(epochs=4, batch_size=128, lr=0.1, weight_decay=5e-4, max_shift=4),
+            threads=2,
+        ),
         "digits-resnet": _Recipe(
             "digits",
             "resnet",
@@ -167,15 +174,17 @@ _DESCRIPTIONS = {
     "5k subset, 28x28; the demo task",
     "mnist-mobilenetv2": "MobileNetV2 (inverted residuals, depthwise convs) on the bundled "
     "MNIST 5k subset, 28x28",
+    "mnist64-resnet18": "ResNet-18 layout (4 stages x 2 basic blocks, 24-192 ch) on the "
+    "bundled MNIST 5k subset upsampled to 64x64: an edge-size, compute-bound model",
     "digits-resnet": "tiny ResNet (16/32 ch) on scikit-learn's 8x8 digits; trains in seconds",
     "digits-mobilenetv2": "tiny MobileNetV2 on scikit-learn's 8x8 digits; trains in seconds",
 }
 
 
 def _load_split(dataset: str) -> Split:
-    from nas.tasks._data import load_digits, load_mnist
+    from nas.tasks._data import DATASETS
 
-    return load_mnist() if dataset == "mnist-5k" else load_digits()
+    return DATASETS[dataset]()
 
 
 def _recipe_hash(name: str, recipe: _Recipe, split: Split) -> str:

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from nas.tasks._data import MNIST_MEAN, MNIST_STD, _split_indices, load_digits, load_mnist
+from nas.tasks._data import (
+    MNIST_MEAN,
+    MNIST_STD,
+    _split_indices,
+    load_digits,
+    load_mnist,
+    load_mnist_resized,
+)
 
 
 def test_mnist_loads_28x28_split_4000_1000() -> None:
@@ -28,6 +35,18 @@ def test_split_is_deterministic_and_disjoint() -> None:
     assert len(set(train_idx) & set(val_idx)) == 0 and len(train_idx) + len(val_idx) == 5000
     other = load_mnist(seed=1)
     assert other.fingerprint() != a.fingerprint()
+
+
+def test_resized_mnist_keeps_split_and_labels_at_64x64() -> None:
+    small, big = load_mnist(), load_mnist_resized(64)
+    assert big.train[0].shape == (4000, 1, 64, 64) and big.val[0].shape == (1000, 1, 64, 64)
+    assert torch.equal(small.train[1], big.train[1]) and torch.equal(small.val[1], big.val[1])
+    # the same images: downsampling the 64x64 ones comes back close to the originals
+    back = torch.nn.functional.interpolate(big.val[0][:50], size=(28, 28), mode="area")
+    same = float((back - small.val[0][:50]).abs().mean())
+    other = float((back - small.val[0][50:100]).abs().mean())
+    assert same < 0.3 * other
+    assert big.fingerprint() != small.fingerprint()
 
 
 def test_digits_loads_8x8() -> None:
