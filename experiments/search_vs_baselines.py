@@ -298,7 +298,7 @@ def uniform_baselines(
     from latency_models import measure, memory_footprint
     from nas.searching._trial import export_graph, is_quantized
     from nas.tasks._onnx_eval import evaluate_onnx
-    from nas.tasks._train import recover
+    from nas.tasks._recovery import recover
 
     widths = [float(w) for w in args.widths.split(",")]
     candidates: list[tuple[str, str, Any]] = [("int8", "int8", ctx.space.uniform(bits=8))]

@@ -40,6 +40,9 @@ FULL_ONLY: tuple[str, ...] = (
     "tests/latency_models/test_features.py::test_staged_networks_run_and_featurize_like_onnxruntime",
     "tests/latency_models/test_agent_hostile.py::test_load_200_requests_and_200_slow_connections",
     "tests/nas/test_report_browser.py",
+    "tests/nas/test_ray_cluster.py",
+    "tests/nas/test_timeout.py",
+    "tests/nas/test_multifidelity.py::test_search_with_halving",
 )
 """Node-id prefixes of the tests only the full suite runs (the slowest, ~3 minutes)."""
 

@@ -83,8 +83,9 @@ def rebuild_and_finetune(
     results: Run, row: TrialRow, *, finetune_steps: int, seed: int, task_spec: str
 ) -> Built:
     from latency_models import get_device
+    from nas.tasks._recovery import recover
     from nas.tasks._tasks import load_task
-    from nas.tasks._train import num_threads, recover
+    from nas.tasks._train import num_threads
     from search_spaces import CompressionConfig
 
     device_name = results.setting("device")

@@ -21,11 +21,10 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nas.searching._budget import COST_OBJECTIVES, OBJECTIVES
+from nas.searching._driver_log import best_feasible, log_summary, progress, trial_line
 from nas.searching._run import HEARTBEAT_INTERVAL_S, set_finished_trial_user_attr
 from nas.searching._trial import TrialContext, evaluate_trial
 
@@ -59,26 +58,6 @@ class _Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-@contextlib.contextmanager
-def _progress(config: SearchConfig, initial: int) -> Iterator[Any]:
-    bar = None
-    if config.show_progress_bar:
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-            from tqdm.contrib.logging import logging_redirect_tqdm  # type: ignore[import-untyped]
-        except ImportError:
-            _logger.warning("show_progress_bar needs tqdm (pip install tqdm); going on without")
-        else:
-            bar = tqdm(total=config.n_trials, initial=initial, unit="trial", desc="hwnas search")
-            with logging_redirect_tqdm(loggers=[logging.getLogger("nas")]):
-                try:
-                    yield bar
-                finally:
-                    bar.close()
-            return
-    yield None
 
 
 @dataclass
@@ -138,7 +117,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     if config.timeout_s is not None:
         loop.deadline = time.monotonic() + config.timeout_s
     try:
-        with _progress(config, config.n_trials - n_new) as bar:
+        with progress(config, config.n_trials - n_new) as bar:
             while loop.submitted < loop.target or executor.pending or loop.awaiting:
                 _check_deadline(config, executor, loop)
                 drain = lane is not None and lane.wants_drain(executor.capacity)
@@ -156,7 +135,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                     _finish(study, trial, outcome, result, ctx, tracker, loop)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix_str(_best_feasible(study, ctx.objectives), refresh=True)
+                        bar.set_postfix_str(best_feasible(study, ctx.objectives), refresh=True)
             if lane is not None:
                 _last_retries(study, lane, tracker, ctx)
     except KeyboardInterrupt:
@@ -167,7 +146,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
         executor.shutdown()
         if lane is not None:
             lane.shutdown()
-    _log_session(study, config, loop, started, executor_start_s, lane)
+    log_summary(study, config, loop, started, executor_start_s, lane)
     if loop.halving is not None:
         loop.halving.summarize()
 
@@ -376,47 +355,6 @@ def _late_measurement(study: optuna.Study, result: Any, tracker: Any, ctx: Trial
     )
 
 
-def _log_session(
-    study: optuna.Study,
-    config: SearchConfig,
-    loop: _Loop,
-    started: float,
-    executor_start_s: float,
-    lane: Any,
-) -> None:
-    minutes = (time.perf_counter() - started) / 60
-    completed = loop.finished - loop.failed  # a trial failing at once must not inflate the rate
-    measure_s = lane.seconds if lane is not None else 0.0
-    _logger.info(
-        "%d trials in %.1f min (%d completed: %.1f trials/min, %d worker(s)); %d failed; "
-        "%d rejected before training; %.1f s measuring on the device",
-        loop.finished,
-        minutes,
-        completed,
-        completed / minutes if minutes > 0 else float("nan"),
-        config.workers,
-        loop.failed,
-        loop.rejected,
-        measure_s,
-    )
-    study.set_user_attr(
-        "last_session",
-        {
-            "trials": loop.finished,
-            "failed": loop.failed,
-            "minutes": round(minutes, 3),
-            "trials_per_min": round(completed / minutes, 3) if minutes > 0 else None,
-            "workers": config.workers,
-            "executor_start_s": round(executor_start_s, 2),
-            "rejected_before_training": loop.rejected,
-            "measure_s": round(measure_s, 3),
-            "timeout_s": config.timeout_s,
-            "timed_out": loop.timed_out,
-            "pruned": loop.pruned,
-        },
-    )
-
-
 def _fail_state() -> Any:
     from optuna.trial import TrialState
 
@@ -448,66 +386,8 @@ def record(study: optuna.Study, trial: optuna.Trial, outcome: Any, ctx: TrialCon
     for key, value in outcome["constraints"].items():
         trial.set_constraint(key, value)
     study.tell(trial, outcome["values"])
-    _logger.info("%s", _trial_line(trial.number, attrs, outcome["constraints"], ctx))
+    _logger.info("%s", trial_line(trial.number, attrs, outcome["constraints"], ctx))
     return int(bool(attrs.get("rejected_before_training")))
-
-
-def _trial_line(
-    number: int, attrs: dict[str, Any], constraints: dict[str, float], ctx: TrialContext
-) -> str:
-    predicted = attrs.get("predicted", {})
-    measured = attrs.get("measured") or {}
-    parts = [f"trial {number}:"]
-    if attrs.get("rejected_before_training"):
-        parts.append(
-            "rejected before training (" + "; ".join(attrs.get("rejected_because", [])) + ")"
-        )
-    else:
-        metric = attrs.get("metric", "top1")
-        parts.append(
-            f"top1={attrs['accuracy']:.2f}%"
-            if metric == "top1"
-            else f"{metric}={attrs['accuracy']:.4g}"
-        )
-    for name in COST_OBJECTIVES:
-        if name not in predicted:
-            continue
-        if OBJECTIVES[name].source == "computed":
-            parts.append(f"{name}={predicted[name]:.4g} (computed)")
-        elif measured.get(name) is not None:
-            parts.append(
-                f"{name}={measured[name]:.4g} (measured; predicted {predicted[name]:.4g})"
-            )
-        else:
-            label = (
-                ctx.energy_source if name == "energy_mj" else attrs.get("cost_source", "predicted")
-            )
-            parts.append(f"{name}={predicted[name]:.4g} ({label})")
-    if constraints:
-        parts.append("feasible" if all(v <= 0 for v in constraints.values()) else "infeasible")
-    parts.append(f"[{attrs.get('timings_s', {}).get('total', 0.0):.1f} s]")
-    return " ".join(parts)
-
-
-def _best_feasible(study: optuna.Study, objectives: Sequence[str]) -> str:
-    try:
-        best = study.best_trials
-    except Exception:  # no completed trial yet
-        return ""
-    if not best:
-        return "no feasible trial yet"
-    first = objectives[0]
-    top = (
-        max(best, key=lambda t: t.values[0])
-        if OBJECTIVES[first].direction == "maximize"
-        else min(best, key=lambda t: t.values[0])
-    )
-    return (
-        ", ".join(
-            f"{name}={value:.3g}" for name, value in zip(objectives, top.values, strict=True)
-        )
-        + f" ({len(best)} on front)"
-    )
 
 
 __all__ = ["drive", "record"]

@@ -164,8 +164,8 @@ class SuccessiveHalving:
         self._payloads[int(payload["number"])] = payload
         return {**payload, "steps": self.steps[0], "keep_state": True}
 
-    def resolve(self, trial: Any, outcome: Any, executor: Any) -> dict[str, Any] | None:
-        """Record a rung's result; resubmit the trial (None) or return what to record."""
+    def resolve(self, trial: Any, outcome: Any, executor: Any) -> Any:
+        """Record a rung's result; resubmit the trial (None) or return the outcome to record."""
         number = trial.number
         first = self._first.pop(number, None)
         if isinstance(outcome, BaseException) or "error" in outcome or "steps" not in outcome:

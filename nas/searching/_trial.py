@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from nas.tasks._recovery import RecoveryState
     from nas.tasks._tasks import Task
-    from nas.tasks._train import RecoveryState
 
 _logger = logging.getLogger(__name__)
 
@@ -198,10 +198,10 @@ def recover_and_evaluate(
     The score is top-1 in %, or the task's metric (negated when lower is better, see
     :mod:`nas.tasks._evaluate`). Quantized configs are re-exported after recovery and
     scored in onnxruntime. ``state`` continues a stopped recovery and keeps where this one
-    stops (:class:`nas.tasks._train.RecoveryState`).
+    stops (:class:`nas.tasks._recovery.RecoveryState`).
     """
     from nas.tasks._evaluate import task_score, task_score_onnx
-    from nas.tasks._train import recover
+    from nas.tasks._recovery import recover
 
     with _timed(timings, "train"):
         recover(
@@ -219,6 +219,41 @@ def recover_and_evaluate(
             path = export_graph(ctx, model, config, workdir / f"recovered-{steps}.onnx")
             return task_score_onnx(path, ctx.task)
         return task_score(model, ctx.task)
+
+
+def _calibrated_costs(
+    ctx: TrialContext,
+    graph: Path,
+    payload: Mapping[str, Any],
+    *,
+    attrs: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, float]:
+    """:func:`predict_costs` of ``graph``, its latency through the search's running calibration.
+
+    The payload's ``"calibration"`` (``Calibration.to_dict()``) corrects the predicted
+    latency; the raw prediction, the calibration's size and the corrected costs go into
+    ``attrs``.
+    """
+    from nas.searching._calibration import Calibration, int8_share
+
+    with _timed(timings, "predict"):
+        costs = predict_costs(ctx, graph)
+    calibration = Calibration.from_dict(payload.get("calibration"))
+    attrs["predicted_raw_latency_ms"] = costs["latency_ms"]
+    costs["latency_ms"] = calibration.apply(costs["latency_ms"], int8_share(payload["config"]))
+    attrs["calibration_n"] = calibration.n
+    attrs["predicted"] = costs
+    return costs
+
+
+def _reject_reasons(ctx: TrialContext, costs: Mapping[str, float]) -> list[str]:
+    """Why the predicted ``costs`` are far outside the budget; empty when worth training."""
+    return [
+        f"{key} predicted {costs[key]:.4g} > {ctx.reject_factor:g} x limit "
+        f"{ctx.budget.limits[key]:g}"
+        for key in ctx.budget.far_outside(costs, factor=ctx.reject_factor)
+    ]
 
 
 def objective_values(
@@ -255,8 +290,7 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
         ``"trained"`` and ``"state"`` with ``"keep_state"``), or ``{"number", "error",
         "user_attrs"}`` when the evaluation raised.
     """
-    from nas.searching._calibration import Calibration, int8_share
-    from nas.tasks._train import RecoveryState
+    from nas.tasks._recovery import RecoveryState
     from search_spaces import CompressionConfig
 
     if "resume" in payload:
@@ -277,28 +311,15 @@ def evaluate_trial(ctx: TrialContext, payload: Mapping[str, Any]) -> dict[str, A
                 model = ctx.space.apply(ctx.task.model, config)
             with _timed(timings, "export"):
                 graph = export_graph(ctx, model, config, workdir / "candidate.onnx")
-            with _timed(timings, "predict"):
-                costs = predict_costs(ctx, graph)
-            calibration = Calibration.from_dict(payload.get("calibration"))
-            attrs["predicted_raw_latency_ms"] = costs["latency_ms"]
-            costs["latency_ms"] = calibration.apply(
-                costs["latency_ms"], int8_share(payload["config"])
-            )
-            attrs["calibration_n"] = calibration.n
-            attrs["predicted"] = costs
+            costs = _calibrated_costs(ctx, graph, payload, attrs=attrs, timings=timings)
             graph_bytes = graph.read_bytes() if ctx.measure_costs else None
             attrs["energy_source"] = ctx.energy_source
-            far = ctx.budget.far_outside(costs, factor=ctx.reject_factor)
+            reasons = _reject_reasons(ctx, costs)
             accuracy: float | None = None
-            if far:
-                attrs["rejected_before_training"] = True
-                attrs["rejected_because"] = [
-                    f"{key} predicted {costs[key]:.4g} > {ctx.reject_factor:g} x limit "
-                    f"{ctx.budget.limits[key]:g}"
-                    for key in far
-                ]
+            attrs["rejected_before_training"] = bool(reasons)
+            if reasons:
+                attrs["rejected_because"] = reasons
             else:
-                attrs["rejected_before_training"] = False
                 accuracy = recover_and_evaluate(
                     ctx, model, config, workdir, steps=steps, timings=timings, state=state
                 )
@@ -397,7 +418,7 @@ def unpack_state(data: bytes, model: nn.Module) -> RecoveryState:
     """Load :func:`pack_state`'s weights into ``model`` (same config); return the state."""
     import torch
 
-    from nas.tasks._train import RecoveryState
+    from nas.tasks._recovery import RecoveryState
 
     packed = torch.load(io.BytesIO(data), weights_only=True)
     model.load_state_dict(packed["model"])

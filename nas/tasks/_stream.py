@@ -1,6 +1,6 @@
 """Recovery from a Dataset or DataLoader, streamed batch by batch.
 
-The same two steps as for tensors (:func:`nas.tasks._train.recover`): re-estimate the
+The same two steps as for tensors (:func:`nas.tasks._recovery.recover`): re-estimate the
 BatchNorm statistics, then fine-tune the student against the teacher's outputs with the
 task's loss. Nothing is gathered into memory: the loader is iterated, and restarted when
 it runs out before the last step.

@@ -18,7 +18,8 @@ from nas.searching._config import ConfigError, SearchConfig
 from nas.searching._halving import SuccessiveHalving, count_pruned, rank_order, rung_steps
 from nas.searching._search import build_context, count_finished
 from nas.searching._trial import TrialContext, pack_state, recover_and_evaluate, unpack_state
-from nas.tasks._train import RecoveryState, num_threads
+from nas.tasks._recovery import RecoveryState
+from nas.tasks._train import num_threads
 from search_spaces import CompressionConfig
 
 

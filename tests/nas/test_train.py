@@ -10,15 +10,9 @@ from _task_fixtures import bundled_home
 from torch import nn
 
 from nas.tasks._onnx_eval import evaluate_onnx, onnx_logits
+from nas.tasks._recovery import _TEACHER_LOGITS, distill, recover
 from nas.tasks._tasks import Task, get_task
-from nas.tasks._train import (
-    _TEACHER_LOGITS,
-    distill,
-    evaluate,
-    num_threads,
-    recalibrate_bn,
-    recover,
-)
+from nas.tasks._train import evaluate, num_threads, recalibrate_bn
 
 
 @pytest.fixture(scope="module")
