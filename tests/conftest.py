@@ -43,6 +43,9 @@ FULL_ONLY: tuple[str, ...] = (
     "tests/nas/test_ray_cluster.py",
     "tests/nas/test_timeout.py",
     "tests/nas/test_multifidelity.py::test_search_with_halving",
+    "tests/nas/test_dataset_tasks.py::test_search_pareto_and_export_minimise_the_metric",
+    "tests/nas/test_cli_device.py::test_import_fit_then_eval_prints_every_kind_beside_repeat_agreement",
+    "tests/latency_models/test_fit_device.py::test_energy_goes_through_the_same_checks_and_choice",
 )
 """Node-id prefixes of the tests only the full suite runs (the slowest, ~3 minutes)."""
 
