@@ -206,7 +206,9 @@ class _BudgetKeys(Mapping[str, str]):
     def _items(self) -> dict[str, str]:
         out = {n: f"{OBJECTIVES[n].description} limit in {OBJECTIVES[n].unit}"
                for n in OBJECTIVES.costs()}  # fmt: skip
-        out["accuracy_drop"] = "most top-1 points lost against the base model"
+        out["accuracy_drop"] = (
+            "most the task's metric may lose against the base model (top-1 points by default)"
+        )
         return out
 
     def __getitem__(self, key: str) -> str:

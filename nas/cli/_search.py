@@ -46,7 +46,8 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
         help="limits, e.g. latency_ms=1.5,memory_mb=2,accuracy_drop=1 "
-        "(ms, MB, mJ; accuracy_drop in top-1 points); latency_ms=0.5x is half the base "
+        "(ms, MB, mJ; accuracy_drop in units of the task's metric: top-1 points by "
+        "default); latency_ms=0.5x is half the base "
         "model's latency measured on the device at the start",
     )
     parser.add_argument(

@@ -24,6 +24,7 @@ from nas.results._hypervolume import hypervolume_history, hypervolume_reference
 from nas.results._images import FRONT_COLOR, bar_chart_svg
 from nas.results._plots import figure_html, front_figure, html_page, legend_html, line_figure
 from nas.results._table import budget_text, columns, flat_record, unit_of
+from nas.searching._halving import halving_text
 from nas.searching._run import Run, read_run
 from nas.searching._trial_row import TrialRow
 
@@ -344,6 +345,20 @@ def _history_section(results: Run) -> str:
     )
 
 
+def _halving_section(results: Run, halving: Mapping[str, Any]) -> str:
+    try:
+        text = halving_text(halving)
+    except (KeyError, TypeError, ValueError):  # written by another version: show it raw
+        text = json.dumps(halving, sort_keys=True)
+    return (
+        f'<p>{html.escape(text[0].upper() + text[1:])}.</p><p class="note">'
+        f"{len(results.pruned)} trials stopped early: they have predicted costs and rung "
+        "accuracies (trial attribute <code>rungs</code>) but no objective values, so they "
+        "are not on the front. Kendall tau compares a rung's accuracies with the next "
+        "rung's over the trials promoted to both.</p>"
+    )
+
+
 def _chosen_trial(results: Run, trial: int | None) -> tuple[TrialRow | None, str]:
     if trial is not None:
         return results.trial(trial), f"trial {trial}, as requested"
@@ -364,7 +379,8 @@ def _summary(results: Run) -> str:
         f"task <b>{setting('task')}</b> on device <b>{setting('device')}</b>; objectives "
         f"{html.escape(', '.join(results.objectives))}; budget "
         f"{html.escape(budget_text(results.budget))}; {len(results.rows)} complete, "
-        f"{results.n_running} running, {results.n_failed} failed trials; "
+        f"{results.n_running} running, {results.n_failed} failed, "
+        f"{len(results.pruned)} stopped early trials; "
         f"{sum(r.pareto for r in results.rows)} on the front. Costs the search used: "
         f"{html.escape(', '.join(sources) or 'none')}."
     )
@@ -404,6 +420,9 @@ def report_html(results: Run, *, trial: int | None = None) -> str:
         "<h2>Predictor error</h2>" + _errors_section(results),
         "<h2>Search history</h2>" + _history_section(results),
     ]
+    halving = results.user_attrs.get("halving")
+    if isinstance(halving, dict):
+        sections.append("<h2>Multi-fidelity recovery</h2>" + _halving_section(results, halving))
     if results.failed:
         items = "".join(
             f"<li>trial {n}: {html.escape(err)}</li>" for n, err in sorted(results.failed.items())

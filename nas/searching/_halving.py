@@ -386,7 +386,8 @@ def halving_summary(study: optuna.Study, *, eta: int, steps: Sequence[int]) -> d
     return summary
 
 
-def _log_summary(summary: Mapping[str, Any]) -> None:
+def halving_text(summary: Mapping[str, Any]) -> str:
+    """One sentence on a search's successive halving: rungs, steps spent, rank agreement."""
     steps, reached = summary["rung_steps"], summary["reached"]
     taus = "; ".join(
         f"{a['short_steps']}->{a['long_steps']} steps: "
@@ -395,17 +396,17 @@ def _log_summary(summary: Mapping[str, Any]) -> None:
         for a in summary["rank_agreement"]
     )  # fmt: skip
     full = summary["recovery_steps_without_halving"]
-    _logger.info(
-        "successive halving (eta %d): rungs of %s recovery steps reached by %s trials; "
-        "%d of %d steps spent (%.0f%%); Kendall tau between rungs: %s",
-        summary["eta"],
-        "/".join(map(str, steps)),
-        "/".join(map(str, reached)),
-        summary["recovery_steps_spent"],
-        full,
-        100.0 * summary["recovery_steps_spent"] / full if full else 100.0,
-        taus,
+    spent = summary["recovery_steps_spent"]
+    return (
+        f"successive halving (eta {summary['eta']}): rungs of {'/'.join(map(str, steps))} "
+        f"recovery steps reached by {'/'.join(map(str, reached))} trials; {spent} of {full} "
+        f"steps spent ({100.0 * spent / full if full else 100.0:.0f}%); Kendall tau between "
+        f"rungs: {taus}"
     )
+
+
+def _log_summary(summary: Mapping[str, Any]) -> None:
+    _logger.info("%s", halving_text(summary))
 
 
 def make_halving(

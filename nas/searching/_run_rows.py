@@ -39,6 +39,7 @@ class RunData:
     budget: Mapping[str, float]
     n_running: int = 0
     failed: Mapping[int, str] = field(default_factory=dict)
+    pruned: Mapping[int, str] = field(default_factory=dict)
     user_attrs: Mapping[str, Any] = field(default_factory=dict)
     distributions: Mapping[str, Any] = field(default_factory=dict)
 
@@ -97,6 +98,11 @@ class RunRows:
         return self._read().failed
 
     @property
+    def pruned(self) -> Mapping[int, str]:
+        """Trial number -> where successive halving stopped it, for pruned trials."""
+        return self._read().pruned
+
+    @property
     def n_failed(self) -> int:
         """Trials that failed."""
         return len(self.failed)
@@ -129,6 +135,12 @@ class RunRows:
             raise RunError(
                 f"trial {number} of run {self.path} failed ({self.failed[number]}); "
                 f"choose a finished trial, e.g. one of {[r.number for r in self.front()][:10]}"
+            )
+        if number in self.pruned:
+            raise RunError(
+                f"trial {number} of run {self.path} was {self.pruned[number]} and has no "
+                f"costs or final accuracy; choose a finished trial, e.g. one of "
+                f"{[r.number for r in self.front()][:10]}"
             )
         known = [r.number for r in self.rows]
         raise RunError(
@@ -200,6 +212,7 @@ def read_results(stored: Mapping[str, Any], study: optuna.Study) -> RunData:
         objectives = tuple(f"objective_{i}" for i in range(len(directions)))
     raw: list[TrialRow] = []
     failed: dict[int, str] = {}
+    pruned: dict[int, str] = {}
     n_running = 0
     distributions: dict[str, Any] = {}
     extra: Mapping[str, Mapping[str, Any]] = attrs.get("trial_user_attrs") or {}
@@ -209,6 +222,8 @@ def read_results(stored: Mapping[str, Any], study: optuna.Study) -> RunData:
             distributions.update(t.distributions)
         elif t.state == TrialState.FAIL:
             failed[t.number] = str(t.user_attrs.get("error", "no error recorded"))
+        elif t.state == TrialState.PRUNED:
+            pruned[t.number] = _pruned_text(t.user_attrs.get("rungs"))
         elif t.state in (TrialState.RUNNING, TrialState.WAITING):
             n_running += 1
     mask = pareto_mask(
@@ -222,8 +237,18 @@ def read_results(stored: Mapping[str, Any], study: optuna.Study) -> RunData:
         budget=budget_of(attrs, stored),
         n_running=n_running,
         failed=failed,
+        pruned=pruned,
         user_attrs=attrs,
         distributions=distributions,
+    )
+
+
+def _pruned_text(rungs: Any) -> str:
+    """``"stopped by successive halving after 10 recovery steps"`` from a trial's rungs."""
+    last = rungs[-1] if isinstance(rungs, list) and rungs else None
+    steps = last.get("steps") if isinstance(last, Mapping) else None
+    return "stopped by successive halving" + (
+        f" after {steps} recovery steps" if steps is not None else ""
     )
 
 

@@ -12,7 +12,9 @@ from _search_home import profiled_home
 from optuna.trial import TrialState
 
 import nas
+from nas._errors import RunError
 from nas.cli import main
+from nas.results._report import report_html
 from nas.searching._budget import Budget
 from nas.searching._config import ConfigError, SearchConfig
 from nas.searching._halving import SuccessiveHalving, count_pruned, rank_order, rung_steps
@@ -211,3 +213,16 @@ def test_search_with_halving(home: Path, tmp_path: Path, caplog: pytest.LogCaptu
     ]
     assert summary["recovery_steps_spent"] < summary["recovery_steps_without_halving"]
     assert "successive halving (eta 2)" in caplog.text and "Kendall tau" in caplog.text
+
+    # a stopped trial cannot be exported or shown as chosen, and says why
+    first_pruned = pruned[0]
+    stopped_at = first_pruned.user_attrs["rungs"][-1]["steps"]
+    with pytest.raises(
+        RunError,
+        match=rf"trial {first_pruned.number} .* was stopped by "
+        rf"successive halving after {stopped_at} recovery steps",
+    ):
+        run.trial(first_pruned.number)
+    page = report_html(nas.read_run(tmp_path))
+    assert "<h2>Multi-fidelity recovery</h2>" in page
+    assert f"{len(pruned)} trials stopped early" in page and "rungs of 2/4/8" in page
