@@ -12,6 +12,9 @@ from sklearn.exceptions import NotFittedError
 from latency_models.predictors._baselines import MacsBaseline, OpCountBaseline
 from latency_models.predictors._choice import (
     BASELINE,
+    EVIDENCE,
+    _pick,
+    beats_share,
     choose_model,
     default_candidates,
     score_predictions,
@@ -170,11 +173,13 @@ def test_choice_picks_a_non_baseline_on_nonlinear_data_and_records_every_candida
     choice = choose_model(X, y, candidates=candidates, groups=family)
     assert choice.name not in ("macs", BASELINE)
     assert set(choice.scores) == set(candidates)
-    for scores in choice.scores.values():
-        assert set(scores) == {"spearman", "kendall", "mape", "within_10", "bias"}
+    for name, scores in choice.scores.items():
+        extra = set() if name == BASELINE else {"beats_baseline"}
+        assert set(scores) == {"spearman", "kendall", "mape", "within_10", "bias"} | extra
         assert all(np.isfinite(v) for v in scores.values())
     best = choice.scores[choice.name]
     assert best["spearman"] >= choice.scores[BASELINE]["spearman"] - 0.01
+    assert best["beats_baseline"] >= EVIDENCE  # replaced the baseline on evidence
     assert choice.split == {
         "kind": "group", "n_folds": 5, "n_groups": 10, "n_graphs": 300,
         "excluded_from_scores": [],
@@ -183,6 +188,28 @@ def test_choice_picks_a_non_baseline_on_nonlinear_data_and_records_every_candida
     X_test, y_test, _ = _nonlinear(300, seed=8)
     held_out = score_predictions(y_test, choice.predict(X_test))
     assert held_out["spearman"] > 0.98
+
+
+def test_beats_share_counts_bootstrap_wins_over_whole_families() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.uniform(1, 10, 60)
+    noisy = y * np.exp(rng.normal(0, 0.3, 60))
+    assert beats_share(y, y * 1.1, noisy, None) == 1.0  # exact ranks always win
+    assert beats_share(y, noisy, y, None) == 0.0
+    other = y * np.exp(rng.normal(0, 0.3, 60))  # as good as the baseline: no evidence
+    assert 0.05 < beats_share(y, other, noisy, None) < 0.95
+    # better on one family, worse on the other: resampling families finds no evidence
+    family = np.repeat(["a", "b"], 30)
+    mixed = np.where(family == "a", y, y * np.exp(rng.normal(0, 0.6, 60)))
+    base = np.where(family == "a", noisy, y)
+    assert beats_share(y, mixed, base, family) < EVIDENCE
+
+
+def test_a_lead_without_evidence_keeps_the_baseline() -> None:
+    base = {"spearman": 0.90, "mape": 20.0}
+    lucky = {"spearman": 0.95, "mape": 15.0, "beats_baseline": 0.7}
+    assert _pick({"macs": lucky, BASELINE: base}, 0.01) == BASELINE
+    assert _pick({"macs": {**lucky, "beats_baseline": 0.95}, BASELINE: base}, 0.01) == "macs"
 
 
 def test_near_zero_labels_are_left_out_of_the_scores_and_do_not_change_the_choice() -> None:
