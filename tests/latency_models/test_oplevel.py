@@ -54,7 +54,7 @@ def _hand_built() -> onnx.ModelProto:
         helper.make_node("GlobalAveragePool", ["a2"], ["gp"], name="gp"),
         helper.make_node("Flatten", ["gp"], ["fl"], name="fl", axis=1),
         helper.make_node("Gemm", ["fl", "w_fc"], ["y"], name="fc", transB=1),
-        _conv("x", "w_dead", "c_dead", 3),  # 3 -> 4, reaches no output: dead
+        _conv("x", "w_dead", "c_dead", 3),  # 3 -> 4, reaches no output: unused
         helper.make_node("Relu", ["c_dead"], ["r_dead"], name="r_dead"),
     ]
     inits = [
@@ -78,7 +78,7 @@ def test_op_counts_of_a_hand_built_graph_are_exact() -> None:
         "count_conv": 1, "count_conv_pw": 1, "count_conv_dw": 1, "count_conv_grouped": 1,
         "count_relu": 1, "count_add": 2, "count_maxpool": 1, "count_global_pool": 1,
         "count_reshape": 1, "count_gemm": 1, "count_mul": 0, "count_total": 11,
-        "count_dead": 3,
+        "count_dead": 1, "count_unused": 2,
     }  # fmt: skip
     assert {k: f[k] for k in expected} == expected
     others = [k for k in OPLEVEL_FEATURES if k.startswith("count_") and k not in expected]
@@ -113,10 +113,14 @@ def test_packed_macs_round_channels_up_to_the_block() -> None:
     assert plain < f["mmacs_conv_c4"] < f["mmacs_conv_c8"] < f["mmacs_conv_c16"]
 
 
-def test_dead_branches_are_dead_and_their_macs_excluded() -> None:
+def test_dead_and_unused_branches_are_counted_apart_from_the_live_graph() -> None:
     f = oplevel_feature_dict(_hand_built())
-    dead_conv = 8 * 8 * 4 * 3 * 9
-    assert f["mmacs_dead"] * 1e6 == pytest.approx(dead_conv)
+    unused_conv = 8 * 8 * 4 * 3 * 9  # depends on the input, reaches no output
+    assert f["mmacs_unused"] * 1e6 == pytest.approx(unused_conv)
+    assert f["mbytes_unused"] * 1e6 == pytest.approx(
+        4 * (3 * 8 * 8 + 4 * 3 * 3 * 3 + 4 * 8 * 8) + 4 * 2 * (4 * 8 * 8)
+    )  # the conv's input, weights and output; the relu's input and output
+    assert f["mmacs_dead"] == 0.0  # the constant-only Mul has no MACs
     live = (8 * 8 * 8 * 27) + (8 * 8 * 16 * 8) + (8 * 8 * 16 * 9) + (8 * 8 * 16 * 36) + 160
     pools = 16 * 4 * 4 * 4 + 16 * 4 * 4
     assert f["mmacs_total"] * 1e6 == pytest.approx(live + pools)
@@ -137,9 +141,9 @@ def test_depth_and_width_of_the_live_graph() -> None:
     assert f["width"] == 2
 
 
-def test_a_network_whose_output_is_cut_off_from_the_input_is_all_dead() -> None:
+def test_a_network_whose_output_is_cut_off_from_the_input_has_no_live_node() -> None:
     nodes = [
-        _conv("x", "w_reg", "c", 3),  # input side: reaches nothing
+        _conv("x", "w_reg", "c", 3),  # input side, reaches nothing: unused
         _conv("z", "w_pw2", "zc", 1),  # constant side: decides the output
         helper.make_node("GlobalAveragePool", ["zc"], ["gp"], name="gp"),
         helper.make_node("Flatten", ["gp"], ["fl"], name="fl", axis=1),
@@ -150,8 +154,9 @@ def test_a_network_whose_output_is_cut_off_from_the_input_is_all_dead() -> None:
     f = oplevel_feature_dict(_model(nodes, inits))
     assert f["count_total"] == 0
     assert f["mmacs_total"] == 0
-    assert f["count_dead"] == 5
-    assert f["mmacs_dead"] * 1e6 == pytest.approx(8 * 64 * 27 + 16 * 16 * 16 + 16 * 16 + 160)
+    assert f["count_dead"] == 4 and f["count_unused"] == 1
+    assert f["mmacs_dead"] * 1e6 == pytest.approx(16 * 16 * 16 + 16 * 16 + 160)
+    assert f["mmacs_unused"] * 1e6 == pytest.approx(8 * 64 * 27)
 
 
 def test_bytes_that_are_no_model_raise_naming_the_graph() -> None:
