@@ -361,7 +361,10 @@ def prediction_speed(X, y, fam, pool, features_s: float, args: Any) -> dict[str,
 
 
 def repeat_agreement(labels: dict[str, list[float | None]]) -> dict[str, Any]:
-    """Share of graphs measured twice whose two labels are within ±10% of each other."""
+    """Share of graphs measured twice whose two labels are within ±10% of each other, and
+    the Spearman correlation of the two measurements (what noise leaves of a ranking)."""
+    from scipy.stats import spearmanr
+
     pairs = np.array([v for v in labels.values() if len(v) == 2 and None not in v], dtype=float)
     if len(pairs) == 0:
         return {"n": 0}
@@ -370,6 +373,7 @@ def repeat_agreement(labels: dict[str, list[float | None]]) -> dict[str, Any]:
         "n": len(pairs),
         "within_10": float(np.mean(rel <= 0.10)),
         "median_abs_log_ratio": float(np.median(np.abs(np.log(pairs[:, 0] / pairs[:, 1])))),
+        "spearman": float(spearmanr(pairs[:, 0], pairs[:, 1]).statistic),
     }
 
 

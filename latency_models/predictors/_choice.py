@@ -6,7 +6,7 @@ The best Spearman wins; candidates within ``tolerance`` of it are tied and the l
 among them is taken. A candidate replaces the op-count baseline only on evidence: it must
 out-rank the baseline in at least :data:`EVIDENCE` of bootstrap resamples of the held-out
 families, because on a few families one candidate's lead is mostly chance (on 20 graphs
-from four families, the MACs-proportional model led out of fold and fell 0.05-0.11 Spearman
+from four families, the MACs-proportional model led out of fold and fell up to 0.14 Spearman
 under the baseline on unseen graphs). Every candidate's scores (or the reason it was
 skipped) go into a JSON-able dict for the predictor's metadata.
 """
