@@ -179,6 +179,8 @@ def _text_table(
     what = "trials" if include_all else "Pareto-optimal trials that meet the budget"
     footer = f"{len(records)} {what}; {len(results.rows)} complete"
     footer += f", {results.n_running} running, {results.n_failed} failed"
+    if results.pruned:
+        footer += f", {len(results.pruned)} stopped early by successive halving"
     if results.first_cost:
         footer += f"; sorted by {results.first_cost}"
     if not records:

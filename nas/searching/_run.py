@@ -388,8 +388,9 @@ class Run(RunRows):
             f"{','.join(self.objectives)}, budget {budget}\n"
             f"trials: {counts.get('COMPLETE', 0)} complete "
             f"({counts['rejected_before_training']} rejected before training), "
-            f"{counts.get('FAIL', 0)} failed, {counts.get('RUNNING', 0)} running; "
-            f"Pareto front: {len(self.pareto_trials())} feasible trials"
+            f"{counts.get('FAIL', 0)} failed, {counts.get('RUNNING', 0)} running"
+            + (f", {counts['PRUNED']} stopped early" if counts.get("PRUNED") else "")
+            + f"; Pareto front: {len(self.pareto_trials())} feasible trials"
         )
 
 

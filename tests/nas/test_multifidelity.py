@@ -15,6 +15,7 @@ import nas
 from nas._errors import RunError
 from nas.cli import main
 from nas.results._report import report_html
+from nas.results._table import format_rows
 from nas.searching._budget import Budget
 from nas.searching._config import ConfigError, SearchConfig
 from nas.searching._halving import SuccessiveHalving, count_pruned, rank_order, rung_steps
@@ -223,6 +224,9 @@ def test_search_with_halving(home: Path, tmp_path: Path, caplog: pytest.LogCaptu
         rf"successive halving after {stopped_at} recovery steps",
     ):
         run.trial(first_pruned.number)
+    stopped = f"{len(pruned)} stopped early"
+    assert stopped in run.summary()
+    assert f"{stopped} by successive halving" in format_rows(nas.read_run(tmp_path))
     page = report_html(nas.read_run(tmp_path))
     assert "<h2>Multi-fidelity recovery</h2>" in page
     assert f"{len(pruned)} trials stopped early" in page and "rungs of 2/4/8" in page
