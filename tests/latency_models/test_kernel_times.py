@@ -62,6 +62,7 @@ from latency_models.predictors._kernel_rows import (
     own_rows,
     row_work,
 )
+from latency_models.predictors._select import TOLERANCE, best_baseline, spearman_of
 
 FAST = {"max_seconds": 0.05, "min_samples": 3, "warmup_s": 0.0, "kernel_times_s": 0.02}
 
@@ -417,7 +418,14 @@ def test_fit_predictor_picks_by_what_was_measured(
 ) -> None:
     feats, y, times = profiled
     assert fit_predictor(feats, y, kernel_times=times).name == "combined"
-    assert fit_predictor(feats, y).name == "additive"
+    plain = fit_predictor(feats, y)
+    # without kernel times the default is additive; on these few measured graphs a baseline
+    # may beat it out of fold, and then it is used only by more than the tolerance
+    own = spearman_of(plain.choice_, "additive")
+    if plain.name != "additive":
+        assert plain.name == "flops" == plain.choice_["chosen"]
+        base = best_baseline(plain.choice_)
+        assert base is not None and own is not None and base[1] > own + TOLERANCE
     with pytest.raises(ValueError, match="kernel_times"):
         fit_predictor(feats, y, kernel_times=times[:3])
     with pytest.raises(ValueError, match="kernel_times"):
