@@ -14,6 +14,7 @@ from latency_models._errors import (
     IncompatibleArtifactError,
     LatencyModelsError,
     MeasurementError,
+    StaleFeaturesError,
     UnknownNameError,
 )
 from latency_models._graph import GraphLike, graph_bytes, graph_hash, load_graph
@@ -173,6 +174,7 @@ __all__ = [
     "ProfileResult",
     "RaplMeter",
     "Registry",
+    "StaleFeaturesError",
     "StoreCorruptedError",
     "StoredRecord",
     "UnknownNameError",

@@ -31,6 +31,10 @@ class IncompatibleArtifactError(LatencyModelsError, ValueError):
     """A saved file (predictor, store) was written by an incompatible version or device."""
 
 
+class StaleFeaturesError(IncompatibleArtifactError):
+    """A saved predictor was fit on another feature version: refit it from the stored graphs."""
+
+
 class GraphRejectedError(MeasurementError, ValueError):
     """The graph is not valid ONNX, or onnxruntime refused to load or run it."""
 

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latency_models._errors import IncompatibleArtifactError
+from latency_models._errors import IncompatibleArtifactError, StaleFeaturesError
 from latency_models._registry import Registry
 from latency_models.features._features import (
     FEATURE_VERSION,
@@ -401,7 +401,7 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> BaseLatenc
     cls = PREDICTORS.get(str(meta.get("class")))
     fv, expected = meta.get("feature_version"), feature_version_of(cls)
     if fv != expected:
-        raise IncompatibleArtifactError(
+        raise StaleFeaturesError(
             f"predictor {str(folder)!r} was fit on {cls.feature_set} feature_version {fv!r}, "
             f"this hwnas computes feature_version {expected}. Refit it from the stored "
             f"measurements (`hwnas device fit {meta.get('device') or 'DEVICE'}`) or "

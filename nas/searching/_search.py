@@ -235,7 +235,7 @@ def load_predictors(
     from latency_models import PredictorNotFoundError, device_predictor
 
     try:
-        latency = device_predictor(device.name, "latency_ms")
+        latency = _stored_predictor(device.name, "latency_ms")
     except PredictorNotFoundError:
         if not profile_if_missing:
             raise
@@ -260,11 +260,36 @@ def load_predictors(
     warn_if_poor(latency, device.name)
     predictors = {"latency_ms": latency}
     try:
-        predictors["energy_mj"] = device_predictor(device.name, "energy_mj")
+        predictors["energy_mj"] = _stored_predictor(device.name, "energy_mj")
         source = "measured-predictor"
     except PredictorNotFoundError:  # no energy meter on the device: estimate, and say so
         source = "estimated"
     return predictors, source
+
+
+def _stored_predictor(device: str, target: str) -> Any:
+    """The device's saved predictor; one fit on an older feature version is refit first.
+
+    The refit takes seconds from the measurements the device already stored (what
+    ``hwnas device fit`` does); where it cannot run, the original error names the fix.
+    """
+    from latency_models import StaleFeaturesError, device_predictor
+
+    try:
+        return device_predictor(device, target)
+    except StaleFeaturesError as exc:
+        from latency_models.profiling._fit import fit_device
+
+        _logger.warning(
+            "the %s predictor of %s was fit on an older feature version; refitting it from "
+            "the device's stored measurements, as `hwnas device fit %s` would",
+            target, device, device,
+        )  # fmt: skip
+        try:
+            fit_device(device, target=target)
+        except Exception as fit_exc:  # too few stored graphs, a bad record
+            raise exc from fit_exc
+        return device_predictor(device, target)
 
 
 def warn_if_poor(predictor: Any, device: str) -> str | None:

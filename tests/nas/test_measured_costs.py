@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -231,8 +232,13 @@ def test_search_measures_every_trained_candidate_and_exports_by_measurement(
         )
 
     before = len(MeasurementStore("local-cpu"))
-    with caplog.at_level(logging.INFO, logger="nas"):
-        run = search(6)
+    logger = logging.getLogger("nas")  # its own handler does not reach caplog
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="nas"):
+            run = search(6)
+    finally:
+        logger.removeHandler(caplog.handler)
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["budget"] == {"latency_ms": "0.9x"}
     spread = settings["base_measured"]
@@ -289,3 +295,37 @@ def test_unreachable_device_searches_on_predictions_or_refuses_when_measured_is_
     assert trained
     assert {t.user_attrs["cost_source"] for t in trained} == {UNREACHABLE}
     assert run.study.user_attrs["base"]["measured"]["latency_ms"] is None
+
+
+# -- a predictor saved by an older hwnas -----------------------------------------------------
+
+
+def test_a_predictor_of_an_older_feature_version_is_refit_from_the_store(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from latency_models import StaleFeaturesError, get_device
+    from nas.searching._search import load_predictors
+
+    copy = tmp_path / "home"
+    shutil.copytree(home / "devices" / "local-cpu", copy / "devices" / "local-cpu")
+    monkeypatch.setenv("HWNAS_HOME", str(copy))
+    meta_path = copy / "devices" / "local-cpu" / "predictors" / "latency_ms" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    current = meta["feature_version"]
+    meta_path.write_text(json.dumps({**meta, "feature_version": current - 1}))
+    logger = logging.getLogger("nas")  # its own handler does not reach caplog
+    logger.addHandler(caplog.handler)
+    try:
+        predictors, _ = load_predictors(get_device("local-cpu"))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "fit on an older feature version; refitting it" in caplog.text
+    assert json.loads(meta_path.read_text())["feature_version"] == current
+    assert predictors["latency_ms"].feature_version_ == current
+
+    # without the stored measurements nothing can be refit: the error names the fix
+    meta_path.write_text(json.dumps({**meta, "feature_version": current - 1}))
+    for db in (copy / "devices" / "local-cpu").glob("measurements.sqlite*"):
+        db.unlink()
+    with pytest.raises(StaleFeaturesError, match="hwnas device fit local-cpu"):
+        load_predictors(get_device("local-cpu"))
