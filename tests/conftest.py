@@ -1,7 +1,7 @@
 """Shared test set-up: the helper modules' folder, and the fast tier.
 
 Two tiers run from the same files. The full suite (``python -m pytest -q -m "not slow"``,
-what CI runs) takes about seven minutes on 2 cores. The fast tier (``-m "not slow and not
+what CI runs) takes about eight minutes on 2 cores. The fast tier (``-m "not slow and not
 full"``) leaves out the tests listed in :data:`FULL_ONLY` — device profiles, the demo,
 kill-and-resume, Ray clusters, the kernel predictors' fits, the agent's load test — and
 still trains, exports and measures small models for real (the end-to-end test, the search,
