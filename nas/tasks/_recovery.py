@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.tasks._train import check_xy, predict_logits, recalibrate_bn
+from nas.tasks._train import (
+    check_xy,
+    distilling,
+    optimizer_step,
+    predict_logits,
+    recalibrate_bn,
+)
 
 if TYPE_CHECKING:
     from nas.tasks._task import Task
@@ -269,10 +275,7 @@ def _run_steps(
     loss: _Loss,
 ) -> None:
     """Take ``steps`` optimizer steps on the student; the teacher's mode is restored after."""
-    teacher_was_training = teacher.training
-    teacher.eval()
-    student.train()
-    try:
+    with distilling(student, teacher):
         for _ in range(steps):
             idx = batches.take(batch_size, len(X))
             xb = X[idx]
@@ -282,13 +285,7 @@ def _run_steps(
                 with torch.no_grad():
                     t_logits = teacher(xb)
             s_logits = student(xb)
-            value = loss(s_logits, t_logits, None if y is None else y[idx])
-            opt.zero_grad(set_to_none=True)
-            value.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-    finally:
-        teacher.train(teacher_was_training)
-        student.eval()
+            optimizer_step(opt, loss(s_logits, t_logits, None if y is None else y[idx]))
 
 
 # teacher module -> (identity of X it was computed on, logits); dropped with the teacher.

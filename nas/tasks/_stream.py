@@ -16,6 +16,7 @@ from torch import nn
 
 from nas.tasks._batchnorm import reestimate_bn
 from nas.tasks._loaders import batches, loader_of
+from nas.tasks._train import distilling, optimizer_step
 
 if TYPE_CHECKING:
     from nas.tasks._task import Task
@@ -74,20 +75,11 @@ def recover_stream(
             return student
         params = [p for p in student.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr)
-        teacher_was_training = teacher.training
-        teacher.eval()
-        student.train()
         stream = _cycle(loader)
-        try:
+        with distilling(student, teacher):
             for _ in range(steps):
                 inputs, targets = next(stream)
                 with torch.no_grad():
                     t_out = teacher(inputs)
-                value = loss(student(inputs), t_out, targets)
-                opt.zero_grad(set_to_none=True)
-                value.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-        finally:
-            teacher.train(teacher_was_training)
-            student.eval()
+                optimizer_step(opt, loss(student(inputs), t_out, targets))
     return student

@@ -90,6 +90,29 @@ def num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def distilling(student: nn.Module, teacher: nn.Module) -> Iterator[None]:
+    """Teacher in eval mode, student in train mode for a distillation block.
+
+    However the block ends, the teacher's mode is restored and the student left in eval mode.
+    """
+    teacher_was_training = teacher.training
+    teacher.eval()
+    student.train()
+    try:
+        yield
+    finally:
+        teacher.train(teacher_was_training)
+        student.eval()
+
+
+def optimizer_step(opt: torch.optim.Optimizer, value: torch.Tensor) -> None:
+    """One step on the loss ``value``: clear gradients, backpropagate, update."""
+    opt.zero_grad(set_to_none=True)
+    value.backward()  # type: ignore[no-untyped-call]
+    opt.step()
+
+
 def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image in (N, C, H, W) by up to ``max_shift`` pixels, filling the border."""
     if max_shift == 0:
