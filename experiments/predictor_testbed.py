@@ -37,6 +37,7 @@ from latency_models.predictors._choice import (
     choose_model,
     default_candidates,
     fold_indices,
+    out_of_fold_predictions,
     score_predictions,
 )
 from latency_models.predictors._robust import warn_suspicious_labels
@@ -46,11 +47,11 @@ from latency_models.predictors._transfer import (
     stack_references,
     suggest_next,
 )
+from latency_models.profiling._fit import FEW_SHOT_TIE
 
 OUT = Path(__file__).resolve().parent / "results" / "predictor_testbed"
 MACS = OPLEVEL_FEATURES.index("mmacs_total")
 FEW_FEATURES = [OPLEVEL_FEATURES.index(n) for n in ("mmacs_total", "mbytes_total", "count_total")]
-FEW_SHOT_TIE = 0.01  # as latency_models/profiling/_fit.py: a tie goes to the transfer model
 ORT_LEVELS = {"ort-all": "ORT_ENABLE_ALL", "ort-basic": "ORT_ENABLE_BASIC"}
 
 
@@ -337,9 +338,9 @@ def few_shot(
         scratch = choose_model(X[tr], y[tr], candidates=cands, groups=fam[tr])
         # what `hwnas device fit` does: transfer when its out-of-fold Spearman is no worse
         folds, _ = fold_indices(len(tr), fam[tr], seed=0)
-        oof = np.empty(len(tr))
-        for a, b in folds:
-            oof[b] = TransferRegressor(n_reference=n_ref).fit(Z[tr][a], y[tr][a]).predict(Z[tr][b])
+        oof = out_of_fold_predictions(
+            lambda: TransferRegressor(n_reference=n_ref), Z[tr], y[tr], folds
+        )
         oof_rho = {"transfer": score_predictions(y[tr], oof)["spearman"],
                    "scratch": scratch.scores[scratch.name]["spearman"]}  # fmt: skip
         tie = oof_rho["transfer"] >= oof_rho["scratch"] - FEW_SHOT_TIE

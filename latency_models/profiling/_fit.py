@@ -148,7 +148,7 @@ def fit_device(
 FEW_SHOT_LABELS = 30
 """Below this many labels a device starts from other devices' predictors where any exist."""
 FEW_SHOT_MIN = 6
-_TIE = 0.01
+FEW_SHOT_TIE = 0.01
 """Out-of-fold Spearman by which the few-shot start may trail fitting from scratch."""
 
 
@@ -161,7 +161,11 @@ def _few_shot_start(
     ``more_measurements``: whether, out of fold, more labels still raised the accuracy.
     """
     from latency_models.measurement._store import MeasurementStore
-    from latency_models.predictors._choice import fold_indices, score_predictions
+    from latency_models.predictors._choice import (
+        fold_indices,
+        out_of_fold_predictions,
+        score_predictions,
+    )
     from latency_models.predictors._metrics import prediction_metrics
     from latency_models.predictors._oplevel_predictor import oplevel_families
     from latency_models.predictors._persist import reference_predictors, training_graphs
@@ -182,15 +186,13 @@ def _few_shot_start(
     graphs = training_graphs(MeasurementStore(data.device), [data.hashes[i] for i in keep])
     Z = transfer_inputs(refs, graphs)
     folds, _ = fold_indices(len(y), oplevel_families(rows), seed=seed)
-    oof = np.empty(len(y))
-    for tr, te in folds:
-        oof[te] = TransferRegressor(n_reference=len(refs)).fit(Z[tr], y[tr]).predict(Z[te])
+    oof = out_of_fold_predictions(lambda: TransferRegressor(n_reference=len(refs)), Z, y, folds)
     cands["transfer"] = {**score_predictions(y, oof), "references": [r.device_ for r in refs]}
     chosen = str(record.get("chosen", scratch.name)).split(":")[-1]
     own = (cands.get(chosen) or {}).get("spearman")
     rho = cands["transfer"]["spearman"]
     record.update(candidates=cands, more_measurements=_more(Z, y, len(refs), seed))
-    if own is not None and not (rho is not None and rho >= own - _TIE):
+    if own is not None and not (rho is not None and rho >= own - FEW_SHOT_TIE):
         scratch.choice_ = record
         return scratch
     record["chosen"] = "transfer"
