@@ -216,15 +216,15 @@ class _Graph:
             node = self.nodes[i]
             kind = _kind(node, self._weight_shape(node))
             macs = self._macs(node, kind)
+            if i not in live and i not in unused:  # constant-only: a runtime folds it
+                out["count_dead"] += 1
+                out["mmacs_dead"] += macs / 1e6
+                continue
             mbytes = self._bytes(node.input, node.output) / 1e6
             if i in unused:
                 out["count_unused"] += 1
                 out["mmacs_unused"] += macs / 1e6
                 out["mbytes_unused"] += mbytes
-                continue
-            if i not in live:
-                out["count_dead"] += 1
-                out["mmacs_dead"] += macs / 1e6
                 continue
             out[f"count_{kind}"] += 1
             out[f"mbytes_{kind}"] += mbytes
