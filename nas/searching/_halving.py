@@ -382,7 +382,7 @@ def halving_summary(study: optuna.Study, *, eta: int, steps: Sequence[int]) -> d
         "rank_agreement": agreement,
     }
     study.set_user_attr("halving", summary)
-    _log_summary(summary)
+    _logger.info("%s", halving_text(summary))
     return summary
 
 
@@ -403,10 +403,6 @@ def halving_text(summary: Mapping[str, Any]) -> str:
         f"steps spent ({100.0 * spent / full if full else 100.0:.0f}%); Kendall tau between "
         f"rungs: {taus}"
     )
-
-
-def _log_summary(summary: Mapping[str, Any]) -> None:
-    _logger.info("%s", halving_text(summary))
 
 
 def make_halving(

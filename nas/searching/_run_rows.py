@@ -131,16 +131,15 @@ class RunRows:
         for row in self.rows:
             if row.number == number:
                 return row
+        hint = f"choose a finished trial, e.g. one of {[r.number for r in self.front()][:10]}"
         if number in self.failed:
             raise RunError(
-                f"trial {number} of run {self.path} failed ({self.failed[number]}); "
-                f"choose a finished trial, e.g. one of {[r.number for r in self.front()][:10]}"
+                f"trial {number} of run {self.path} failed ({self.failed[number]}); {hint}"
             )
         if number in self.pruned:
             raise RunError(
                 f"trial {number} of run {self.path} was {self.pruned[number]} and has no "
-                f"costs or final accuracy; choose a finished trial, e.g. one of "
-                f"{[r.number for r in self.front()][:10]}"
+                f"costs or final accuracy; {hint}"
             )
         known = [r.number for r in self.rows]
         raise RunError(
