@@ -318,11 +318,10 @@ def choose_model(
         scores[name] = score_predictions(t[keep], pred[keep])
     if BASELINE in oof:
         cluster = None if groups is None else np.array([str(g) for g in groups])[keep]
-        base = oof[BASELINE][keep]
-        for name, pred in oof.items():
-            if name != BASELINE:
-                share = beats_share(t[keep], pred[keep], base, cluster, seed=seed)
-                scores[name]["beats_baseline"] = share
+        others = {k: p[keep] for k, p in oof.items() if k != BASELINE}
+        shares = beats_shares(t[keep], others, oof[BASELINE][keep], cluster, seed=seed)
+        for name, share in shares.items():
+            scores[name]["beats_baseline"] = share
     name = _pick(scores, tolerance)
     skipped = {k: s["skipped"] for k, s in scores.items() if "skipped" in s}
     if skipped:
@@ -368,17 +367,19 @@ def _skip_reason(spec: CandidateSpec, min_train: int, done: Sequence[str]) -> st
     return f"members {missing} were skipped" if missing else ""
 
 
-def beats_share(
+def beats_shares(
     y: FloatArray,
-    pred: FloatArray,
+    preds: Mapping[str, FloatArray],
     baseline: FloatArray,
     clusters: NDArray[Any] | None,
     *,
     n_boot: int = 200,
     seed: int = 0,
-) -> float:
-    """Share of bootstrap resamples in which ``pred`` has a higher Spearman than ``baseline``.
+) -> dict[str, float]:
+    """Per candidate, the share of bootstrap resamples where it out-ranks ``baseline``.
 
+    "Out-ranks" is a higher Spearman correlation with ``y``; every candidate is scored on
+    the same resamples, ranking ``y`` and the baseline once per resample.
     Resamples whole clusters (families) with replacement where they are given, since
     errors are shared within a family; single graphs otherwise.
     """
@@ -389,15 +390,21 @@ def beats_share(
         members = [np.array([i]) for i in range(y.size)]
     else:
         members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
-    wins = 0
+
+    def rho(truth: FloatArray, a: FloatArray) -> float:
+        r = rankdata(a)
+        return float(np.corrcoef(truth, r)[0, 1]) if np.ptp(r) else -1.0
+
+    wins = dict.fromkeys(preds, 0)
     for _ in range(n_boot):
         idx = np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))])
-        ranks = [rankdata(a[idx]) for a in (y, pred, baseline)]
-        if np.ptp(ranks[0]) == 0:
+        truth = rankdata(y[idx])
+        if np.ptp(truth) == 0:
             continue
-        rho = [np.corrcoef(ranks[0], r)[0, 1] if np.ptp(r) else -1.0 for r in ranks[1:]]
-        wins += bool(rho[0] > rho[1])
-    return wins / n_boot
+        base = rho(truth, baseline[idx])
+        for name, pred in preds.items():
+            wins[name] += rho(truth, pred[idx]) > base
+    return {name: n / n_boot for name, n in wins.items()}
 
 
 def _pick(scores: Mapping[str, Mapping[str, Any]], tolerance: float) -> str:

@@ -14,7 +14,7 @@ from latency_models.predictors._choice import (
     BASELINE,
     EVIDENCE,
     _pick,
-    beats_share,
+    beats_shares,
     choose_model,
     default_candidates,
     score_predictions,
@@ -190,19 +190,20 @@ def test_choice_picks_a_non_baseline_on_nonlinear_data_and_records_every_candida
     assert held_out["spearman"] > 0.98
 
 
-def test_beats_share_counts_bootstrap_wins_over_whole_families() -> None:
+def test_beats_shares_count_bootstrap_wins_over_whole_families() -> None:
     rng = np.random.default_rng(3)
     y = rng.uniform(1, 10, 60)
     noisy = y * np.exp(rng.normal(0, 0.3, 60))
-    assert beats_share(y, y * 1.1, noisy, None) == 1.0  # exact ranks always win
-    assert beats_share(y, noisy, y, None) == 0.0
     other = y * np.exp(rng.normal(0, 0.3, 60))  # as good as the baseline: no evidence
-    assert 0.05 < beats_share(y, other, noisy, None) < 0.95
+    shares = beats_shares(y, {"exact": y * 1.1, "other": other}, noisy, None)
+    assert shares["exact"] == 1.0  # exact ranks always win
+    assert 0.05 < shares["other"] < 0.95
+    assert beats_shares(y, {"noisy": noisy}, y, None)["noisy"] == 0.0
     # better on one family, worse on the other: resampling families finds no evidence
     family = np.repeat(["a", "b"], 30)
     mixed = np.where(family == "a", y, y * np.exp(rng.normal(0, 0.6, 60)))
     base = np.where(family == "a", noisy, y)
-    assert beats_share(y, mixed, base, family) < EVIDENCE
+    assert beats_shares(y, {"mixed": mixed}, base, family)["mixed"] < EVIDENCE
 
 
 def test_a_lead_without_evidence_keeps_the_baseline() -> None:
