@@ -140,8 +140,9 @@ def measure_all(
     """Labels per runtime and graph digest: [first] or [first, repeat]; cached in JSON."""
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     labels: dict[str, dict[str, list[float | None]]] = cache.get("labels", {})
-    for name in runtimes:
-        labels.setdefault(name, {})
+    digests = {g.digest for g in graphs}
+    for name in runtimes:  # graphs no longer generated drop out of the cache
+        labels[name] = {d: v for d, v in labels.get(name, {}).items() if d in digests}
     rng = np.random.default_rng(seed)
     n_repeat = min(len(graphs), max(10, round(repeat_share * len(graphs))))
     repeat = set(rng.choice(len(graphs), size=n_repeat, replace=False).tolist())

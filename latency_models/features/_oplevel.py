@@ -24,6 +24,7 @@ those blocks; the fit learns which block the device uses.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Iterable, Sequence
@@ -187,6 +188,7 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
 
 
+@functools.lru_cache(maxsize=64)
 def _elem_size(elem_type: int) -> int:
     from onnx import helper
 
@@ -214,8 +216,9 @@ class _Graph:
         out = dict.fromkeys(OPLEVEL_FEATURES, 0.0)
         for i in order:
             node = self.nodes[i]
-            kind = _kind(node, self._weight_shape(node))
-            macs = self._macs(node, kind)
+            weight = self._weight_shape(node)
+            kind = _kind(node, weight)
+            macs = self._macs(node, kind, weight)
             if i not in live and i not in unused:  # constant-only: a runtime folds it
                 out["count_dead"] += 1
                 out["mmacs_dead"] += macs / 1e6
@@ -232,7 +235,7 @@ class _Graph:
                 out[f"mmacs_{kind}"] += macs / 1e6
             if kind.startswith("conv"):
                 for block in CHANNEL_BLOCKS:
-                    out[f"mmacs_conv_c{block}"] += self._packed_macs(node, block) / 1e6
+                    out[f"mmacs_conv_c{block}"] += self._packed_macs(node, block, weight) / 1e6
             out["count_total"] += 1
             out["mmacs_total"] += macs / 1e6
             out["mbytes_total"] += mbytes
@@ -305,10 +308,9 @@ class _Graph:
         return self._shape(node.input[idx], node)
 
     # --- work ---------------------------------------------------------------------------
-    def _macs(self, node: onnx.NodeProto, kind: str) -> float:
+    def _macs(self, node: onnx.NodeProto, kind: str, w: tuple[int, ...] | None) -> float:
         op = node.op_type
         if op in _CONV_WEIGHT:
-            w = self._weight_shape(node)
             if w is None or len(w) < 2:
                 return 0.0
             if op == "ConvTranspose":
@@ -326,11 +328,10 @@ class _Graph:
             return float(_numel(self._shape(node.input[0], node)))
         return 0.0
 
-    def _packed_macs(self, node: onnx.NodeProto, block: int) -> float:
+    def _packed_macs(self, node: onnx.NodeProto, block: int, w: tuple[int, ...] | None) -> float:
         """Convolution MACs, output and per-group input channels rounded up to ``block``."""
-        w = self._weight_shape(node)
         if node.op_type == "ConvTranspose" or w is None or len(w) < 2:
-            return self._macs(node, "conv")
+            return self._macs(node, "conv", w)
         out = self._shape(node.output[0], node)
         c_out = -(-w[0] // block) * block
         c_in = -(-w[1] // block) * block if w[1] > 1 else 1
@@ -407,10 +408,10 @@ def _static_dims(tensor_type: Any) -> tuple[int, ...] | None:
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    from onnx import helper
-
     for a in node.attribute:
         if a.name == name:
+            from onnx import helper
+
             return helper.get_attribute_value(a)
     return default
 
