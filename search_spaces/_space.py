@@ -8,6 +8,7 @@ by asking each kind in turn, in the kinds' order.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -116,6 +117,24 @@ class CompressionSpace:
     def smallest(self) -> CompressionConfig:
         """The cheapest config: narrowest widths, every block dropped, lowest rank and bits."""
         return CompressionConfig.from_values({k.key: k.smallest() for k in self.kinds.values()})
+
+    def cheapest_candidates(self) -> list[CompressionConfig]:
+        """The configs one of which is the fastest on a device, :meth:`smallest` first.
+
+        Which one depends on the device: on small layers int8 and factorized layers can run
+        slower than fp32 and full rank, so each kind that ``may_run_slower`` is tried at its
+        smallest and at the base model's value (others at their smallest); duplicates dropped.
+        """
+        smallest = {k.key: k.smallest() for k in self.kinds.values()}
+        swing = [k for k in self.kinds.values() if k.may_run_slower and k.choices]
+        out: list[CompressionConfig] = []
+        for at_base in itertools.product((False, True), repeat=len(swing)):
+            values = dict(smallest)
+            values.update({k.key: k.identity() for k, b in zip(swing, at_base, strict=True) if b})
+            config = CompressionConfig.from_values(values)
+            if config not in out:
+                out.append(config)
+        return out
 
     def sample(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> CompressionConfig:
         """Draw a config through ``trial.suggest_*`` only, with stable dotted names."""

@@ -55,34 +55,51 @@ def previous_resolution(config: SearchConfig) -> dict[str, float] | None:
 
 
 BASE_ROUNDS = 3
-"""Interleaved rounds in which the base model and the cheapest config are measured."""
+"""Interleaved rounds in which the base model and the cheapest configs are measured."""
 
 
 def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[str, Any]:
     """The base model's accuracy, predicted and measured costs (study attr "base").
 
-    The base model and the cheapest config of the space are measured in
-    :data:`BASE_ROUNDS` interleaved rounds (drift on a shared machine hits both alike); the
-    medians are ``base["measured"]`` and ``base["smallest_measured"]``, the rounds and their
-    spread ``base["measured_runs"]``. A device that does not answer leaves them ``None``
-    (the search then starts on predictions, and says so).
+    The base model and the space's cheapest candidates (:meth:`~search_spaces.
+    CompressionSpace.cheapest_candidates`: int8 or factorized layers can run slower than
+    fp32 on small layers, so the smallest config is not always the fastest) are measured in
+    :data:`BASE_ROUNDS` interleaved rounds (drift on a shared machine hits all alike). The
+    base's medians are ``base["measured"]``; each cost's lowest median over the candidates is
+    ``base["smallest_measured"]`` (``smallest_predicted`` likewise), the config that reached it
+    ``base["smallest_configs"]``, the rounds and their spread ``base["measured_runs"]``. A
+    device that does not answer leaves the measured values ``None`` (the search then starts on
+    predictions, and says so).
 
     Raises:
         MeasurementError: the device does not answer and ``require_measured``.
     """
+    candidates = ctx.space.cheapest_candidates()
     with tempfile.TemporaryDirectory(prefix="hwnas-base-") as tmp:
         costs, graph = costs_of(ctx, ctx.space.identity(), Path(tmp), "base")
-        smallest, small_graph = costs_of(ctx, ctx.space.smallest(), Path(tmp), "smallest")
-        runs = _interleaved(ctx, {"base": graph, "smallest": small_graph}, require_measured)
+        graphs, predicted = {"base": graph}, []
+        for i, config in enumerate(candidates):
+            cheap, graphs[f"cheap{i}"] = costs_of(ctx, config, Path(tmp), f"cheap{i}")
+            predicted.append(cheap)
+        runs = _interleaved(ctx, graphs, require_measured)
     measured = _medians(runs.get("base"), costs["memory_mb"])
-    base = {
+    cheap_measured = [
+        _medians(runs.get(f"cheap{i}"), p["memory_mb"]) for i, p in enumerate(predicted)
+    ]
+    lowest_predicted, lowest_measured, which = _lowest(predicted, cheap_measured)
+    fastest = which.get("latency_ms", 0)
+    configs = {k: ctx.space.summarize(candidates[i]) for k, i in which.items()}
+    base: dict[str, Any] = {
         "accuracy": ctx.base_accuracy,
         **costs,
         "energy_source": ctx.energy_source,
         "measured": measured,
-        "smallest_predicted": smallest,
-        "smallest_measured": _medians(runs.get("smallest"), smallest["memory_mb"]),
-        "measured_runs": _spread(runs),
+        "smallest_predicted": lowest_predicted,
+        "smallest_measured": lowest_measured,
+        "smallest_configs": configs,
+        "measured_runs": _spread(
+            {"base": runs["base"], "smallest": runs[f"cheap{fastest}"]} if runs else {}
+        ),
     }
     shown = (
         "not measured"
@@ -92,7 +109,7 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
     metric = ctx.task.score_name
     _logger.info(
         "base model: %s=%s latency_ms=%.3f predicted (%s) energy_mj=%.3g (%s) "
-        "memory_mb=%.3f (computed)",
+        "memory_mb=%.3f (computed); fastest of %d cheapest configs: %s",
         metric,
         f"{ctx.base_accuracy:.2f}%" if metric == "top1" else f"{ctx.base_accuracy:.4g}",
         costs["latency_ms"],
@@ -100,8 +117,32 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
         costs["energy_mj"],
         ctx.energy_source,
         costs["memory_mb"],
+        len(candidates),
+        configs.get("latency_ms", "-"),
     )
     return base
+
+
+def _lowest(
+    predicted: list[dict[str, float]], measured: list[dict[str, float | None]]
+) -> tuple[dict[str, float], dict[str, float | None], dict[str, int]]:
+    """Each cost's lowest predicted and measured value over the candidates, and the deciding one.
+
+    The deciding candidate has the lowest measured value where the device answered, else the
+    lowest predicted.
+    """
+    low_predicted: dict[str, float] = {}
+    low_measured: dict[str, float | None] = {}
+    which: dict[str, int] = {}
+    for k in measured[0]:
+        by_measure = [(m[k], i) for i, m in enumerate(measured) if m[k] is not None]
+        low_measured[k] = min(by_measure)[0] if by_measure else None
+    for k in predicted[0]:
+        by_prediction = [(p[k], i) for i, p in enumerate(predicted)]
+        by_measure = [(m[k], i) for i, m in enumerate(measured) if m.get(k) is not None]
+        low_predicted[k] = min(by_prediction)[0]
+        which[k] = min(by_measure or by_prediction)[1]
+    return low_predicted, low_measured, which
 
 
 def _interleaved(
@@ -197,11 +238,14 @@ def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
         shown = ", ".join(
             f"{k} {smallest[k][0]:.4g} ({smallest[k][1]}) > {limits[k]:g}" for k in unmet
         )
+        configs = base.get("smallest_configs") or {}
+        cheapest = "; ".join(
+            f"{k}: {configs.get(k) or ctx.space.summarize(ctx.space.smallest())}" for k in unmet
+        )
         raise BudgetError(
-            f"no config in the search space can meet the budget: even the cheapest one "
-            f"({ctx.space.summarize(ctx.space.smallest())}) comes to {shown} on "
-            f"{ctx.device.name}. Raise the limits to at least these values, or pick a faster "
-            f"device."
+            f"no config in the search space can meet the budget: even the cheapest ones "
+            f"({cheapest}) come to {shown} on {ctx.device.name}. Raise the limits to at least "
+            f"these values, or pick a faster device."
         )
 
 

@@ -103,6 +103,9 @@ class CompressionKind:
         summary_order: where the kind's part goes in the summary line; ``order`` when None.
         builtin: a field of ``CompressionConfig`` itself, not an entry of its ``extra``; set
             by the four built-in kinds only.
+        may_run_slower: the kind's smallest value can run slower than the base model's on
+            some devices (int8's quantize/dequantize around small layers, two factor layers in
+            place of one), so the fastest config is looked for with it at either end.
         choices: decision point -> offered values; :meth:`base_choice` names the base
             model's (the first, unless a kind says otherwise).
         frozen: ``(what, reason)`` pairs this kind could not offer.
@@ -114,6 +117,7 @@ class CompressionKind:
     label: ClassVar[str] = ""
     summary_order: ClassVar[int | None] = None
     builtin: ClassVar[bool] = False
+    may_run_slower: ClassVar[bool] = False
 
     def __init__(self, space: SpaceContext) -> None:
         self.frozen: list[tuple[str, str]] = []

@@ -49,6 +49,7 @@ class BitsKind(CompressionKind):
     summary_order = 250
     label = "quantizable"
     builtin = True
+    may_run_slower = True
 
     @classmethod
     def from_json(cls, data: Any) -> Any:

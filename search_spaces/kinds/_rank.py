@@ -37,6 +37,7 @@ class RankKind(CompressionKind):
     order = 300
     label = "factorizable"
     builtin = True
+    may_run_slower = True
 
     @classmethod
     def from_json(cls, data: Any) -> Any:

@@ -8,6 +8,8 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from _search_home import profiled_home
@@ -19,6 +21,7 @@ from latency_models.profiling._check import conv_stack
 from nas import BudgetError
 from nas.results._export import candidates
 from nas.results._pareto import read_run
+from nas.searching._base import _lowest, check_budget
 from nas.searching._budget import parse_budget
 from nas.searching._calibration import Calibration, PredictorTracker, quarter_errors
 from nas.searching._costs import (
@@ -57,6 +60,36 @@ def test_relative_budget_parses_resolves_and_round_trips() -> None:
         "cost write latency_ms=0.5x"
     ]
     assert parse_budget("latency_ms=2").fraction_hints() == []
+
+
+def test_budget_check_takes_the_fastest_of_the_cheapest_configs() -> None:
+    # the int8 corner is the smallest but measures slower than the fp32 one (tiny layers)
+    predicted = [{"latency_ms": 0.5, "memory_mb": 0.1}, {"latency_ms": 0.6, "memory_mb": 0.4}]
+    measured = [
+        {"latency_ms": 0.9, "energy_mj": None, "memory_mb": 0.1},
+        {"latency_ms": 0.4, "energy_mj": None, "memory_mb": 0.4},
+    ]
+    low_predicted, low_measured, which = _lowest(predicted, measured)
+    assert low_predicted == {"latency_ms": 0.5, "memory_mb": 0.1}
+    assert low_measured == {"latency_ms": 0.4, "energy_mj": None, "memory_mb": 0.1}
+    assert which == {"latency_ms": 1, "memory_mb": 0}
+    base = {
+        "latency_ms": 1.0,
+        "memory_mb": 1.0,
+        "measured": {"latency_ms": 1.0, "memory_mb": 1.0},
+        "smallest_predicted": low_predicted,
+        "smallest_measured": low_measured,
+        "smallest_configs": {"latency_ms": "the fp32 corner", "memory_mb": "the int8 corner"},
+    }
+
+    def ctx(budget: str) -> Any:
+        return SimpleNamespace(budget=parse_budget(budget), device=SimpleNamespace(name="dev"))
+
+    check_budget(ctx("latency_ms=0.5"), base)  # the fp32 corner meets it by measurement
+    with pytest.raises(
+        BudgetError, match=r"latency_ms: the fp32 corner\) come to latency_ms 0\.4"
+    ):
+        check_budget(ctx("latency_ms=0.3"), base)
 
 
 def test_relative_energy_on_a_device_without_meter_is_refused_before_any_work(

@@ -33,6 +33,28 @@ def test_baselines_are_valid_and_shrink(arch: Built) -> None:
         assert sum(p.numel() for p in model.parameters()) <= base
 
 
+def test_cheapest_candidates_try_int8_and_low_rank_at_both_ends() -> None:
+    space = built("resnet18").space
+    smallest = space.smallest()
+    candidates = space.cheapest_candidates()
+    assert candidates[0] == smallest and len(candidates) == 4
+    for config in candidates:  # narrowest widths, every block dropped in each
+        assert config.widths == smallest.widths
+        assert config.dropped_blocks == smallest.dropped_blocks
+    ends = {
+        (max(c.bits.values()) < 32, any(r is not None for r in c.ranks.values()))
+        for c in candidates
+    }
+    assert ends == {(True, True), (False, True), (True, False), (False, False)}
+    # a space with neither kind to swing has its smallest config alone
+    plain = analyze(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3)),
+        torch.randn(1, 3, 8, 8),
+        bits=(32,),
+    )
+    assert plain.cheapest_candidates() == [plain.smallest()]
+
+
 def test_uniform_width_rounds_to_alignment() -> None:
     space = built("resnet18").space
     config = space.uniform(width=0.5)
