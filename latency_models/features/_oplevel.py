@@ -19,7 +19,11 @@ dimensions count as 1.
 Runtimes pack channels into SIMD blocks (NCNN's elempack, onnxruntime's NCHWc, OpenVINO's
 blocked layouts), so a convolution with 12 channels costs about what one with 16 does. The
 ``mmacs_conv_c4/c8/c16`` features count convolution MACs with the channels rounded up to
-those blocks; the fit learns which block the device uses.
+those blocks; the fit learns which block the device uses. Channel counts that fit no block
+leave the packed kernels altogether (NCNN runs 3x3 convolutions at 30 channels about 2x
+slower per MAC than at 32; onnxruntime keeps them in NCHW), so ``mmacs_conv_a1`` and
+``mmacs_conv_a4`` count the MACs of convolutions whose channels are not multiples of 4, and
+multiples of 4 but not 8.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 
 FloatArray = NDArray[np.float64]
 
-OPLEVEL_VERSION = 3
+OPLEVEL_VERSION = 4
 """Version of the feature list and its definitions; bump when either changes."""
 
 OP_KINDS = (
@@ -95,12 +99,17 @@ TOTAL_FEATURES = (
 CHANNEL_BLOCKS = (4, 8, 16)
 """Channel blocks of the packed-MACs features ``mmacs_conv_c<block>``."""
 
+ALIGNMENTS = (1, 4)
+"""Alignments of the ``mmacs_conv_a<n>`` features: convolution MACs whose input and output
+channel counts are both multiples of ``n`` but not of the next step (4, then 8)."""
+
 OPLEVEL_FEATURES: tuple[str, ...] = (
     *(f"count_{k}" for k in OP_KINDS),
     *(f"mmacs_{k}" for k in MAC_KINDS),
     *(f"mbytes_{k}" for k in OP_KINDS),
     *TOTAL_FEATURES,
     *(f"mmacs_conv_c{b}" for b in CHANNEL_BLOCKS),
+    *(f"mmacs_conv_a{a}" for a in ALIGNMENTS),
 )
 """Names of the columns :func:`oplevel_features` returns, in order."""
 
@@ -236,6 +245,9 @@ class _Graph:
             if kind.startswith("conv"):
                 for block in CHANNEL_BLOCKS:
                     out[f"mmacs_conv_c{block}"] += self._packed_macs(node, block, weight) / 1e6
+                align = _alignment(node, weight)
+                if align in ALIGNMENTS:
+                    out[f"mmacs_conv_a{align}"] += macs / 1e6
             out["count_total"] += 1
             out["mmacs_total"] += macs / 1e6
             out["mbytes_total"] += mbytes
@@ -442,6 +454,16 @@ def _conv_kind(node: onnx.NodeProto, weight: tuple[int, ...] | None) -> str:
     if group > 1:
         return "conv_dw" if group == c_in else "conv_grouped"
     return "conv_pw" if all(k == 1 for k in weight[2:]) else "conv"
+
+
+def _alignment(node: onnx.NodeProto, weight: tuple[int, ...] | None) -> int:
+    """8, 4 or 1: the largest of these dividing a convolution's input and output channels."""
+    if weight is None or len(weight) < 2:
+        return 8
+    c_out, c_in = weight[0], weight[1] * int(_attr(node, "group", 1))
+    if node.op_type == "ConvTranspose":
+        c_out, c_in = c_in, weight[0]
+    return next(a for a in (8, 4, 1) if c_out % a == 0 and c_in % a == 0)
 
 
 def _depth_width(levels: list[int]) -> tuple[float, float]:

@@ -111,6 +111,27 @@ def test_packed_macs_round_channels_up_to_the_block() -> None:
         f[k] for k in ("mmacs_conv", "mmacs_conv_pw", "mmacs_conv_dw", "mmacs_conv_grouped")
     )
     assert plain < f["mmacs_conv_c4"] < f["mmacs_conv_c8"] < f["mmacs_conv_c16"]
+    # only the 3 -> 8 conv has a channel count that is not a multiple of 4 (its 3 inputs)
+    assert f["mmacs_conv_a1"] * 1e6 == pytest.approx(px * 8 * 27)
+    assert f["mmacs_conv_a4"] == 0.0
+
+
+@pytest.mark.parametrize(("channels", "a1", "a4"), [(30, 1, 0), (12, 0, 1), (16, 0, 0)])
+def test_alignment_features_split_the_macs_of_convs_that_fit_no_channel_block(
+    channels: int, a1: int, a4: int
+) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 8, 8])
+    nodes = [
+        _conv("x", "w", "c", 3),
+        helper.make_node("GlobalAveragePool", ["c"], ["gp"], name="gp"),
+        helper.make_node("Flatten", ["gp"], ["fl"], name="fl", axis=1),
+        helper.make_node("Gemm", ["fl", "w_fc"], ["y"], name="fc", transB=1),
+    ]
+    model = _model(nodes, [_w("w", channels, channels, 3, 3), _w("w_fc", 10, channels)], [x])
+    f = oplevel_feature_dict(model)
+    assert f["mmacs_conv_a1"] == pytest.approx(a1 * f["mmacs_conv"])
+    assert f["mmacs_conv_a4"] == pytest.approx(a4 * f["mmacs_conv"])
+    assert f["mmacs_conv"] * 1e6 == pytest.approx(64 * channels * channels * 9)
 
 
 def test_dead_and_unused_branches_are_counted_apart_from_the_live_graph() -> None:
