@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _cells import FAMILIES, CellGraph, generate_graphs
+from _cells import FAMILIES, UNALIGNED_SEEN, CellGraph, generate_graphs
 
 from latency_models import fit_predictor
 from latency_models.features._oplevel import OPLEVEL_FEATURES, oplevel_matrix
+from latency_models.measurement._bench import host_info
 from latency_models.predictors._baselines import opcount_columns
 from latency_models.predictors._choice import (
     choose_model,
@@ -136,10 +137,16 @@ def measure_all(
     cache_path: Path,
     repeat_share: float,
     seed: int,
+    fresh: bool = False,
 ) -> dict[str, dict[str, list[float | None]]]:
-    """Labels per runtime and graph digest: [first] or [first, repeat]; cached in JSON."""
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    """Labels per runtime and graph digest: [first] or [first, repeat]; cached in JSON.
+
+    Cached labels are reused (``fresh`` ignores them) after :func:`check_epoch`.
+    """
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() and not fresh else {}
     labels: dict[str, dict[str, list[float | None]]] = cache.get("labels", {})
+    here = {k: v for k, v in host_info().items() if k in ("cpu_model", "nchwc_block")}
+    host = cache.get("host") if cache else here
     digests = {g.digest for g in graphs}
     for name in runtimes:  # graphs no longer generated drop out of the cache
         labels[name] = {d: v for d, v in labels.get(name, {}).items() if d in digests}
@@ -150,6 +157,19 @@ def measure_all(
     passes = [(i, 1) for i in range(len(graphs))] + [
         (i, 2) for i in rng.permutation(sorted(repeat))
     ]
+    missing = {
+        name
+        for name in runtimes
+        for i, k in passes
+        if len(labels[name].get(graphs[i].digest, [])) < k
+    }
+    if missing and cache:
+        if host is not None and host != here:
+            raise SystemExit(
+                f"the cached labels were taken on another CPU ({host}, this one is {here}); "
+                f"new labels would mix two machines. Remeasure every runtime with --fresh."
+            )
+        check_epoch(graphs, {n: runtimes[n] for n in sorted(missing)}, labels, seconds, seed)
     t0, done = time.perf_counter(), 0
     spent: dict[str, float] = {}
     for i, k in passes:
@@ -162,18 +182,60 @@ def measure_all(
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
                 done += 1
         if done and i % 25 == 0:
-            _save(cache_path, labels, seconds)
+            _save(cache_path, labels, seconds, host)
             print(f"  measured {done} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    _save(cache_path, labels, seconds)
+    _save(cache_path, labels, seconds, host)
     if spent:  # conversion and compilation dominate for some runtimes
         print(f"  seconds per runtime: { {k: round(v) for k, v in spent.items()} }")
     return labels
 
 
-def _save(path: Path, labels: dict[str, Any], seconds: float) -> None:
+DRIFT_LIMIT = 1.15
+"""Cached labels are topped up only if re-timed ones agree within this factor (median)."""
+
+
+def check_epoch(
+    graphs: Sequence[CellGraph],
+    runtimes: dict[str, Callable[[bytes], Any]],
+    labels: dict[str, dict[str, list[float | None]]],
+    seconds: float,
+    seed: int,
+    k: int = 8,
+) -> None:
+    """Refuse to top up a runtime's cached labels when the machine now runs at another speed.
+
+    The machine behind a session can change (labels taken on an AVX-512 CPU re-timed 1.33x
+    slower on onnxruntime and OpenVINO and 1.81x on NCNN on an AVX2 one), and labels of two
+    speeds in one fit read as a defect of the features. Re-times ``k`` cached graphs of each
+    runtime that still needs labels and exits, naming the ratio, when the median is off.
+    """
+    rng = np.random.default_rng(seed + 7)
+    for name, prepare in runtimes.items():
+        cached = [g for g in graphs if (labels[name].get(g.digest) or [None])[0]]
+        if len(cached) < k:
+            continue
+        ratios = []
+        for j in rng.choice(len(cached), size=k, replace=False):
+            g = cached[j]
+            now = _measure_one(prepare, g, seconds)
+            if now is not None:
+                ratios.append(now / labels[name][g.digest][0])
+        ratio = float(np.median(ratios)) if ratios else 1.0
+        print(f"  {name}: {len(ratios)} cached graphs re-timed at {ratio:.2f}x their labels")
+        if not 1 / DRIFT_LIMIT <= ratio <= DRIFT_LIMIT:
+            raise SystemExit(
+                f"{name}: cached graphs re-timed at {ratio:.2f}x their stored labels (the "
+                f"machine runs at another speed than when they were taken); new labels would "
+                f"mix two states. Remeasure every runtime together with --fresh, or rerun "
+                f"when the machine is back to the labels' speed."
+            )
+
+
+def _save(path: Path, labels: dict[str, Any], seconds: float, host: dict[str, Any] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"format": 1, "seconds_per_graph": seconds, "labels": labels}))
+    data = {"format": 1, "seconds_per_graph": seconds, "host": host, "labels": labels}
+    tmp.write_text(json.dumps(data))
     tmp.replace(path)
 
 
@@ -520,6 +582,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-sizes", type=int, nargs="*", default=[20, 100, 300])
     p.add_argument("--holdout-families", type=int, default=2)
     p.add_argument("--repeat-share", type=float, default=0.1)
+    p.add_argument("--fresh", action="store_true", help="ignore cached labels, measure all")
+    p.add_argument(
+        "--unaligned-seen", action="store_true",
+        help="two seen families at channel counts that fit no SIMD block (_cells.UNALIGNED_SEEN)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -530,11 +597,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         p.error(f"unknown runtimes {unknown}; available: {sorted(runtimes)}")
     runtimes = {r: runtimes[r] for r in wanted}
     t0 = time.perf_counter()
-    graphs = generate_graphs(args.n_graphs, seed=args.seed)
+    families = UNALIGNED_SEEN if args.unaligned_seen else FAMILIES
+    graphs = generate_graphs(args.n_graphs, seed=args.seed, families=families)
     print(f"{len(graphs)} graphs in {time.perf_counter() - t0:.1f} s; measuring on {wanted}")
     labels = measure_all(graphs, runtimes, seconds=args.seconds_per_graph,
                          cache_path=args.out / "labels.json", repeat_share=args.repeat_share,
-                         seed=args.seed)  # fmt: skip
+                         seed=args.seed, fresh=args.fresh)  # fmt: skip
+    cached = json.loads((args.out / "labels.json").read_text()).get("host") or {}
+    args.nchwc_block = int(cached.get("nchwc_block") or host_info()["nchwc_block"])
     results = evaluate_all(graphs, labels, wanted, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
@@ -572,7 +642,8 @@ def evaluate_all(
     if "ort-all" in wanted:
         from latency_models import graph_features
 
-        x86 = [graph_features(g.model_bytes) for g in graphs]
+        # kernels as onnxruntime ran them on the CPU that took the labels (its NCHWc block)
+        x86 = [graph_features(g.model_bytes, nchwc_block=args.nchwc_block) for g in graphs]
     for r in wanted:
         print(f"fitting {r}", flush=True)
         pool_r, test_r = pool[ok[r][pool]], test[ok[r][test]]
