@@ -138,8 +138,9 @@ def measure_all(
     repeat_share: float,
     seed: int,
     fresh: bool = False,
-) -> dict[str, dict[str, list[float | None]]]:
-    """Labels per runtime and graph digest: [first] or [first, repeat]; cached in JSON.
+) -> tuple[dict[str, dict[str, list[float | None]]], dict[str, Any] | None]:
+    """Labels per runtime and graph digest ([first] or [first, repeat]), cached in JSON, and
+    the CPU that took them (``cpu_model``, ``nchwc_block``; None when the cache predates it).
 
     Cached labels are reused (``fresh`` ignores them) after :func:`check_epoch`.
     """
@@ -187,7 +188,7 @@ def measure_all(
     _save(cache_path, labels, seconds, host)
     if spent:  # conversion and compilation dominate for some runtimes
         print(f"  seconds per runtime: { {k: round(v) for k, v in spent.items()} }")
-    return labels
+    return labels, host
 
 
 DRIFT_LIMIT = 1.15
@@ -600,11 +601,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     families = UNALIGNED_SEEN if args.unaligned_seen else FAMILIES
     graphs = generate_graphs(args.n_graphs, seed=args.seed, families=families)
     print(f"{len(graphs)} graphs in {time.perf_counter() - t0:.1f} s; measuring on {wanted}")
-    labels = measure_all(graphs, runtimes, seconds=args.seconds_per_graph,
+    labels, host = measure_all(graphs, runtimes, seconds=args.seconds_per_graph,
                          cache_path=args.out / "labels.json", repeat_share=args.repeat_share,
                          seed=args.seed, fresh=args.fresh)  # fmt: skip
-    cached = json.loads((args.out / "labels.json").read_text()).get("host") or {}
-    args.nchwc_block = int(cached.get("nchwc_block") or host_info()["nchwc_block"])
+    args.nchwc_block = int((host or {}).get("nchwc_block") or host_info()["nchwc_block"])
     results = evaluate_all(graphs, labels, wanted, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))

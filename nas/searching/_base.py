@@ -134,14 +134,14 @@ def _lowest(
     low_predicted: dict[str, float] = {}
     low_measured: dict[str, float | None] = {}
     which: dict[str, int] = {}
-    for k in measured[0]:
-        by_measure = [(m[k], i) for i, m in enumerate(measured) if m[k] is not None]
-        low_measured[k] = min(by_measure)[0] if by_measure else None
-    for k in predicted[0]:
-        by_prediction = [(p[k], i) for i, p in enumerate(predicted)]
+    for k in {**predicted[0], **measured[0]}:
         by_measure = [(m[k], i) for i, m in enumerate(measured) if m.get(k) is not None]
-        low_predicted[k] = min(by_prediction)[0]
-        which[k] = min(by_measure or by_prediction)[1]
+        if k in measured[0]:
+            low_measured[k] = min(by_measure)[0] if by_measure else None
+        if k in predicted[0]:
+            by_prediction = [(p[k], i) for i, p in enumerate(predicted)]
+            low_predicted[k] = min(by_prediction)[0]
+            which[k] = min(by_measure or by_prediction)[1]
     return low_predicted, low_measured, which
 
 
@@ -238,10 +238,7 @@ def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
         shown = ", ".join(
             f"{k} {smallest[k][0]:.4g} ({smallest[k][1]}) > {limits[k]:g}" for k in unmet
         )
-        configs = base.get("smallest_configs") or {}
-        cheapest = "; ".join(
-            f"{k}: {configs.get(k) or ctx.space.summarize(ctx.space.smallest())}" for k in unmet
-        )
+        cheapest = "; ".join(f"{k}: {base['smallest_configs'][k]}" for k in unmet)
         raise BudgetError(
             f"no config in the search space can meet the budget: even the cheapest ones "
             f"({cheapest}) come to {shown} on {ctx.device.name}. Raise the limits to at least "
