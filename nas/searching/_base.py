@@ -210,7 +210,7 @@ def _decisive(base: dict[str, Any], key: str, which: str = "") -> tuple[float | 
     return (None, label) if predicted is None else (float(predicted), label)
 
 
-def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
+def check_budget(ctx: TrialContext, base: dict[str, Any], *, resumed: bool = False) -> None:
     """Refuse a cost budget the base model already meets, or that no config can meet.
 
     Both are decided on measured costs where the device answered (predicted otherwise), so
@@ -218,32 +218,53 @@ def check_budget(ctx: TrialContext, base: dict[str, Any]) -> None:
     refused as out of reach. The first is refused (not just warned about) because the search
     would spend its trials confirming that no compression is needed; drop or tighten the
     limit. Only cost limits count: ``accuracy_drop`` alone is always met by the base model.
+    A ``resumed`` search keeps the limits it started with and only warns: its finished trials
+    were judged against them, and a re-measurement on a quieter or busier machine is no
+    reason to refuse to go on.
     """
     limits = ctx.budget.cost_limits
     if not limits:
         return
+    problem = _budget_problem(ctx, base, limits)
+    if problem is None:
+        return
+    what, fix = problem
+    if not resumed:
+        raise BudgetError(f"{what}. {fix}")
+    _logger.warning(
+        "the resumed search keeps the budget it started with, though %s; start a new run "
+        "folder to search against a new budget",
+        what,
+    )
+
+
+def _budget_problem(
+    ctx: TrialContext, base: dict[str, Any], limits: dict[str, float]
+) -> tuple[str, str] | None:
+    """What is wrong with ``limits`` and how to fix it, or None when the budget is sound."""
     base_costs = {k: _decisive(base, k) for k in limits}
     if all(v is not None and v <= limits[k] for k, (v, _) in base_costs.items()):
         shown = ", ".join(
             f"{k} {v:.4g} ({how}) <= {limits[k]:g}" for k, (v, how) in base_costs.items()
         )
-        raise BudgetError(
-            f"the uncompressed model already meets the budget ({shown} on "
-            f"{ctx.device.name}). Tighten the limits below the base model's cost (e.g. "
-            f"latency_ms=0.5x), or drop them to search the whole front."
+        return (
+            f"the uncompressed model already meets the budget ({shown} on {ctx.device.name})",
+            "Tighten the limits below the base model's cost (e.g. latency_ms=0.5x), or drop "
+            "them to search the whole front.",
         )
     smallest = {k: _decisive(base, k, "smallest_") for k in limits}
     unmet = [k for k, (v, _) in smallest.items() if v is not None and v > limits[k]]
-    if unmet:
-        shown = ", ".join(
-            f"{k} {smallest[k][0]:.4g} ({smallest[k][1]}) > {limits[k]:g}" for k in unmet
-        )
-        cheapest = "; ".join(f"{k}: {base['smallest_configs'][k]}" for k in unmet)
-        raise BudgetError(
-            f"no config in the search space can meet the budget: even the cheapest ones "
-            f"({cheapest}) come to {shown} on {ctx.device.name}. Raise the limits to at least "
-            f"these values, or pick a faster device."
-        )
+    if not unmet:
+        return None
+    shown = ", ".join(
+        f"{k} {smallest[k][0]:.4g} ({smallest[k][1]}) > {limits[k]:g}" for k in unmet
+    )
+    cheapest = "; ".join(f"{k}: {base['smallest_configs'][k]}" for k in unmet)
+    return (
+        f"no config in the search space can meet the budget: even the cheapest ones "
+        f"({cheapest}) come to {shown} on {ctx.device.name}",
+        "Raise the limits to at least these values, or pick a faster device.",
+    )
 
 
 def costs_of(

@@ -403,7 +403,7 @@ def prepare(
             )
     for hint in parse_budget(config.budget).fraction_hints():
         _logger.info("budget: %s", hint)
-    check_budget(ctx, base)
+    check_budget(ctx, base, resumed=previous is not None)
     return ctx, base
 
 

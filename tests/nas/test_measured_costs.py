@@ -90,6 +90,27 @@ def test_budget_check_takes_the_fastest_of_the_cheapest_configs() -> None:
         BudgetError, match=r"latency_ms: the fp32 corner\) come to latency_ms 0\.4"
     ):
         check_budget(ctx("latency_ms=0.3"), base)
+    with pytest.raises(BudgetError, match=r"already meets the budget \(latency_ms 1 \(measured\)"):
+        check_budget(ctx("latency_ms=1.2"), base)
+
+
+def test_a_resumed_search_keeps_its_budget_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    # a re-measured base under the kept limit (a busier machine at the start) is no refusal
+    base = {
+        "latency_ms": 1.0,
+        "measured": {"latency_ms": 1.0},
+        "smallest_measured": {"latency_ms": 0.4},
+        "smallest_configs": {"latency_ms": "the fp32 corner"},
+    }
+    ctx = SimpleNamespace(budget=parse_budget("latency_ms=1.2"), device=SimpleNamespace(name="d"))
+    logger = logging.getLogger("nas")
+    logger.addHandler(caplog.handler)
+    try:
+        check_budget(ctx, base, resumed=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "keeps the budget it started with, though the uncompressed model" in caplog.text
+    assert "latency_ms 1 (measured) <= 1.2 on d" in caplog.text
 
 
 def test_relative_energy_on_a_device_without_meter_is_refused_before_any_work(
