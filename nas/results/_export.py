@@ -9,7 +9,8 @@ calibrated on training images), and verifies it *before* anything is written:
   all of them for an fp32 config (a sample whose two best torch logits are closer than
   :data:`TIE_MARGIN` is a tie, not a decision, and is not counted), at least
   :data:`INT8_AGREEMENT` of them when layers run in int8 (the torch module stays fp32);
-- the graph is measured on the run's device.
+- the graph is measured on the run's device (and, for a relative budget such as
+  ``latency_ms=0.5x``, side by side with the base model, which decides ``budget_met``).
 
 The files are written into a temporary folder next to ``out_dir`` and renamed into place in
 one step, so a failed export leaves nothing half-written:
@@ -37,7 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas._errors import RunError, UsageError
-from nas.results._export_files import FORMAT_VERSION, checkpoint, export_report, file_info
+from nas.results._export_files import (
+    FORMAT_VERSION,
+    checkpoint,
+    export_report,
+    file_info,
+    relative_costs,
+)
 from nas.results._rebuild import (
     INT8_AGREEMENT,
     TIE_MARGIN,
@@ -46,6 +53,7 @@ from nas.results._rebuild import (
     compression_space,
     export_onnx_file,
     measure_graph,
+    measure_side_by_side,
     rebuild_and_finetune,
     runtime_files,
     verify_graph,
@@ -106,7 +114,17 @@ class ExportResult:
             f"{meas.get('latency_ms', float('nan')):.3f} ms, memory "
             f"{meas.get('memory_mb', float('nan')):.3f} MB, energy "
             f"{_fmt_optional(meas.get('energy_mj'))} mJ ({meas.get('energy_source', '?')})"
+            + "".join(_budget_line(key, c) for key, c in r.get("budget_check", {}).items())
         )
+
+
+def _budget_line(key: str, check: Mapping[str, Any]) -> str:
+    verdict = {True: "met", False: "MISSED", None: "not measured"}[check.get("met")]
+    if "ratio" in check:
+        how = f"{check['ratio']:.2f}x the base model, measured side by side"
+    else:
+        how = f"{_fmt_optional(check.get('export'))} measured"
+    return f"\n  budget {key} <= {check['limit']}: {verdict} ({how})"
 
 
 def _fmt_optional(value: Any) -> str:
@@ -303,6 +321,12 @@ def _write_verified(
     export_onnx_file(built, onnx_path, calibration=calibration)
     verification, accuracy = verify_graph(built, onnx_path, int8_agreement=int8_agreement)
     measured = measure_graph(onnx_path, built.device, measure_seconds)
+    relative = relative_costs(results)
+    side_by_side = (
+        measure_side_by_side(built, onnx_path, relative, max_seconds=measure_seconds / 3)
+        if relative
+        else None
+    )
     in_runtime = runtime_files(onnx_path, runtime or built.device.runtime)
     torch.save(checkpoint(built, results, row), tmp / "model.pt")
     report = export_report(
@@ -316,6 +340,7 @@ def _write_verified(
         accuracy=accuracy,
         measured=measured,
         files={name: file_info(tmp / name) for name in ("model.onnx", "model.pt")},
+        side_by_side=side_by_side,
     )
     if in_runtime is not None:
         report["runtime"] = in_runtime

@@ -87,10 +87,12 @@ def export_report(
     accuracy: dict[str, Any],
     measured: dict[str, Any],
     files: dict[str, Any],
+    side_by_side: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
     device = {k: v for k, v in asdict(built.device).items() if k != "token"}
+    checks = budget_check(measured, results, side_by_side)
     predicted = dict(row.predicted) or {k: v for k, v in row.values.items() if k != "accuracy"}
     return {
         "format_version": FORMAT_VERSION,
@@ -108,7 +110,8 @@ def export_report(
         "measured_in_search": dict(row.measured),
         "predicted": predicted,
         "budget": dict(results.budget),
-        "budget_met": _budget_met(measured, results),
+        "budget_met": _budget_met(checks),
+        "budget_check": checks,
         "predicted_energy_source": row.energy_source or None,
         "device": device,
         "versions": versions(),
@@ -116,13 +119,61 @@ def export_report(
     }
 
 
-def _budget_met(measured: Mapping[str, Any], results: Run) -> bool | None:
-    """Whether the export's own measurement meets the run's cost limits (None: no limit)."""
-    limits = {k: v for k, v in results.budget.items() if k in ("latency_ms", "energy_mj")}
-    values = [(measured.get(k), v) for k, v in limits.items()]
-    if not values or any(value is None for value, _ in values):
+MEASURED_COSTS = ("latency_ms", "energy_mj")
+"""The budget's costs an export judges by its own measurement (memory is computed)."""
+
+
+def relative_costs(results: Run) -> dict[str, float]:
+    """The run's relative cost limits, as fractions of the base model (``{"latency_ms": 0.5}``)."""
+    from nas.searching._budget import parse_budget
+
+    relative = parse_budget(results.setting("budget") or {}).relative
+    return {k: float(v) for k, v in relative.items() if k in MEASURED_COSTS}
+
+
+def budget_check(
+    measured: Mapping[str, Any], results: Run, side_by_side: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """How the export's measured costs stand against the run's limits, one entry per cost.
+
+    A relative limit is judged by the export's cost over the base model's, measured side by
+    side (:func:`~nas.results._rebuild.measure_side_by_side`); an absolute one by the export's
+    own measurement. ``met`` is None where a cost is unmeasured.
+    """
+    relative = relative_costs(results)
+    checks: dict[str, dict[str, Any]] = {}
+    for key, limit in results.budget.items():
+        if key not in MEASURED_COSTS:
+            continue
+        base = (side_by_side or {}).get("base", {}).get(key)
+        ours = (side_by_side or {}).get("export", {}).get(key)
+        if key in relative and base and ours is not None:
+            ratio = float(ours) / float(base)
+            checks[key] = {"judged": "side by side with the base model", "base": base,
+                           "export": ours, "ratio": ratio, "limit": f"{relative[key]:g}x",
+                           "rounds": side_by_side.get("rounds") if side_by_side else None,
+                           "met": ratio <= relative[key]}  # fmt: skip
+            continue
+        value = measured.get(key)
+        checks[key] = {"judged": "against the limit", "export": value, "limit": limit,
+                       "met": None if value is None else float(value) <= limit}  # fmt: skip
+    return checks
+
+
+def _budget_met(checks: Mapping[str, Mapping[str, Any]]) -> bool | None:
+    """Whether every cost limit is met (None: no limit, or a cost unmeasured)."""
+    met = [c["met"] for c in checks.values()]
+    if not met or any(m is None for m in met):
         return None
-    return all(float(value or 0.0) <= limit for value, limit in values)
+    return all(met)
 
 
-__all__ = ["FORMAT_VERSION", "checkpoint", "export_report", "file_info", "versions"]
+__all__ = [
+    "FORMAT_VERSION",
+    "budget_check",
+    "checkpoint",
+    "export_report",
+    "file_info",
+    "relative_costs",
+    "versions",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,6 +231,50 @@ def measure_graph(onnx_path: Path, device: Any, max_seconds: float) -> dict[str,
         "host": m.host,
         "timestamp": m.timestamp,
     }
+
+
+SIDE_BY_SIDE_ROUNDS = 5
+"""Interleaved rounds in which an export and the base model are measured for a relative budget."""
+
+
+def measure_side_by_side(
+    built: Built, onnx_path: Path, keys: Iterable[str], max_seconds: float
+) -> dict[str, Any]:
+    """The base model and the export measured in interleaved rounds: each one's medians.
+
+    A relative budget (``latency_ms=0.5x``) is a share of the base model's cost. Judged by one
+    measurement of the export against the limit resolved when the search started, it passes
+    or fails with the machine's drift since then; measured interleaved with the base model,
+    drift hits both alike. ``keys``: the costs to take (``latency_ms``, ``energy_mj``).
+    """
+    import statistics
+    import tempfile
+
+    from latency_models import measure
+    from search_spaces import export_onnx
+
+    keys = list(keys)
+    runs: dict[str, dict[str, list[float]]] = {"base": {}, "export": {}}
+    with tempfile.TemporaryDirectory(prefix="hwnas-side-by-side-") as tmp:
+        identity = built.space.identity()
+        base_path = Path(tmp) / "base.onnx"
+        export_onnx(
+            built.space.apply(built.task.model, identity), identity,
+            built.task.example_input, base_path,
+        )  # fmt: skip
+        graphs = {"base": base_path, "export": onnx_path}
+        for _ in range(SIDE_BY_SIDE_ROUNDS):
+            for name, graph in graphs.items():
+                m = measure(graph, built.device, max_seconds=max_seconds)
+                for key in keys:
+                    value = getattr(m, key, None)
+                    if value is not None:
+                        runs[name].setdefault(key, []).append(float(value))
+    out: dict[str, Any] = {"rounds": SIDE_BY_SIDE_ROUNDS}
+    for name, values in runs.items():
+        out[name] = {key: statistics.median(values[key]) if values.get(key) else None
+                     for key in keys}  # fmt: skip
+    return out
 
 
 def _finite(v: Any) -> float | None:

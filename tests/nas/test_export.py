@@ -95,6 +95,35 @@ def _fp32_trial(run: Path) -> int:
     return fp32[0]
 
 
+def test_a_relative_budget_is_judged_side_by_side_with_the_base() -> None:
+    from types import SimpleNamespace
+
+    from nas.results._export_files import _budget_met, budget_check
+
+    stored = {"latency_ms": "0.9x", "energy_mj": 0.5, "memory_mb": 1.0}
+    run = SimpleNamespace(
+        budget={"latency_ms": 0.02, "energy_mj": 0.5, "memory_mb": 1.0},
+        setting=lambda key, default=None: stored if key == "budget" else default,
+    )
+    # the machine slowed since the search: over the absolute 0.02 ms, yet 0.85x of the base
+    side = {"rounds": 5, "base": {"latency_ms": 0.03}, "export": {"latency_ms": 0.0255}}
+    measured = {"latency_ms": 0.026, "energy_mj": 0.4, "memory_mb": 0.5}
+    checks = budget_check(measured, run, side)  # type: ignore[arg-type]
+    assert set(checks) == {"latency_ms", "energy_mj"}  # memory is computed, not measured
+    assert checks["latency_ms"]["judged"] == "side by side with the base model"
+    assert checks["latency_ms"]["ratio"] == pytest.approx(0.85)
+    assert checks["latency_ms"]["met"] is True and checks["latency_ms"]["limit"] == "0.9x"
+    assert checks["energy_mj"] == {
+        "judged": "against the limit", "export": 0.4, "limit": 0.5, "met": True
+    }  # fmt: skip
+    assert _budget_met(checks) is True
+    # without the side-by-side measurement, the absolute limit decides
+    alone = budget_check(measured, run, None)  # type: ignore[arg-type]
+    assert alone["latency_ms"]["met"] is False and _budget_met(alone) is False
+    no_energy = budget_check({"latency_ms": 0.01}, run, None)  # type: ignore[arg-type]
+    assert _budget_met(no_energy) is None
+
+
 def test_fp32_export_rebuilds_with_hwnas(run: Path, tmp_path: Path) -> None:
     import torch
 
