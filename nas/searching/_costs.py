@@ -10,7 +10,9 @@ the prediction) becomes the trial's latency (and energy, where the device has a 
 - a *remote* device (an agent or a Ray node) is measured in a background thread while
   training goes on here; its value lands when it is ready;
 - a device that stops answering is not waited for: its trials are told with predicted costs
-  (``cost_source`` "predicted (device unreachable)") and measured when it answers again.
+  (``cost_source`` "predicted (device unreachable)") and measured when it answers again;
+- every :data:`DRIFT_EVERY` candidates the base model is measured again, so that a device
+  that has become faster or slower since the budget was resolved is seen (:func:`report_drift`).
 
 The device predictor still screens candidates before training, through a calibration refit
 on the measured candidates (``nas.searching._calibration``). Every measurement also goes into the
@@ -43,6 +45,12 @@ UNREACHABLE = "predicted (device unreachable)"
 
 RETRY_AFTER_S = 30.0
 """Seconds before an unreachable device is tried again."""
+
+DRIFT_EVERY = 10
+"""Candidates measured between two re-measurements of the base model."""
+
+DRIFT_WARN = 0.2
+"""Change of the base model's latency from the search's start that is warned about (0.2: 20%)."""
 
 
 def measured_costs(measurement: Any, memory_mb: float) -> dict[str, Any]:
@@ -135,8 +143,14 @@ class MeasurementLane:
         max_seconds: Cap on each measurement's timed loop (s).
     """
 
-    def __init__(self, device: Any, *, max_seconds: float = 2.0) -> None:
+    def __init__(
+        self, device: Any, *, max_seconds: float = 2.0, base_graph: bytes | None = None
+    ) -> None:
         self.device = device
+        self.base_graph = base_graph
+        self.drift: list[tuple[int, float]] = []  # (candidates measured, base latency ms)
+        self._measured = 0
+        self._drift_told = 0
         self.local = getattr(device, "kind", "local") == "local"
         self.max_seconds = max_seconds
         self.down_since: float | None = None
@@ -227,7 +241,34 @@ class MeasurementLane:
         finally:
             self.seconds += time.perf_counter() - start
         check_measurement(measurement, self.device.name)
+        self._measured += 1
+        if self.base_graph is not None and self._measured % DRIFT_EVERY == 0:
+            self._measure_base()
         return measurement
+
+    def _measure_base(self) -> None:
+        """The base model again, beside the candidates (a failure here fails no trial)."""
+        from latency_models import measure_cached
+        from latency_models.measurement._measure import check_measurement
+
+        assert self.base_graph is not None
+        start = time.perf_counter()
+        try:
+            m = measure_cached(
+                self.base_graph, self.device, remeasure=True, max_seconds=self.max_seconds
+            )
+            check_measurement(m, self.device.name)
+            self.drift.append((self._measured, float(m.latency_ms)))
+        except Exception as exc:  # the next candidate finds out whether the device is down
+            _logger.debug("base model not re-measured on %s: %s", self.device.name, exc)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def take_drift(self) -> list[tuple[int, float]]:
+        """Re-measurements of the base model not yet taken: (candidates measured, ms)."""
+        new = self.drift[self._drift_told :]
+        self._drift_told += len(new)
+        return new
 
     def _down_recently(self) -> bool:
         return self.down_since is not None and time.monotonic() - self.down_since < RETRY_AFTER_S
@@ -267,11 +308,45 @@ class MeasurementLane:
             return LaneResult(number, None, f"{PREDICTED} (measurement failed: {exc})")
 
 
+def report_drift(study: Any, lane: MeasurementLane, start_ms: float | None, device: str) -> None:
+    """Keep the lane's new base re-measurements (study attr ``base_drift``); warn on a change.
+
+    The first re-measurement more than :data:`DRIFT_WARN` off the base latency measured at the
+    search's start is warned about: the budget's limit, resolved against that value, and the
+    candidates measured before and after no longer compare alike.
+    """
+    new = lane.take_drift()
+    if not new or not start_ms:
+        return
+    history = list(study.user_attrs.get("base_drift") or [])
+    warned = any(abs(e["ratio"] - 1.0) > DRIFT_WARN for e in history)
+    for measured, ms in new:
+        ratio = ms / start_ms
+        history.append({"candidates_measured": measured, "latency_ms": ms, "ratio": ratio})
+        if abs(ratio - 1.0) > DRIFT_WARN and not warned:
+            warned = True
+            _logger.warning(
+                "the base model now measures %.4g ms on %s, %.2fx the %.4g ms measured at the "
+                "search's start: the device runs %s than when the budget was resolved, so "
+                "candidates measured now and then do not compare alike. Keep other work off "
+                "the device (`hwnas device check %s` shows its noise); an export judges a "
+                "relative budget side by side with the base model again",
+                ms,
+                device,
+                ratio,
+                start_ms,
+                "slower" if ratio > 1 else "faster",
+                device,
+            )
+    study.set_user_attr("base_drift", history)
+
+
 __all__ = [
     "COST_MODES",
     "LaneResult",
     "MeasurementLane",
     "measured_costs",
     "predictor_warning",
+    "report_drift",
     "session_noise_pct",
 ]

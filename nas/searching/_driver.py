@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.searching._driver_log import best_feasible, log_summary, progress, trial_line
@@ -89,7 +91,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     spent first (counted from the moment the workers are ready).
     """
     from nas.searching._calibration import PredictorTracker
-    from nas.searching._costs import MeasurementLane
+    from nas.searching._costs import MeasurementLane, report_drift
     from nas.searching._halving import make_halving
     from nas.searching._parallel import make_executor
 
@@ -102,7 +104,12 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     executor_start_s = time.perf_counter() - started
     started = time.perf_counter()
     heartbeat = _Heartbeat(study)
-    lane = MeasurementLane(ctx.device) if ctx.measure_costs else None
+    start_ms = ((study.user_attrs.get("base") or {}).get("measured") or {}).get("latency_ms")
+    lane = (
+        MeasurementLane(ctx.device, base_graph=_base_graph(ctx) if start_ms else None)
+        if ctx.measure_costs
+        else None
+    )
     tracker = PredictorTracker.from_summary(
         study.user_attrs.get("predictor_tracking"), refit_every=config.refit_every
     )
@@ -136,6 +143,8 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(best_feasible(study, ctx.objectives), refresh=True)
+                if lane is not None:
+                    report_drift(study, lane, start_ms, ctx.device.name)
             if lane is not None:
                 _last_retries(study, lane, tracker, ctx)
     except KeyboardInterrupt:
@@ -149,6 +158,17 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     log_summary(study, config, loop, started, executor_start_s, lane)
     if loop.halving is not None:
         loop.halving.summarize()
+
+
+def _base_graph(ctx: TrialContext) -> bytes:
+    """The base model's graph, which the lane measures again now and then (drift)."""
+    from nas.searching._trial import export_graph
+
+    identity = ctx.space.identity()
+    with tempfile.TemporaryDirectory(prefix="hwnas-base-") as tmp:
+        path = export_graph(ctx, ctx.space.apply(ctx.task.model, identity), identity,
+                            Path(tmp) / "base.onnx")  # fmt: skip
+        return path.read_bytes()
 
 
 def _check_deadline(config: SearchConfig, executor: Any, loop: _Loop) -> None:

@@ -137,6 +137,15 @@ def log_summary(
         loop.rejected,
         measure_s,
     )
+    drift = [e["ratio"] for e in study.user_attrs.get("base_drift") or []]
+    if lane is not None and lane.drift and drift:
+        _logger.info(
+            "base model measured again %d times during the search: %.2fx to %.2fx of its "
+            "latency at the start (study attr base_drift)",
+            len(lane.drift),
+            min(drift[-len(lane.drift) :]),
+            max(drift[-len(lane.drift) :]),
+        )
     study.set_user_attr(
         "last_session",
         {

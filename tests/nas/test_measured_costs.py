@@ -25,9 +25,11 @@ from nas.searching._base import _lowest, check_budget
 from nas.searching._budget import parse_budget
 from nas.searching._calibration import Calibration, PredictorTracker, quarter_errors
 from nas.searching._costs import (
+    DRIFT_EVERY,
     UNREACHABLE,
     MeasurementLane,
     predictor_warning,
+    report_drift,
     session_noise_pct,
 )
 
@@ -232,6 +234,33 @@ def test_local_lane_measures_only_while_nothing_trains(home: Path) -> None:
     [result] = lane.collect(idle=True)
     assert result.number == 3 and result.measurement.latency_ms > 0
     assert lane.pending == 0 and lane.seconds > 0
+
+
+def test_the_lane_measures_the_base_again_and_a_drift_is_warned_once(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import optuna
+
+    base = conv_stack(8, 16, 2).SerializeToString()
+    lane = MeasurementLane(DeviceSpec("local-cpu"), max_seconds=0.1, base_graph=base)
+    for number in range(2 * DRIFT_EVERY + 1):
+        lane.submit(number, conv_stack(8, 8, 1).SerializeToString())
+    assert len(lane.collect(idle=True)) == 2 * DRIFT_EVERY + 1
+    assert [n for n, _ in lane.drift] == [DRIFT_EVERY, 2 * DRIFT_EVERY]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    first_ms = lane.drift[0][1]
+    logger = logging.getLogger("nas")
+    logger.addHandler(caplog.handler)
+    try:  # a start measured at a third of today's latency: the device is now slower
+        report_drift(study, lane, first_ms / 3, "local-cpu")
+        report_drift(study, lane, first_ms / 3, "local-cpu")  # nothing new: nothing kept
+    finally:
+        logger.removeHandler(caplog.handler)
+    kept = study.user_attrs["base_drift"]
+    assert [e["candidates_measured"] for e in kept] == [DRIFT_EVERY, 2 * DRIFT_EVERY]
+    assert kept[0]["ratio"] == pytest.approx(3.0)
+    assert caplog.text.count("the device runs slower than when the budget was resolved") == 1
+    assert "3.00x the " in caplog.text
 
 
 def _free_port() -> int:
