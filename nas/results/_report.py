@@ -23,7 +23,7 @@ from nas._objectives import OBJECTIVES
 from nas.results._hypervolume import hypervolume_history, hypervolume_reference
 from nas.results._images import FRONT_COLOR, bar_chart_svg
 from nas.results._plots import figure_html, front_figure, html_page, legend_html, line_figure
-from nas.results._table import budget_text, columns, flat_record, unit_of
+from nas.results._table import budget_text, columns, drift_line, flat_record, unit_of
 from nas.searching._halving import halving_text
 from nas.searching._run import Run, read_run
 from nas.searching._trial_row import TrialRow
@@ -283,12 +283,19 @@ def _settings_table(results: Run) -> str:
 def _errors_section(results: Run) -> str:
     errors = predictor_errors(results)
     tracked = latency_errors(results)
+    drift = drift_line(results).strip()
+    drift_note = (
+        f'<p class="note">The {html.escape(drift)} (drift of the device; the search warns '
+        "beyond 20%).</p>"
+        if drift
+        else ""
+    )
     if not errors and not tracked:
         return (
             "<p>No trial of this run has both a predicted and a measured cost, so the "
             "predictor's error cannot be shown.</p>"
         )
-    parts = []
+    parts = [drift_note] if drift_note else []
     if tracked:
         parts.append(figure_html(latency_error_figure(tracked)))
         refits = sum(bool(r.get("refit")) for r in tracked)

@@ -185,7 +185,19 @@ def _text_table(
         footer += f"; sorted by {results.first_cost}"
     if not records:
         footer += ". No trial meets the budget yet: see all trials with --all"
-    return "\n".join(out) + "\n" + footer + "\n" + _tracking_line(results)
+    return "\n".join(out) + "\n" + footer + "\n" + _tracking_line(results) + drift_line(results)
+
+
+def drift_line(results: Run) -> str:
+    """The base model measured again during the search, against its latency at the start."""
+    drift = results.user_attrs.get("base_drift")
+    ratios = [e["ratio"] for e in drift or [] if isinstance(e, Mapping) and "ratio" in e]
+    if not ratios:
+        return ""
+    return (
+        f"base model measured again {len(ratios)} times during the search: "
+        f"{min(ratios):.2f}x to {max(ratios):.2f}x of its latency at the start\n"
+    )
 
 
 def _tracking_line(results: Run) -> str:
@@ -225,6 +237,7 @@ __all__ = [
     "FORMATS",
     "budget_text",
     "columns",
+    "drift_line",
     "energy_label",
     "flat_record",
     "format_rows",

@@ -180,6 +180,23 @@ def test_report_is_self_contained(measured_run: Path, tmp_path: Path) -> None:
     assert f"trial {best}: the most accurate trial that meets the budget" in page
 
 
+def test_the_base_models_drift_is_shown_in_table_and_report(tmp_path: Path) -> None:
+    import optuna
+
+    import nas
+
+    run = make_measured_run(tmp_path / "drift", n=4)
+    study = optuna.load_study(study_name="hwnas", storage=f"sqlite:///{run / 'study.db'}")
+    study.set_user_attr(
+        "base_drift",
+        [{"candidates_measured": 10, "latency_ms": 0.5, "ratio": 0.96},
+         {"candidates_measured": 20, "latency_ms": 0.7, "ratio": 1.31}],
+    )  # fmt: skip
+    shown = "base model measured again 2 times during the search: 0.96x to 1.31x"
+    assert shown in nas.pareto_table(run)
+    assert shown in write_report(run, tmp_path / "report.html").read_text()
+
+
 def test_report_of_a_run_without_budget_says_none(tmp_path: Path) -> None:
     res = make_results(8).replace(budget={}, settings={"task": "t", "budget": {}})
     page = write_report(res, tmp_path / "r.html").read_text()
