@@ -97,6 +97,9 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
         "smallest_predicted": lowest_predicted,
         "smallest_measured": lowest_measured,
         "smallest_configs": configs,
+        "calibration_points": _calibration_points(
+            costs, measured, candidates, predicted, cheap_measured
+        ),
         "measured_runs": _spread(
             {"base": runs["base"], "smallest": runs[f"cheap{fastest}"]} if runs else {}
         ),
@@ -121,6 +124,36 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
         configs.get("latency_ms", "-"),
     )
     return base
+
+
+def _calibration_points(
+    costs: dict[str, Any],
+    measured: dict[str, Any],
+    candidates: list[Any],
+    predicted: list[dict[str, float]],
+    cheap_measured: list[dict[str, float | None]],
+) -> list[dict[str, Any]]:
+    """Predicted against measured latency of each graph measured at the start (measured ones).
+
+    The search calibrates its predictor on them before the first candidate
+    (:meth:`~nas.searching._calibration.PredictorTracker.start_from`).
+    """
+    from nas.searching._calibration import int8_share
+
+    graphs = [("base", costs, measured, 0.0)] + [
+        (f"cheap{i}", p, m, int8_share(c.to_dict()))
+        for i, (c, p, m) in enumerate(zip(candidates, predicted, cheap_measured, strict=True))
+    ]
+    return [
+        {
+            "graph": name,
+            "predicted_ms": float(p["latency_ms"]),
+            "measured_ms": float(m["latency_ms"]),
+            "int8_share": share,
+        }
+        for name, p, m, share in graphs
+        if m.get("latency_ms") is not None and p.get("latency_ms") is not None
+    ]
 
 
 def _lowest(

@@ -61,7 +61,8 @@ class Calibration:
 
     Attributes:
         coef: ``(a, b, c)``.
-        n: Measured candidates it was fit on (0: the identity).
+        n: Measured candidates it was fit on (0: none; then the identity, or a fit on the
+            graphs measured at the search's start).
         terms: Which of :data:`CALIBRATION_TERMS` it is.
     """
 
@@ -154,12 +155,16 @@ class PredictorTracker:
             on, calibrated), ``raw_ms`` (the device predictor alone), ``measured_ms``,
             ``error_pct`` (of ``predicted_ms``), ``int8_share``, ``calibration_n``.
         refits: Per refit: ``after`` (measurements), ``coef``, ``rolling_error_pct``.
+        start: The base model and the space's cheapest configs as measured at the search's
+            start (``raw_ms``, ``measured_ms``, ``int8_share``): the first calibration, and
+            part of every refit (:meth:`start_from`).
     """
 
     refit_every: int = 5
     rows: list[dict[str, Any]] = field(default_factory=list)
     refits: list[dict[str, Any]] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
+    start: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_summary(
@@ -171,7 +176,41 @@ class PredictorTracker:
             tracker.rows = [dict(r) for r in summary.get("trials", [])]
             tracker.refits = [dict(r) for r in summary.get("refits", [])]
             tracker.calibration = Calibration.from_dict(summary.get("calibration"))
+            tracker.start = [dict(r) for r in summary.get("start_points", [])]
         return tracker
+
+    def start_from(self, points: Sequence[Mapping[str, Any]] | None) -> None:
+        """Calibrate on the graphs measured at the search's start, before any candidate.
+
+        The base model and the cheapest configs span the space's latencies, so a predictor
+        that is off by a factor on this device (a short or noisy profile) is corrected before
+        it screens the first candidate; left alone, it could reject every candidate before
+        training, and with nothing measured the calibration would never learn. A tracker that
+        already holds measured candidates (a resumed search) keeps its own calibration.
+        """
+        usable: list[dict[str, Any]] = [
+            {"raw_ms": float(p["predicted_ms"]), "measured_ms": float(p["measured_ms"]),
+             "int8_share": float(p.get("int8_share", 0.0)), "graph": str(p.get("graph", ""))}
+            for p in points or []
+            if (p.get("predicted_ms") or 0) > 0 and (p.get("measured_ms") or 0) > 0
+        ]  # fmt: skip
+        if self.rows or len(usable) < 3:
+            return
+        self.start = usable
+        fitted, scores = Calibration.choose(
+            [r["raw_ms"] for r in usable],
+            [r["measured_ms"] for r in usable],
+            [r["int8_share"] for r in usable],
+        )
+        self.calibration = replace(fitted, n=0)
+        _logger.info(
+            "latency predictor calibrated on the %d graphs measured at the start: %s "
+            "(leave-one-out median error %.1f%%, uncalibrated %.1f%%)",
+            len(usable),
+            fitted.terms,
+            scores[fitted.terms],
+            scores["identity"],
+        )
 
     def add(self, number: int, *, raw_ms: float, predicted_ms: float, measured_ms: float,
             share: float) -> bool:  # fmt: skip
@@ -194,7 +233,7 @@ class PredictorTracker:
         due = new >= self.refit_every or (new >= 2 and rolling > REFIT_ERROR_PCT)
         if not due or len(self.rows) < 3:
             return False
-        rows = self.rows[-MAX_CALIBRATION_ROWS:]
+        rows = self.start + self.rows[-MAX_CALIBRATION_ROWS:]
         self.calibration, scores = Calibration.choose(
             [r["raw_ms"] for r in rows],
             [r["measured_ms"] for r in rows],
@@ -211,9 +250,10 @@ class PredictorTracker:
             }
         )
         _logger.info(
-            "latency predictor recalibrated on %d measured candidates: %s (leave-one-out "
+            "latency predictor recalibrated on %d measured candidates%s: %s (leave-one-out "
             "median error %.1f%%, uncalibrated %.1f%%; rolling error was %.1f%%)",
-            len(rows),
+            len(rows) - len(self.start),
+            f" and {len(self.start)} graphs measured at the start" if self.start else "",
             self.calibration.terms,
             scores[self.calibration.terms],
             scores["identity"],
@@ -232,6 +272,7 @@ class PredictorTracker:
             "trials": self.rows,
             "refits": self.refits,
             "calibration": self.calibration.to_dict(),
+            "start_points": self.start,
             "rolling_median_error_pct": _round(self.rolling_error_pct()),
             "quarters_median_error_pct": quarter_errors(self.rows),
         }

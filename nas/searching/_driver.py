@@ -113,6 +113,8 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     tracker = PredictorTracker.from_summary(
         study.user_attrs.get("predictor_tracking"), refit_every=config.refit_every
     )
+    if ctx.measure_costs:  # a predictor off by a factor must not reject every candidate
+        tracker.start_from((study.user_attrs.get("base") or {}).get("calibration_points"))
     loop = _Loop(target=n_new)
     loop.halving = make_halving(
         study,

@@ -152,6 +152,31 @@ def test_calibration_learns_a_predictor_that_is_twice_too_slow_on_int8() -> None
     assert Calibration().apply(0.3, 1.0) == 0.3  # the identity before any fit
 
 
+def test_the_graphs_measured_at_the_start_calibrate_a_predictor_off_by_twice() -> None:
+    # a short profile predicts everything 1.9x too slow: uncalibrated, a 0.9x budget
+    # would reject every candidate before training, and nothing would ever be measured
+    points = [
+        {"graph": g, "predicted_ms": 1.9 * m, "measured_ms": m, "int8_share": s}
+        for g, m, s in [("base", 0.020, 0.0), ("cheap0", 0.016, 1.0), ("cheap1", 0.011, 0.0),
+                        ("cheap2", 0.017, 1.0), ("cheap3", 0.010, 0.0)]
+    ]  # fmt: skip
+    tracker = PredictorTracker(refit_every=4)
+    tracker.start_from(points)
+    assert tracker.calibration.terms != "identity" and tracker.calibration.n == 0
+    assert tracker.calibration.apply(0.038, 0.0) == pytest.approx(0.020, rel=0.05)
+    kept = PredictorTracker.from_summary(json.loads(json.dumps(tracker.summary())), refit_every=4)
+    assert kept.calibration == tracker.calibration and len(kept.start) == 5
+    for i in range(4):  # the refit uses the start's graphs beside the candidates
+        kept.add(i, raw_ms=0.03, predicted_ms=0.016, measured_ms=0.016, share=0.0)
+    assert kept.refits and kept.calibration.n == 4
+    # too few graphs, or a tracker that has measured candidates already: left alone
+    few = PredictorTracker()
+    few.start_from(points[:2])
+    assert few.calibration == Calibration()
+    kept.start_from([dict(p, measured_ms=1.0) for p in points])
+    assert kept.calibration.n == 4
+
+
 def test_calibration_never_chosen_worse_than_the_predictor_on_noise() -> None:
     import numpy as np
 
