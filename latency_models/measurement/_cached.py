@@ -9,8 +9,37 @@ from typing import Any
 
 from latency_models._graph import GraphLike, graph_bytes
 from latency_models.devices import DeviceSpec, get_device
-from latency_models.measurement._measure import Measurement, measure
+from latency_models.measurement._measure import Measurement, check_measurement, measure
 from latency_models.measurement._store import MeasurementStore, too_big_to_keep
+
+
+def measure_interleaved(
+    graphs: Mapping[str, GraphLike],
+    device: DeviceSpec,
+    *,
+    rounds: int,
+    keep: bool = False,
+    **measure_options: Any,
+) -> dict[str, list[Measurement]]:
+    """Each graph measured ``rounds`` times, one of each per round, every value checked.
+
+    Graphs compared on a shared machine are measured round by round so that its drift hits
+    them alike and their medians compare. ``keep``: each measurement also goes into the
+    device's store (:func:`measure_cached` with ``remeasure``).
+
+    Raises:
+        MeasurementError: the device did not answer, or returned a corrupt value.
+    """
+    runs: dict[str, list[Measurement]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, graph in graphs.items():
+            if keep:
+                m = measure_cached(graph, device, remeasure=True, **measure_options)
+            else:
+                m = measure(graph, device, **measure_options)
+            check_measurement(m, device.name)
+            runs[name].append(m)
+    return runs
 
 
 def measure_cached(

@@ -194,14 +194,16 @@ def _extremes(task: Any, spec: Any, folder: Path) -> tuple[Path, dict[str, Any]]
     The base model and the cheapest config are measured interleaved on the device, exactly
     as the search measures them, so that the budget chosen here passes its checks.
     """
-    from nas.searching._base import base_metrics, costs_of
+    from nas.searching._base import base_metrics
     from nas.searching._config import SearchConfig
     from nas.searching._search import build_context
 
     config = SearchConfig(task=task.name, device=spec.name, run_dir=str(folder))
     ctx = build_context(config, task=task, device=spec)
-    _, base_graph = costs_of(ctx, ctx.space.identity(), folder, "base")
-    return base_graph, base_metrics(ctx)
+    base, graph = base_metrics(ctx)
+    base_graph = folder / "base.onnx"
+    base_graph.write_bytes(graph)
+    return base_graph, base
 
 
 NO_GAIN = 0.85
@@ -358,32 +360,29 @@ def _compare(
     row: Any,
 ) -> DemoResult:
     """Measure base and exported graphs side by side, interleaved."""
-    from latency_models import measure
+    from latency_models.measurement._cached import measure_interleaved
     from nas.tasks._onnx_eval import evaluate_onnx
 
-    graphs = [base_graph] if exported is None else [base_graph, exported.out_dir / "model.onnx"]
+    graphs = {"base": base_graph}
+    if exported is not None:
+        graphs["export"] = exported.out_dir / "model.onnx"
     # the export measured itself side by side for the relative budget: its report decides
-    check = {} if exported is None else exported.report.get("budget_check", {})
-    side = check.get("latency_ms", {})
-    if "ratio" in side:
-        base_ms, export_ms = float(side["base"]), float(side["export"])
+    side = {} if exported is None else exported.report.get("budget_check", {}).get("latency_ms")
+    if side and "ratio" in side:
+        medians = {"base": float(side["base"]), "export": float(side["export"])}
     else:
-        runs: dict[Path, list[float]] = {graph: [] for graph in graphs}
-        for _ in range(COMPARE_ROUNDS):  # interleaved: drift on a shared machine hits both
-            for graph in graphs:
-                runs[graph].append(float(measure(str(graph), spec).latency_ms))
-        base_ms = statistics.median(runs[base_graph])
-        export_ms = statistics.median(runs[graphs[-1]])
+        runs = measure_interleaved(graphs, spec, rounds=COMPARE_ROUNDS)
+        medians = {name: statistics.median(m.latency_ms for m in ms) for name, ms in runs.items()}
     return DemoResult(
         run_dir=run_dir,
         export_dir=None if exported is None else exported.out_dir,
-        base_latency_ms=base_ms,
-        latency_ms=None if exported is None else export_ms,
+        base_latency_ms=medians["base"],
+        latency_ms=medians.get("export"),
         base_top1=evaluate_onnx(str(base_graph), *_numpy(task.val)),
         # the export's report holds its ONNX top-1 on the same validation data
         top1=None if exported is None else float(exported.report["accuracy"]["onnx_top1"]),
         base_size_bytes=base_graph.stat().st_size,
-        size_bytes=None if exported is None else graphs[1].stat().st_size,
+        size_bytes=None if exported is None else graphs["export"].stat().st_size,
         seconds=time.perf_counter() - start,
         budget_fraction=fraction,
         predicted_ms=None if row is None else row.predicted.get("latency_ms"),

@@ -250,11 +250,9 @@ def measure_side_by_side(
     import statistics
     import tempfile
 
-    from latency_models import measure
+    from latency_models.measurement._cached import measure_interleaved
     from search_spaces import export_onnx
 
-    keys = list(keys)
-    runs: dict[str, dict[str, list[float]]] = {"base": {}, "export": {}}
     with tempfile.TemporaryDirectory(prefix="hwnas-side-by-side-") as tmp:
         identity = built.space.identity()
         base_path = Path(tmp) / "base.onnx"
@@ -262,18 +260,15 @@ def measure_side_by_side(
             built.space.apply(built.task.model, identity), identity,
             built.task.example_input, base_path,
         )  # fmt: skip
-        graphs = {"base": base_path, "export": onnx_path}
-        for _ in range(SIDE_BY_SIDE_ROUNDS):
-            for name, graph in graphs.items():
-                m = measure(graph, built.device, max_seconds=max_seconds)
-                for key in keys:
-                    value = getattr(m, key, None)
-                    if value is not None:
-                        runs[name].setdefault(key, []).append(float(value))
+        runs = measure_interleaved(
+            {"base": base_path, "export": onnx_path}, built.device,
+            rounds=SIDE_BY_SIDE_ROUNDS, max_seconds=max_seconds,
+        )  # fmt: skip
     out: dict[str, Any] = {"rounds": SIDE_BY_SIDE_ROUNDS}
-    for name, values in runs.items():
-        out[name] = {key: statistics.median(values[key]) if values.get(key) else None
-                     for key in keys}  # fmt: skip
+    for name, ms in runs.items():
+        values = {key: [getattr(m, key) for m in ms if getattr(m, key, None) is not None]
+                  for key in keys}  # fmt: skip
+        out[name] = {key: statistics.median(v) if v else None for key, v in values.items()}
     return out
 
 

@@ -58,8 +58,10 @@ BASE_ROUNDS = 3
 """Interleaved rounds in which the base model and the cheapest configs are measured."""
 
 
-def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[str, Any]:
-    """The base model's accuracy, predicted and measured costs (study attr "base").
+def base_metrics(
+    ctx: TrialContext, *, require_measured: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """The base model's accuracy, predicted and measured costs (study attr "base"), and graph.
 
     The base model and the space's cheapest candidates (:meth:`~search_spaces.
     CompressionSpace.cheapest_candidates`: int8 or factorized layers can run slower than
@@ -82,6 +84,7 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
             cheap, graphs[f"cheap{i}"] = costs_of(ctx, config, Path(tmp), f"cheap{i}")
             predicted.append(cheap)
         runs = _interleaved(ctx, graphs, require_measured)
+        base_graph = graph.read_bytes()  # measured again during the search (drift)
     measured = _medians(runs.get("base"), costs["memory_mb"])
     cheap_measured = [
         _medians(runs.get(f"cheap{i}"), p["memory_mb"]) for i, p in enumerate(predicted)
@@ -123,7 +126,7 @@ def base_metrics(ctx: TrialContext, *, require_measured: bool = False) -> dict[s
         len(candidates),
         configs.get("latency_ms", "-"),
     )
-    return base
+    return base, base_graph
 
 
 def _calibration_points(
@@ -182,16 +185,13 @@ def _interleaved(
     ctx: TrialContext, graphs: dict[str, Path], required: bool
 ) -> dict[str, list[Any]]:
     """Each graph measured :data:`BASE_ROUNDS` times, round by round ({} when unreachable)."""
-    from latency_models import MeasurementError, measure_cached
-    from latency_models.measurement._measure import check_measurement
+    from latency_models import MeasurementError
+    from latency_models.measurement._cached import measure_interleaved
 
-    runs: dict[str, list[Any]] = {name: [] for name in graphs}
     try:
-        for _ in range(BASE_ROUNDS):
-            for name, graph in graphs.items():
-                m = measure_cached(graph, ctx.device, remeasure=True, max_seconds=2.0)
-                check_measurement(m, ctx.device.name)
-                runs[name].append(m)
+        runs = measure_interleaved(
+            graphs, ctx.device, rounds=BASE_ROUNDS, keep=True, max_seconds=2.0
+        )
     except MeasurementError as exc:
         if required:
             raise MeasurementError(

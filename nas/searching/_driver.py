@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.searching._driver_log import best_feasible, log_summary, progress, trial_line
@@ -82,13 +80,21 @@ class _Loop:
     """The search's ``_halving.SuccessiveHalving``, or None when it is off."""
 
 
-def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new: int) -> None:
+def drive(
+    study: optuna.Study,
+    ctx: TrialContext,
+    config: SearchConfig,
+    *,
+    n_new: int,
+    base_graph: bytes | None = None,
+) -> None:
     """Ask, evaluate, measure and tell ``n_new`` trials, ``config.workers`` at a time.
 
     A trained candidate is told once it is measured (``_costs``): on a local device the
     driver hands out no new trial until the lane has measured what it holds, so that the
     measurement never overlaps training. Fewer trials start when ``config.timeout_s`` is
-    spent first (counted from the moment the workers are ready).
+    spent first (counted from the moment the workers are ready). ``base_graph``: the base
+    model's ONNX graph, measured again every few candidates to see the device drift.
     """
     from nas.searching._calibration import PredictorTracker
     from nas.searching._costs import MeasurementLane, report_drift
@@ -106,7 +112,7 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     heartbeat = _Heartbeat(study)
     start_ms = ((study.user_attrs.get("base") or {}).get("measured") or {}).get("latency_ms")
     lane = (
-        MeasurementLane(ctx.device, base_graph=_base_graph(ctx) if start_ms else None)
+        MeasurementLane(ctx.device, base_graph=base_graph if start_ms else None)
         if ctx.measure_costs
         else None
     )
@@ -160,17 +166,6 @@ def drive(study: optuna.Study, ctx: TrialContext, config: SearchConfig, *, n_new
     log_summary(study, config, loop, started, executor_start_s, lane)
     if loop.halving is not None:
         loop.halving.summarize()
-
-
-def _base_graph(ctx: TrialContext) -> bytes:
-    """The base model's graph, which the lane measures again now and then (drift)."""
-    from nas.searching._trial import export_graph
-
-    identity = ctx.space.identity()
-    with tempfile.TemporaryDirectory(prefix="hwnas-base-") as tmp:
-        path = export_graph(ctx, ctx.space.apply(ctx.task.model, identity), identity,
-                            Path(tmp) / "base.onnx")  # fmt: skip
-        return path.read_bytes()
 
 
 def _check_deadline(config: SearchConfig, executor: Any, loop: _Loop) -> None:

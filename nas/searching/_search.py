@@ -146,7 +146,7 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
     check_run_dir_writable(run_dir)  # a read-only folder or full disk, before any work
     if (run_dir / SETTINGS_FILE).is_file() and config.storage is None:
         check_sqlite_file(run_dir / STUDY_DB)  # a resumed run's database, emptied or damaged
-    ctx, base = prepare(config, task=task, device=device)
+    ctx, base, base_graph = prepare(config, task=task, device=device)
     config = config.replace(
         resolved_budget=ctx.budget.to_dict(), base_measured=base.get("measured_runs")
     )
@@ -172,7 +172,7 @@ def run_search(config: SearchConfig, *, task: Task | None = None, device: Any = 
 
             enqueue_warm_start(study, ctx)
         try:
-            drive(study, ctx, config, n_new=max(0, config.n_trials - done))
+            drive(study, ctx, config, n_new=max(0, config.n_trials - done), base_graph=base_graph)
         except KeyboardInterrupt:
             fail_interrupted_trials(study, run_dir, config)  # one caught inside study.ask
             raise
@@ -378,8 +378,8 @@ def build_context(
 
 def prepare(
     config: SearchConfig, *, task: Task | None = None, device: Any = None
-) -> tuple[TrialContext, dict[str, Any]]:
-    """Build the trial context and the base model's metrics; check the budget against them.
+) -> tuple[TrialContext, dict[str, Any], bytes]:
+    """Build the trial context, the base model's metrics and graph; check the budget.
 
     Raises:
         BudgetError: the base model already meets the cost budget, or the cheapest config
@@ -387,7 +387,7 @@ def prepare(
     """
     # a search profiles a device that has no predictor yet (config.profile_minutes)
     ctx = build_context(config, task=task, device=device, profile_if_missing=True)
-    base = base_metrics(ctx, require_measured=config.costs == "measured")
+    base, base_graph = base_metrics(ctx, require_measured=config.costs == "measured")
     previous = previous_resolution(config)
     if previous is not None:
         ctx.budget = Budget(previous)
@@ -404,7 +404,7 @@ def prepare(
     for hint in parse_budget(config.budget).fraction_hints():
         _logger.info("budget: %s", hint)
     check_budget(ctx, base, resumed=previous is not None)
-    return ctx, base
+    return ctx, base, base_graph
 
 
 def _predicted_only(base: dict[str, Any]) -> dict[str, float]:
